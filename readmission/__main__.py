@@ -1,0 +1,93 @@
+"""Command line: every pipeline step without Airflow, calling the same functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from readmission import dataset
+
+
+def _print(data: object) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _cmd_locate(args: argparse.Namespace) -> None:
+    from readmission.settings import get_settings
+
+    source = dataset.locate(get_settings(), download=not args.no_download)
+    _print({"path": str(source.path), "sha256": source.sha256})
+
+
+def _cmd_load_raw(args: argparse.Namespace) -> None:
+    from readmission import pipeline, warehouse
+
+    reports = [pipeline.load_raw_batch(b) for b in pipeline.plan_raw_load(limit=args.batches)]
+    _print(reports)
+    print(warehouse.format_summary(pipeline.store_summary()))
+
+
+def _cmd_clean(args: argparse.Namespace) -> None:
+    from readmission import pipeline, warehouse
+
+    _print(pipeline.clean_new_rows(full_refresh=args.full_refresh))
+    print(warehouse.format_summary(pipeline.store_summary()))
+
+
+def _cmd_summary(args: argparse.Namespace) -> None:
+    from readmission import pipeline, warehouse
+
+    facts = pipeline.store_summary()
+    _print(facts) if args.json else print(warehouse.format_summary(facts))
+
+
+def _cmd_local(args: argparse.Namespace) -> None:
+    from readmission import localstack
+
+    sys.exit(localstack.main(serve=not args.no_serve))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m readmission", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    locate = commands.add_parser("locate", help="find and verify the data file")
+    locate.add_argument("--no-download", action="store_true", help="do not download from UCI")
+    locate.set_defaults(run=_cmd_locate)
+
+    load = commands.add_parser("load-raw", help="load the pending batches into raw_data")
+    load.add_argument("--batches", type=int, default=0, help="0 = all remaining, N = next N")
+    load.set_defaults(run=_cmd_load_raw)
+
+    clean = commands.add_parser("clean", help="clean the raw rows not cleaned yet")
+    clean.add_argument("--full-refresh", action="store_true", help="clean every row again")
+    clean.set_defaults(run=_cmd_clean)
+
+    summary = commands.add_parser("summary", help="what raw_data and clean_data hold")
+    summary.add_argument("--json", action="store_true", help="print JSON")
+    summary.set_defaults(run=_cmd_summary)
+
+    local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
+    local.add_argument("--no-serve", action="store_true",
+                       help="stop once the pipeline has run instead of serving the UI")
+    local.set_defaults(run=_cmd_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except dataset.DatasetError as exc:
+        sys.exit(f"error: {exc}")
+    except ValueError as exc:  # schema and parameter errors carry a message for people
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

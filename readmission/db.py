@@ -1,0 +1,246 @@
+"""The data store: engines, table definitions and fast idempotent inserts.
+
+Two back ends run the same code. PostgreSQL (Docker Compose, Kubernetes) holds the
+schemas `raw_data` and `clean_data`; the embedded mode uses SQLite files, one per schema,
+ATTACHed under the schema's name so every query is written once. Inserts never
+duplicate a row: they skip primary keys already stored (COPY into a staging table then
+`INSERT ... ON CONFLICT DO NOTHING` on PostgreSQL, `executemany` on SQLite).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from readmission import schema
+from readmission.cleaning import CLEAN_COLUMNS
+
+RAW_SCHEMA = "raw_data"
+CLEAN_SCHEMA = "clean_data"
+SCHEMAS = (RAW_SCHEMA, CLEAN_SCHEMA)
+SPLITS = ("train", "valid", "test")
+
+metadata = sa.MetaData()
+
+_SQL_TYPES: dict[str, type[sa.types.TypeEngine]] = {
+    "bigint": sa.BigInteger,
+    "integer": sa.Integer,
+    "double": sa.Float,
+    "text": sa.Text,
+    "boolean": sa.Boolean,
+}
+
+
+def _raw_type(column: schema.Column) -> sa.types.TypeEngine:
+    if column.kind is schema.Kind.IDENTIFIER:
+        return sa.BigInteger()
+    return sa.Integer() if column.is_integer else sa.Text()
+
+
+def _lineage() -> list[sa.Column]:
+    """Where a row came from: its split, batch and position in the source file."""
+    return [
+        sa.Column("split", sa.Text, nullable=False),
+        sa.Column("batch_id", sa.Integer, nullable=False),
+        sa.Column("source_row", sa.Integer, nullable=False),
+    ]
+
+
+raw_encounters = sa.Table(
+    "diabetes",
+    metadata,
+    *(
+        sa.Column(c.key, _raw_type(c), primary_key=c.key == schema.ENCOUNTER_ID,
+                  nullable=c.key != schema.PATIENT_ID)
+        for c in schema.COLUMNS
+    ),
+    *_lineage(),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+              nullable=False),
+    sa.Index("ix_raw_diabetes_batch", "batch_id"),
+    schema=RAW_SCHEMA,
+    comment="The UCI file as loaded: text values verbatim ('?' kept), one row per encounter.",
+)  # fmt: skip
+
+raw_batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("batch_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("first_row", sa.Integer, nullable=False),
+    sa.Column("rows_read", sa.Integer, nullable=False),
+    sa.Column("rows_inserted", sa.Integer, nullable=False),
+    sa.Column("rows_already_present", sa.Integer, nullable=False),
+    sa.Column("rows_quarantined", sa.Integer, nullable=False),
+    sa.Column("source_sha256", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    schema=RAW_SCHEMA,
+    comment="One row per loaded batch; written in the same transaction as the batch's rows.",
+)
+
+raw_quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("batch_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("source_row", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("encounter_id", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+              nullable=False),
+    schema=RAW_SCHEMA,
+    comment="Rows of the source file that could not be loaded, with the reason.",
+)  # fmt: skip
+
+clean_encounters = sa.Table(
+    "diabetes",
+    metadata,
+    *(
+        sa.Column(c.key, _SQL_TYPES[c.sql_type](), primary_key=c.key == schema.ENCOUNTER_ID,
+                  comment=c.description)
+        for c in CLEAN_COLUMNS
+    ),
+    *_lineage(),
+    sa.Column("cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+              nullable=False),
+    sa.Index("ix_clean_diabetes_split", "split"),
+    schema=CLEAN_SCHEMA,
+    comment="Encounters after readmission.cleaning.clean, ready for training.",
+)  # fmt: skip
+
+clean_runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Text),
+    sa.Column("rows_cleaned", sa.Integer, nullable=False),
+    sa.Column("invalid_values", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    schema=CLEAN_SCHEMA,
+    comment="One row per cleaning chunk committed.",
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets one file per schema, attached under its name."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if not parsed.database or parsed.database == ":memory:":
+        raise ValueError("the embedded store needs a SQLite file, not an in-memory database")
+    main = Path(parsed.database)
+    main.parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @sa.event.listens_for(engine, "connect")
+    def _attach(dbapi_connection, _record) -> None:
+        for name in SCHEMAS:
+            dbapi_connection.execute(f"ATTACH DATABASE ? AS {name}", (str(main.with_name(f"{name}.db")),))
+        for name in ("main", *SCHEMAS):
+            # WAL lets the API read while a DAG writes; NORMAL sync is safe with WAL.
+            dbapi_connection.execute(f"PRAGMA {name}.journal_mode=WAL")
+            dbapi_connection.execute(f"PRAGMA {name}.synchronous=NORMAL")
+
+    return engine
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the schemas (PostgreSQL) and every table that does not exist yet."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            for name in SCHEMAS:
+                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {name}"))
+        metadata.create_all(conn)
+
+
+def _qualified(table: sa.Table) -> str:
+    return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
+def _prepare(table: sa.Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """Cast each column to what its SQL type expects (floats holding integers -> Int64)."""
+    out = {}
+    for name in frame.columns:
+        values = frame[name]
+        sql_type = table.c[name].type
+        if isinstance(sql_type, sa.Integer) and values.dtype.kind == "f":
+            values = values.round().astype("Int64")
+        out[name] = values
+    return pd.DataFrame(out, index=frame.index)
+
+
+def insert_new(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Insert the rows of `frame` whose primary key is not stored yet; return how many.
+
+    Re-running with the same rows inserts nothing, which makes every load idempotent.
+    """
+    if frame.empty:
+        return 0
+    frame = _prepare(table, frame)
+    if conn.dialect.name == "postgresql":
+        return _copy_insert(conn, table, frame)
+    return _executemany_insert(conn, table, frame)
+
+
+def _column_list(names: Iterable[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)
+
+
+def _copy_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """COPY into a temporary staging table, then insert what is new in one statement."""
+    columns = _column_list(frame.columns)
+    keys = _column_list(c.name for c in table.primary_key.columns)
+    stage = f"stage_{table.schema}_{table.name}"
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, quoting=csv.QUOTE_MINIMAL)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(f"DROP TABLE IF EXISTS {stage}")
+        cursor.execute(
+            f"CREATE TEMP TABLE {stage} AS SELECT {columns} FROM {_qualified(table)} WITH NO DATA"
+        )
+        with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(buffer.getvalue())
+        cursor.execute(
+            f"INSERT INTO {_qualified(table)} ({columns}) SELECT {columns} FROM {stage} "
+            f"ON CONFLICT ({keys}) DO NOTHING"
+        )
+        inserted = cursor.rowcount
+        cursor.execute(f"DROP TABLE {stage}")
+    finally:
+        cursor.close()
+    return inserted
+
+
+def _executemany_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    columns = _column_list(frame.columns)
+    marks = ", ".join("?" for _ in frame.columns)
+    sql = f"INSERT INTO {_qualified(table)} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(sql, _records(frame))
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _records(frame: pd.DataFrame) -> Iterable[tuple]:
+    """Rows as tuples of plain Python values (object arrays hold Python scalars), NaN as None."""
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        if series.dtype.kind == "M":  # the layout SQLAlchemy's SQLite DateTime reads back
+            series = series.dt.tz_convert(None) if series.dt.tz else series
+            series = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+        values = series.astype(object).to_numpy(copy=True)
+        values[pd.isna(values)] = None
+        columns.append(values)
+    return zip(*columns, strict=True)

@@ -1,0 +1,65 @@
+"""The pipeline's steps as plain functions: what each Airflow task and CLI command calls.
+
+Each step reads the settings, opens the store (creating missing tables) and returns a
+small JSON-able dict, so Airflow's XCom carries ids and counts, never data frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from sqlalchemy.engine import Engine
+
+from readmission import dataset, db, ingest, warehouse
+from readmission.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=4)
+def _engine_for(url: str) -> Engine:
+    engine = db.make_engine(url)
+    db.create_tables(engine)
+    return engine
+
+
+def engine(settings: Settings | None = None) -> Engine:
+    """The data store's engine, with every table created (once per process)."""
+    return _engine_for((settings or get_settings()).database_url)
+
+
+def plan_raw_load(limit: int | None = None, settings: Settings | None = None) -> list[int]:
+    """Batch ids still to load: all of them, or the next `limit` (> 0)."""
+    settings = settings or get_settings()
+    source = dataset.locate(settings)
+    pending = ingest.plan_batches(engine(settings), source, settings.batch_size, limit or None)
+    log.info("source %s (sha256 %s): pending batches %s", source.path, source.sha256, pending)
+    return pending
+
+
+def load_raw_batch(batch_id: int, run_id: str | None = None,
+                   settings: Settings | None = None) -> dict:  # fmt: skip
+    """Load one batch of the file into raw_data (idempotent)."""
+    settings = settings or get_settings()
+    source = dataset.locate(settings, download=False)
+    report = ingest.load_batch(
+        engine(settings), source, batch_id, settings.batch_size, settings.split_salt, run_id
+    )
+    return report.to_dict()
+
+
+def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
+                   settings: Settings | None = None) -> dict:  # fmt: skip
+    """Clean every raw row not cleaned yet (all rows again if `full_refresh`)."""
+    settings = settings or get_settings()
+    store = engine(settings)
+    if full_refresh:
+        log.info("full refresh: deleted %d clean rows", warehouse.reset_clean(store))
+    report = warehouse.clean_pending(store, chunk_size=settings.batch_size, run_id=run_id)
+    return report.to_dict()
+
+
+def store_summary(settings: Settings | None = None) -> dict:
+    """What raw_data and clean_data hold."""
+    return warehouse.summary(engine(settings))

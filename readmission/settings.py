@@ -1,0 +1,95 @@
+"""Settings of every service, read from the environment.
+
+Each field has an embedded-mode default (SQLite files and a local MLflow under a state
+folder) and is overridden by the variable named in its alias; `.env` lists the values
+the Docker Compose deployment uses. Nothing happens at import time: call
+`get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The UCI archive of data set 296 (a zip holding `diabetic_data.csv`).
+UCI_ARCHIVE_URL = (
+    "https://archive.ics.uci.edu/static/public/296/"
+    "diabetes+130-us+hospitals+for+years+1999-2008.zip"
+)
+#: sha256 of the uncompressed `diabetic_data.csv` (see ../shared/data/README.md).
+DIABETES_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
+
+
+class Settings(BaseSettings):
+    """Where the data comes from, where it goes, and how it is cut into batches."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    state_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / ".local",
+        validation_alias="READMISSION_STATE_DIR",
+        description="Folder for the embedded mode's SQLite files, MLflow store and Airflow home.",
+    )
+    diabetes_csv: Path | None = Field(
+        default=None,
+        validation_alias="DIABETES_CSV",
+        description="Path of the UCI file (.csv or .csv.gz); looked for first.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / "data",
+        validation_alias="READMISSION_DATA_DIR",
+        description="Folder searched for diabetic_data.csv(.gz) and where a download is saved.",
+    )
+    dataset_url: str = Field(
+        default=UCI_ARCHIVE_URL,
+        validation_alias="DIABETES_DATASET_URL",
+        description="Where the official archive is downloaded from when no file is found.",
+    )
+    dataset_sha256: str = Field(
+        default=DIABETES_CSV_SHA256,
+        validation_alias="DIABETES_CSV_SHA256",
+        description="Expected sha256 of the uncompressed CSV.",
+    )
+    data_database_url: str | None = Field(
+        default=None,
+        validation_alias="DATA_DATABASE_URL",
+        description=(
+            "SQLAlchemy URL of the store holding the raw_data and clean_data schemas. "
+            "Unset: SQLite files in state_dir (schemas attached as databases)."
+        ),
+    )
+    batch_size: int = Field(
+        default=15_000, gt=0, validation_alias="RAW_BATCH_SIZE",
+        description="Rows per raw-load batch (the original project's 15,000).",
+    )
+    split_salt: str = Field(
+        default="diabetes-130-v1",
+        validation_alias="SPLIT_SALT",
+        description="Salt of the patient hash that assigns train/valid/test; changing it reshuffles.",
+    )
+    mlflow_tracking_uri: str = Field(
+        default="http://127.0.0.1:5000",
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow tracking server.",
+    )
+
+    @field_validator("state_dir", "data_dir", "diabetes_csv")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def database_url(self) -> str:
+        """The data store URL, defaulting to the embedded SQLite store."""
+        if self.data_database_url:
+            return self.data_database_url
+        return f"sqlite:///{self.state_dir / 'data' / 'main.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return Settings()
