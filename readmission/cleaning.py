@@ -61,7 +61,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype
+from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype, pandas_dtype
 
 from readmission import schema
 from readmission.schema import Column, Kind
@@ -186,13 +186,68 @@ _FEW_ROWS = 8
 _FACTORIZABLE = frozenset(
     {"string", "empty", "integer", "floating", "mixed-integer-float", "decimal", "boolean"}
 )
-_TEXT_DEFAULTS: Mapping[str, str] = {
+_MAX_IDENTIFIER = 2.0**53  # above this a float64 no longer holds every integer
+_STR = pandas_dtype("str")
+_INT64 = pandas_dtype("Int64")
+_ALIASES: Mapping[str, str] = schema.key_aliases()
+_KEYED: tuple[tuple[str, Column], ...] = tuple((c.key, c) for c in schema.COLUMNS)
+
+# A raw column: a Series, or for a few rows the column of `frame.to_numpy(dtype=object)`.
+_Raw = pd.Series | np.ndarray
+
+
+def _match_key(text: str) -> str:
+    """How categories are compared (rule 2): case and whitespace ignored."""
+    return "".join(text.split()).casefold()
+
+
+@dataclass(frozen=True)
+class _CategoryRule:
+    """Rules 2-5 and 9 for one text column: canonical spelling, default, documented unknown."""
+
+    canonical: Mapping[str, str]  # _match_key(category) -> category
+    default: str | float  # for missing and invalid values (NaN unless rule 3 or 4)
+    unknown: frozenset[str] = frozenset()  # categories that mean "unknown" (rule 5)
+
+    def __call__(self, value: object) -> tuple[object, int]:
+        text = _text(value)
+        if text is None:
+            return self.default, _VALID
+        match = self.canonical.get(_match_key(text))
+        if match is None:
+            return self.default, _INVALID
+        if match in self.unknown:
+            return np.nan, _UNKNOWN
+        return match, _VALID
+
+
+_DEFAULTS: Mapping[str, str] = {
     "max_glu_serum": "None",
     "a1cresult": "None",
     **{schema.to_key(drug): "No" for drug in schema.MEDICATIONS},
 }
-_UNKNOWN_CATEGORIES: Mapping[str, frozenset[str]] = {"gender": frozenset({"Unknown/Invalid"})}
-_MAX_IDENTIFIER = 2.0**53  # above this a float64 no longer holds every integer
+_CATEGORY_RULES: Mapping[str, _CategoryRule] = {
+    key: _CategoryRule(
+        canonical={_match_key(category): category for category in column.categories},
+        default=_DEFAULTS.get(key, np.nan),
+        unknown=frozenset({"Unknown/Invalid"}) if key == "gender" else frozenset(),
+    )
+    for key, column in _KEYED
+    if column.categories
+}
+#: Per code column: every known code, and those whose label means unknown (rule 6).
+_CODE_SETS: Mapping[str, tuple[np.ndarray, np.ndarray]] = {
+    key: (
+        np.array(sorted(column.codes), dtype=float),
+        np.array(
+            sorted(c for c, label in column.codes.items() if label in schema.UNKNOWN_CODE_LABELS),
+            dtype=float,
+        ),
+    )
+    for key, column in _KEYED
+    if column.kind is Kind.CODE
+}
+_EXPIRED_OR_HOSPICE = np.array(sorted(schema.EXPIRED_OR_HOSPICE_DISPOSITIONS), dtype=float)
 
 
 @dataclass(frozen=True)
@@ -216,22 +271,25 @@ class CleaningReport:
     def summary(self) -> str:
         """One line for the logs."""
 
+        def counted(total: int, noun: str) -> str:
+            return f"{total:,} {noun}{'' if total == 1 else 's'}"
+
         def listed(counts: Mapping[str, int]) -> str:
             return ", ".join(f"{key} {count:,}" for key, count in counts.items())
 
         invalid = (
-            f"{self.invalid_total:,} invalid values set to missing or to the default "
-            f"({listed(self.invalid)})"
+            f"{counted(self.invalid_total, 'invalid value')} set to missing or to the "
+            f"column default ({listed(self.invalid)})"
             if self.invalid
             else "no invalid values"
         )
         unknown = (
-            f"; {sum(self.unknown.values()):,} documented unknowns set to missing "
-            f"({listed(self.unknown)})"
+            f"; {counted(sum(self.unknown.values()), 'documented unknown')} set to "
+            f"missing ({listed(self.unknown)})"
             if self.unknown
             else ""
         )
-        return f"cleaned {self.rows:,} rows: {invalid}{unknown}"
+        return f"cleaned {counted(self.rows, 'row')}: {invalid}{unknown}"
 
     def to_dict(self) -> dict[str, object]:
         """Plain types, for JSON, XCom or MLflow."""
@@ -247,75 +305,64 @@ def clean_with_report(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport
     """The cleaned copy of a raw frame and the count of what the rules set to missing."""
     positions = _schema_positions(frame)
     rows = len(frame)
+    few = rows <= _FEW_ROWS
+    matrix = frame.to_numpy(dtype=object) if few else None
     invalid: dict[str, int] = {}
     unknown: dict[str, int] = {}
+    cleaned: dict[str, object] = {}
 
-    def raw(key: str) -> pd.Series:
-        if key in positions:
-            return frame.iloc[:, positions[key]]
-        return pd.Series(np.full(rows, np.nan), dtype=float)
+    for key, column in _KEYED:
+        raw: _Raw
+        if key not in positions:
+            raw = np.full(rows, np.nan, dtype=object) if few else pd.Series(np.full(rows, np.nan))
+        elif matrix is not None:
+            raw = matrix[:, positions[key]]
+        else:
+            raw = frame.iloc[:, positions[key]]
 
-    def count(key: str, flags: np.ndarray) -> None:
+        if column.kind is Kind.IDENTIFIER:
+            cleaned[key], flags = _identifiers(raw)
+        elif column.kind is Kind.COUNT:
+            cleaned[key], flags = _counts(raw, column)
+        elif column.kind is Kind.CODE:
+            cleaned[key], flags, codes = _codes(raw, key)
+            if key == "discharge_disposition_id":
+                cleaned[EXPIRED_OR_HOSPICE] = np.isin(codes, _EXPIRED_OR_HOSPICE)
+        elif column.kind is Kind.DIAGNOSIS:
+            codes, groups, flags = _diagnoses(raw)
+            cleaned[key] = pd.array(codes, dtype=_STR)
+            cleaned[DIAGNOSIS_GROUPS[key]] = pd.array(groups, dtype=_STR)
+        else:
+            values, flags = _per_value(raw, _CATEGORY_RULES[key], _CATEGORY_RULES[key](None))
+            cleaned[key] = pd.array(values, dtype=_STR)
+            if key == "age":
+                cleaned[AGE_YEARS] = _age_years(values)
+
         for counts, flag in ((invalid, _INVALID), (unknown, _UNKNOWN)):
             if found := int(np.count_nonzero(flags == flag)):
                 counts[key] = found
 
-    cleaned: dict[str, object] = {}
-    for column in schema.COLUMNS:
-        series = raw(column.key)
-        if column.kind is Kind.IDENTIFIER:
-            cleaned[column.key], flags = _identifiers(series)
-        elif column.kind is Kind.COUNT:
-            cleaned[column.key], flags = _counts(series, column)
-        elif column.kind is Kind.CODE:
-            values, flags, raw_codes = _codes(series, column)
-            cleaned[column.key] = values
-            if column.key == "discharge_disposition_id":
-                cleaned[EXPIRED_OR_HOSPICE] = np.isin(
-                    raw_codes, list(schema.EXPIRED_OR_HOSPICE_DISPOSITIONS)
-                )
-        elif column.kind is Kind.DIAGNOSIS:
-            codes, groups, flags = _diagnoses(series)
-            cleaned[column.key] = _text_array(codes)
-            cleaned[DIAGNOSIS_GROUPS[column.key]] = _text_array(groups)
-        else:
-            values, flags = _categories(series, column)
-            cleaned[column.key] = _text_array(values)
-            if column.key == "age":
-                cleaned[AGE_YEARS] = np.array(
-                    [AGE_MIDPOINTS.get(v, np.nan) for v in values]
-                    if rows <= _FEW_ROWS
-                    else pd.Series(values, dtype=object).map(AGE_MIDPOINTS).to_numpy(float),
-                    dtype=float,
-                )
-        count(column.key, flags)
-
     result = pd.DataFrame({key: cleaned[key] for key in CLEAN_KEYS}, index=frame.index, copy=False)
+    schema_positions = set(positions.values())
     kept = [
         i
         for i, name in enumerate(frame.columns)
-        if i not in positions.values() and name not in _DERIVED_KEYS
+        if i not in schema_positions and name not in _DERIVED_KEYS
     ]
     if kept:
         result = pd.concat([result, frame.iloc[:, kept]], axis=1)
-    order = {key: i for i, key in enumerate(CLEAN_KEYS)}
-    report = CleaningReport(
-        rows=rows,
-        invalid=dict(sorted(invalid.items(), key=lambda item: order[item[0]])),
-        unknown=dict(sorted(unknown.items(), key=lambda item: order[item[0]])),
-    )
-    return result, report
+    return result, CleaningReport(rows=rows, invalid=invalid, unknown=unknown)
 
 
 def icd9_chapter(code: str) -> str | None:
-    """The group (`ICD9_CHAPTERS`) of one ICD-9-CM code, None if it is not one."""
-    return _diagnosis(code)[1] or None
+    """The group (`ICD9_CHAPTERS`) of one ICD-9-CM code, None if missing or not ICD-9."""
+    return _diagnosis(code)[1]
 
 
 def map_icd9_chapters(codes: pd.Series) -> pd.Series:
     """The group of each ICD-9-CM code of a column (NaN where missing or not ICD-9)."""
     _, groups, _ = _diagnoses(codes)
-    return pd.Series(_text_array(groups), index=codes.index, name=codes.name)
+    return pd.Series(pd.array(groups, dtype=_STR), index=codes.index, name=codes.name)
 
 
 # --- columns -------------------------------------------------------------------------
@@ -323,10 +370,9 @@ def map_icd9_chapters(codes: pd.Series) -> pd.Series:
 
 def _schema_positions(frame: pd.DataFrame) -> dict[str, int]:
     """Position of each schema column in the frame, by key; refuses two spellings of one."""
-    aliases = schema.key_aliases()
     positions: dict[str, int] = {}
     for i, name in enumerate(frame.columns):
-        key = aliases.get(name) if isinstance(name, str) else None
+        key = _ALIASES.get(name) if isinstance(name, str) else None
         if key is None:
             continue
         if key in positions:
@@ -336,101 +382,86 @@ def _schema_positions(frame: pd.DataFrame) -> dict[str, int]:
     return positions
 
 
-def _identifiers(series: pd.Series) -> tuple[pd.api.extensions.ExtensionArray, np.ndarray]:
+def _identifiers(raw: _Raw) -> tuple[pd.api.extensions.ExtensionArray, np.ndarray]:
     """Rule 8: nullable Int64, NA when missing or not an integer."""
-    numbers, flags = _numbers(series)
-    bad = ~np.isnan(numbers) & (
-        (np.abs(numbers) >= _MAX_IDENTIFIER) | (np.floor(numbers) != numbers)
-    )
-    flags = np.where(bad, _INVALID, flags)
-    return pd.array(np.where(bad, np.nan, numbers), dtype="Int64"), flags
-
-
-def _counts(series: pd.Series, column: Column) -> tuple[np.ndarray, np.ndarray]:
-    """Rule 7: float64 integers within the column's range, NaN otherwise."""
-    numbers, flags = _numbers(series)
+    numbers, flags = _numbers(raw)
     with np.errstate(invalid="ignore"):
-        good = (
+        bad = ~np.isnan(numbers) & (
+            (np.abs(numbers) >= _MAX_IDENTIFIER) | (np.floor(numbers) != numbers)
+        )
+    numbers[bad] = np.nan
+    flags[bad] = _INVALID
+    return pd.array(numbers, dtype=_INT64), flags
+
+
+def _counts(raw: _Raw, column: Column) -> tuple[np.ndarray, np.ndarray]:
+    """Rule 7: float64 integers within the column's range, NaN otherwise."""
+    numbers, flags = _numbers(raw)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(numbers) & ~(
             (np.floor(numbers) == numbers)
             & (numbers >= column.minimum)
             & (numbers <= column.maximum)
         )
-    bad = ~np.isnan(numbers) & ~good
-    return np.where(bad, np.nan, numbers), np.where(bad, _INVALID, flags)
+    numbers[bad] = np.nan
+    flags[bad] = _INVALID
+    return numbers, flags
 
 
-def _codes(series: pd.Series, column: Column) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rule 6: known codes as float64, NaN otherwise; also the parsed codes before rule 6."""
-    numbers, flags = _numbers(series)
-    unknown = [code for code, label in column.codes.items() if label in schema.UNKNOWN_CODE_LABELS]
-    is_known = np.isin(numbers, list(column.codes))
+def _codes(raw: _Raw, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rule 6: known codes as float64, NaN otherwise; also the codes before rule 6."""
+    numbers, flags = _numbers(raw)
+    known, unknown = _CODE_SETS[key]
     is_unknown = np.isin(numbers, unknown)
-    flags = np.where(is_unknown, _UNKNOWN, flags)
-    flags = np.where(~np.isnan(numbers) & ~is_known, _INVALID, flags)
-    return np.where(is_known & ~is_unknown, numbers, np.nan), flags, numbers
+    is_invalid = ~np.isnan(numbers) & ~np.isin(numbers, known)
+    flags[is_unknown] = _UNKNOWN
+    flags[is_invalid] = _INVALID
+    return np.where(is_unknown | is_invalid, np.nan, numbers), flags, numbers
 
 
-def _numbers(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """A column as float64 (NaN when missing or not a number) and the per-row flags."""
-    if is_bool_dtype(series.dtype):
-        given = series.notna().to_numpy(dtype=bool)
-        return np.full(len(series), np.nan), np.where(given, _INVALID, _VALID)
-    if is_numeric_dtype(series.dtype):
-        numbers = series.to_numpy(dtype=float, na_value=np.nan)
+def _numbers(raw: _Raw) -> tuple[np.ndarray, np.ndarray]:
+    """A column as a new float64 array (NaN when missing or not a number) and its flags."""
+    if isinstance(raw, pd.Series) and is_bool_dtype(raw.dtype):
+        flags = np.where(raw.notna().to_numpy(dtype=bool), _INVALID, _VALID).astype(np.int8)
+        return np.full(len(raw), np.nan), flags
+    if isinstance(raw, pd.Series) and is_numeric_dtype(raw.dtype):
+        numbers = raw.to_numpy(dtype=float, na_value=np.nan)
         infinite = np.isinf(numbers)
-        return np.where(infinite, np.nan, numbers), np.where(infinite, _INVALID, _VALID)
-    values, flags = _per_value(series, _number, (np.nan, _VALID))
+        return np.where(infinite, np.nan, numbers), infinite.astype(np.int8)  # 1 = _INVALID
+    values, flags = _per_value(raw, _number, (np.nan, _VALID))
     return values.astype(float), flags
 
 
-def _categories(series: pd.Series, column: Column) -> tuple[np.ndarray, np.ndarray]:
-    """Rules 2-5 and 9: canonical spelling, the column's default, or NaN."""
-    canonical = {_match_key(c): c for c in column.categories}
-    default = _TEXT_DEFAULTS.get(column.key, np.nan)
-    unknown = _UNKNOWN_CATEGORIES.get(column.key, frozenset())
-
-    def parse(value: object) -> tuple[object, int]:
-        text = _text(value)
-        if text is None:
-            return default, _VALID
-        match = canonical.get(_match_key(text))
-        if match is None:
-            return default, _INVALID
-        if match in unknown:
-            return np.nan, _UNKNOWN
-        return match, _VALID
-
-    return _per_value(series, parse, (default, _VALID))
-
-
-def _diagnoses(series: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _diagnoses(raw: _Raw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rule 10: normalised codes, their groups, and the per-row flags."""
-    pairs, flags = _per_value(series, _diagnosis_parsed, ((np.nan, np.nan), _VALID))
+    pairs, flags = _per_value(raw, _diagnosis_parsed, ((np.nan, np.nan), _VALID))
     codes = np.fromiter((pair[0] for pair in pairs), dtype=object, count=len(pairs))
     groups = np.fromiter((pair[1] for pair in pairs), dtype=object, count=len(pairs))
     return codes, groups, flags
 
 
-def _text_array(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """Object values (str or NaN) as the pandas `str` dtype."""
-    return pd.array(values, dtype="str")
+def _age_years(ages: np.ndarray) -> np.ndarray:
+    """Rule 11: the midpoint of each (clean) age bracket, NaN when missing."""
+    if len(ages) <= _FEW_ROWS:
+        return np.array([AGE_MIDPOINTS.get(age, np.nan) for age in ages], dtype=float)
+    return pd.Series(ages, dtype=object).map(AGE_MIDPOINTS).to_numpy(dtype=float)
 
 
 # --- values --------------------------------------------------------------------------
 
 
 def _per_value(
-    series: pd.Series,
+    raw: _Raw,
     parse: Callable[[object], tuple[object, int]],
     missing: tuple[object, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply `parse` to each distinct value (`missing` is the result for NA) and spread
-    the results and their flags back to the rows."""
-    values = series.to_numpy(dtype=object)
-    if len(values) <= _FEW_ROWS or (
-        series.dtype == object and infer_dtype(values, skipna=True) not in _FACTORIZABLE
-    ):
-        return _results([parse(v) for v in values])
+    """Apply `parse` to each distinct value of a column (`missing` is its result for NA)
+    and spread the results and their flags back to the rows."""
+    if isinstance(raw, np.ndarray):
+        return _results([parse(value) for value in raw])
+    values = raw.to_numpy(dtype=object)
+    if raw.dtype == object and infer_dtype(values, skipna=True) not in _FACTORIZABLE:
+        return _results([parse(value) for value in values])
     positions, distinct = pd.factorize(values)
     distinct_values, distinct_flags = _results([*(parse(v) for v in distinct), missing])
     return distinct_values[positions], distinct_flags[positions]  # -1 takes `missing`
@@ -464,11 +495,6 @@ def _text(value: object) -> str | None:
     return None if text in ("", schema.MISSING_MARKER) else text
 
 
-def _match_key(text: str) -> str:
-    """How categories are compared (rule 2): case and whitespace ignored."""
-    return "".join(text.split()).casefold()
-
-
 def _number(value: object) -> tuple[float, int]:
     """A value as a float (NaN when missing) and whether it was not a number (rule 7)."""
     if isinstance(value, bool | np.bool_):
@@ -492,6 +518,7 @@ def _number(value: object) -> tuple[float, int]:
 
 
 def _diagnosis_parsed(value: object) -> tuple[tuple[object, object], int]:
+    """Rule 10 for one value: ((code, group), flag), NaN for missing and non-ICD-9 codes."""
     code, group = _diagnosis(value)
     if code is None:
         return (np.nan, np.nan), _VALID
@@ -501,7 +528,7 @@ def _diagnosis_parsed(value: object) -> tuple[tuple[object, object], int]:
 
 
 def _diagnosis(value: object) -> tuple[str | None, str | None]:
-    """A normalised ICD-9-CM code and its group; (None, None) when missing, (text, None)
+    """A normalised ICD-9-CM code and its group: (None, None) when missing, (text, None)
     when it is not an ICD-9-CM code."""
     text = _text(value)
     if text is None:

@@ -1,0 +1,73 @@
+# Readmission MLOps platform. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.8
+EXTRAS ?= airflow,dev
+LOCK := requirements/lock.txt
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+export READMISSION_STATE_DIR ?= $(CURDIR)/.local
+export READMISSION_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
+	$(UV) pip install --python $(BIN)/python --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv and install the package with the locked dependencies
+
+.PHONY: lock
+lock: | $(UV) ## Re-resolve requirements/lock.txt from pyproject.toml
+	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 -o $(LOCK)
+
+.PHONY: run
+run: venv ## Set up and run the embedded local mode end to end (Airflow UI on :8080)
+	$(BIN)/python -m readmission local
+
+.PHONY: pipeline
+pipeline: venv ## Run the pipeline once without Airflow's UI (CLI steps), then print the summary
+	$(BIN)/python -m readmission load-raw
+	$(BIN)/python -m readmission clean
+
+.PHONY: lint
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: venv ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: venv lint ## Set up and run every test (unit, integration on a real PostgreSQL, DAGs, data)
+	$(BIN)/pytest
+
+.PHONY: test-fast
+test-fast: venv ## Tests without the slow ones
+	$(BIN)/pytest -m "not slow"
+
+.PHONY: bench
+bench: venv ## Run the benchmarks in bench/ (prints ratios against baselines)
+	$(BIN)/python bench/ingest.py
+
+.PHONY: clean-state
+clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)
+	rm -rf .local
