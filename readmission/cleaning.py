@@ -1,9 +1,9 @@
 """Raw -> clean: the one function that cleans the raw table (Airflow) and a request (API).
 
-`clean` is vectorised: each column is factorised, the rules run once per distinct value,
-and the results are taken back to the rows, so 100,000 rows cost about as much as the
-few thousand distinct values in them, and a one-row request stays in the millisecond
-range. Rules, each with its reason:
+`clean` is vectorised: numeric columns go through numpy, the others are factorised so that
+the rules run once per distinct value (a 100,000-row batch has a few thousand), and up to
+`_FEW_ROWS` rows (an API request) the rules run on each value, skipping the factorising
+overhead: ~0.3 s for the whole file, ~1 ms for one row. Rules, each with its reason:
 
  1. Missing markers `"?"`, empty or blank strings, None, pd.NA and NaN become NaN in every
     column (NA in the Int64 identifiers), strings are stripped: a JSON null must reach

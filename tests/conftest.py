@@ -1,0 +1,118 @@
+"""Fixtures shared by every test tier.
+
+`sample_csv` is a small synthetic file with the UCI header; `settings_for` builds settings
+that point at it (its sha256 included) and at a throwaway state folder. The PostgreSQL
+server is real: started once per session from the Debian binaries, one fresh database
+per test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from readmission import dataset, synthetic
+from readmission.settings import Settings, get_settings
+from tests.support.pgserver import PostgresServer, PostgresUnavailable
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_CSV = PROJECT_ROOT.parent / "shared" / "data" / "diabetic_data.csv.gz"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Airflow reads its home when first imported: point it at a throwaway one first."""
+    if "AIRFLOW_HOME" not in os.environ or not os.environ.get("READMISSION_KEEP_AIRFLOW_HOME"):
+        os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="readmission-airflow-")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
+
+
+def real_csv() -> Path | None:
+    """The real UCI file when this machine has it (DIABETES_CSV, else ../shared)."""
+    if env := os.environ.get("DIABETES_CSV"):
+        return Path(env) if Path(env).is_file() else None
+    return SHARED_CSV if SHARED_CSV.is_file() else None
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's environment or writes to the project's .local."""
+    for name in ("DIABETES_CSV", "DATA_DATABASE_URL", "DIABETES_CSV_SHA256", "RAW_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("READMISSION_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("READMISSION_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def sample_frame():
+    return synthetic.encounters(1_000, seed=7)
+
+
+@pytest.fixture
+def sample_csv(tmp_path: Path, sample_frame) -> Path:
+    return synthetic.write_csv(sample_frame, tmp_path / "sample" / "diabetic_data.csv.gz")
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a given data file and store URL (the file's hash is trusted)."""
+
+    def build(csv: Path, database_url: str | None = None, **extra) -> Settings:
+        return Settings(
+            DIABETES_CSV=csv,
+            DIABETES_CSV_SHA256=dataset.sha256_of(csv),
+            DATA_DATABASE_URL=database_url,
+            READMISSION_STATE_DIR=tmp_path / "state",
+            **extra,
+        )
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(f"the integration tests need a PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_server.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield postgres_server.url(name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'main.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on both back ends."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("postgres_url")

@@ -1,0 +1,64 @@
+"""The DAG files parse, read like configuration and are wired as the original project."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DAG_IDS = ("raw_data_initial_batch_load", "clean_data_pipeline")
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+
+
+def test_dag_folder_has_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(DAG_IDS) <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_dags_have_tags_docs_retries_and_no_catchup(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert "diabetes" in dag.tags
+    assert dag.doc_md and dag.doc_md.strip().startswith("###")
+    assert dag.catchup is False
+    assert dag.start_date is not None and dag.start_date.year == 2025
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+
+
+def test_raw_load_is_manual_and_publishes_the_raw_asset(dagbag):
+    dag = dagbag.get_dag("raw_data_initial_batch_load")
+    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: by hand
+    outlets = dag.get_task("publish").outlets
+    assert [a.name for a in outlets] == ["raw_data.diabetes"]
+    assert dag.params["batches"] == 0
+
+
+def test_cleaning_runs_on_the_raw_asset_and_publishes_the_clean_asset(dagbag):
+    dag = dagbag.get_dag("clean_data_pipeline")
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["raw_data.diabetes"]
+    assert [a.name for a in dag.get_task("clean").outlets] == ["clean_data.diabetes"]
+    assert dag.params["full_refresh"] is False
+
+
+@pytest.mark.parametrize("path", sorted(DAGS_FOLDER.glob("*.py")), ids=lambda p: p.name)
+def test_parsing_a_dag_file_does_no_data_work(path, tmp_path):
+    """Parsing imports neither pandas nor the store, even with no data and a dead database."""
+    probe = (
+        "import runpy, sys\n"
+        f"runpy.run_path({str(path)!r})\n"
+        "heavy = sorted(m for m in ('pandas', 'readmission.db', 'readmission.ingest', 'psycopg')"
+        " if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    env = {**os.environ, "DATA_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+           "DIABETES_CSV": str(tmp_path / "absent.csv")}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, check=False, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY=\n" in result.stdout, result.stdout[-2000:]

@@ -1,0 +1,66 @@
+"""`dag.test()` runs of both DAGs on a small synthetic file, SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+
+from readmission import dataset, pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sample_env(monkeypatch, sample_csv):
+    monkeypatch.setenv("DIABETES_CSV", str(sample_csv))
+    monkeypatch.setenv("DIABETES_CSV_SHA256", dataset.sha256_of(sample_csv))
+    monkeypatch.setenv("RAW_BATCH_SIZE", "300")  # 1,000 rows -> 4 batches
+    pipeline.get_settings.cache_clear()
+
+
+def _states(run) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in sorted(run.get_task_instances(), key=lambda ti: (ti.task_id, ti.map_index)):
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def test_raw_load_dag_loads_the_next_batches_then_the_rest_then_nothing(dagbag, sample_env):
+    dag = dagbag.get_dag("raw_data_initial_batch_load")
+
+    first = dag.test(run_conf={"batches": 2})
+    assert first.state == "success"
+    assert _states(first) == {"plan": ["success"], "load_batch": ["success"] * 2,
+                              "publish": ["success"]}  # fmt: skip
+    assert pipeline.store_summary()["batches_loaded"] == [0, 1]
+
+    rest = dag.test(run_conf={"batches": 0})
+    assert rest.state == "success"
+    assert len(_states(rest)["load_batch"]) == 2
+    facts = pipeline.store_summary()
+    assert facts["batches_loaded"] == [0, 1, 2, 3]
+    assert facts["raw_total"] == 1_000
+
+    nothing = dag.test()
+    assert nothing.state == "success"
+    # no batch left: nothing mapped, and no Asset event (publish skipped) for cleaning
+    assert _states(nothing)["publish"] == ["skipped"]
+    assert pipeline.store_summary()["raw_total"] == 1_000
+
+
+def test_clean_dag_cleans_what_is_new_and_skips_when_nothing_is(dagbag, sample_env):
+    pipeline.load_raw_batch(0)
+    pipeline.load_raw_batch(1)
+    dag = dagbag.get_dag("clean_data_pipeline")
+
+    run = dag.test()
+    assert run.state == "success"
+    assert _states(run) == {"clean": ["success"], "report": ["success"]}
+    assert pipeline.store_summary()["clean_total"] == 600
+
+    idle = dag.test()
+    assert idle.state == "success"
+    assert _states(idle) == {"clean": ["skipped"], "report": ["success"]}
+
+    refresh = dag.test(run_conf={"full_refresh": True})
+    assert _states(refresh)["clean"] == ["success"]
+    assert pipeline.store_summary()["clean_total"] == 600

@@ -1,0 +1,74 @@
+"""Expectations on the real UCI file, checked when this machine has it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from readmission import dataset, pipeline, schema
+from readmission.settings import DIABETES_CSV_SHA256, Settings
+from tests.conftest import real_csv
+
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+CSV = real_csv()
+needs_file = pytest.mark.skipif(CSV is None, reason="the real UCI file is not on this machine")
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    return pd.read_csv(CSV, keep_default_na=False, na_values=["?"], low_memory=False)
+
+
+@needs_file
+def test_file_is_the_verified_uci_original():
+    assert dataset.sha256_of(CSV) == DIABETES_CSV_SHA256
+
+
+@needs_file
+def test_shape_columns_and_identifiers(frame):
+    assert frame.shape == (101_766, 50)
+    assert tuple(frame.columns) == schema.COLUMN_NAMES
+    assert frame["encounter_id"].is_unique
+    assert frame["patient_nbr"].nunique() == 71_518
+
+
+@needs_file
+def test_target_counts_match_the_data_readme(frame):
+    assert frame["readmitted"].value_counts().to_dict() == {"NO": 54_864, ">30": 35_545, "<30": 11_357}
+
+
+@needs_file
+def test_none_is_a_category_of_the_lab_results_not_a_missing_value(frame):
+    assert (frame["max_glu_serum"] == "None").sum() == 96_420
+    assert (frame["A1Cresult"] == "None").sum() == 84_748
+
+
+@needs_file
+def test_every_category_in_the_file_is_in_the_schema(frame):
+    for column in schema.COLUMNS:
+        if column.kind in (schema.Kind.CATEGORY, schema.Kind.TARGET):
+            seen = set(frame[column.name].dropna().unique())
+            assert seen <= set(column.categories), (column.name, seen - set(column.categories))
+        elif column.kind is schema.Kind.CODE:
+            assert set(frame[column.name].unique()) <= set(column.codes), column.name
+        elif column.kind is schema.Kind.COUNT:
+            assert frame[column.name].between(column.minimum, column.maximum).all(), column.name
+
+
+@needs_file
+@pytest.mark.postgres
+def test_the_whole_file_loads_into_postgres_split_by_patient(postgres_url):
+    settings = Settings(DIABETES_CSV=CSV, DATA_DATABASE_URL=postgres_url)
+    batches = pipeline.plan_raw_load(settings=settings)
+    assert batches == list(range(7))  # 101,766 rows in 15,000-row batches
+    reports = [pipeline.load_raw_batch(b, settings=settings) for b in batches]
+    assert sum(r["rows_inserted"] for r in reports) == 101_766
+    assert sum(r["rows_quarantined"] for r in reports) == 0
+    cleaned = pipeline.clean_new_rows(settings=settings)
+    assert cleaned["rows_cleaned"] == 101_766
+    assert cleaned["invalid_values"] == {}
+    facts = pipeline.store_summary(settings)
+    assert facts["patients"] == 71_518
+    for split, share in {"train": 0.6, "valid": 0.2, "test": 0.2}.items():
+        assert abs(facts["raw_rows"][split] / 101_766 - share) < 0.01, facts["raw_rows"]
