@@ -19,18 +19,15 @@
 
 \if :{?airflow_password}
 \else
-  \echo 'AIRFLOW_DB_PASSWORD is not set'
-  \quit 3
+  DO $$ BEGIN RAISE EXCEPTION 'AIRFLOW_DB_PASSWORD is not set in the environment'; END $$;
 \endif
 \if :{?mlflow_password}
 \else
-  \echo 'MLFLOW_DB_PASSWORD is not set'
-  \quit 3
+  DO $$ BEGIN RAISE EXCEPTION 'MLFLOW_DB_PASSWORD is not set in the environment'; END $$;
 \endif
 \if :{?mlops_password}
 \else
-  \echo 'MLOPS_DB_PASSWORD is not set'
-  \quit 3
+  DO $$ BEGIN RAISE EXCEPTION 'MLOPS_DB_PASSWORD is not set in the environment'; END $$;
 \endif
 
 -- Users (created once; the password is (re)set on every run so .env stays the truth).
