@@ -24,7 +24,7 @@ def _cmd_locate(args: argparse.Namespace) -> None:
 def _cmd_load_raw(args: argparse.Namespace) -> None:
     from readmission import pipeline, warehouse
 
-    reports = [pipeline.load_raw_batch(b) for b in pipeline.plan_raw_load(limit=args.batches)]
+    reports = pipeline.load_raw_batches(pipeline.plan_raw_load(limit=args.batches))
     _print(reports)
     print(warehouse.format_summary(pipeline.store_summary()))
 
@@ -71,16 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(run=_cmd_summary)
 
     local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
-    local.add_argument("--no-serve", action="store_true",
-                       help="stop once the pipeline has run instead of serving the UI")
+    local.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="stop once the pipeline has run instead of serving the UI",
+    )
     local.set_defaults(run=_cmd_local)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         args.run(args)
     except dataset.DatasetError as exc:

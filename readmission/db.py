@@ -63,7 +63,6 @@ raw_encounters = sa.Table(
     *_lineage(),
     sa.Column("loaded_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
               nullable=False),
-    sa.Index("ix_raw_diabetes_batch", "batch_id"),
     schema=RAW_SCHEMA,
     comment="The UCI file as loaded: text values verbatim ('?' kept), one row per encounter.",
 )  # fmt: skip
@@ -143,7 +142,9 @@ def make_engine(url: str) -> Engine:
     @sa.event.listens_for(engine, "connect")
     def _attach(dbapi_connection, _record) -> None:
         for name in SCHEMAS:
-            dbapi_connection.execute(f"ATTACH DATABASE ? AS {name}", (str(main.with_name(f"{name}.db")),))
+            dbapi_connection.execute(
+                f"ATTACH DATABASE ? AS {name}", (str(main.with_name(f"{name}.db")),)
+            )
         for name in ("main", *SCHEMAS):
             # WAL lets the API read while a DAG writes; NORMAL sync is safe with WAL.
             dbapi_connection.execute(f"PRAGMA {name}.journal_mode=WAL")
@@ -195,22 +196,33 @@ def _column_list(names: Iterable[str]) -> str:
 
 
 def _copy_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """COPY into a temporary staging table, then insert what is new in one statement."""
-    columns = _column_list(frame.columns)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(_records(frame, utc_offsets=True))
+    return copy_insert_csv(conn, table, list(frame.columns), buffer.getvalue())
+
+
+def copy_insert_csv(
+    conn: Connection, table: sa.Table, columns: list[str], payload: str | bytes
+) -> int:
+    """COPY CSV rows into a temporary staging table, then insert the new ones in one statement.
+
+    PostgreSQL only. Returns how many rows were inserted (rows whose primary key was already
+    stored are skipped). The staging table is typed like the target, so a value that does
+    not fit fails the whole COPY and the caller's transaction, never half a batch.
+    """
+    names = _column_list(columns)
     keys = _column_list(c.name for c in table.primary_key.columns)
     stage = f"stage_{table.schema}_{table.name}"
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, quoting=csv.QUOTE_MINIMAL)
     cursor = conn.connection.driver_connection.cursor()
     try:
         cursor.execute(f"DROP TABLE IF EXISTS {stage}")
         cursor.execute(
-            f"CREATE TEMP TABLE {stage} AS SELECT {columns} FROM {_qualified(table)} WITH NO DATA"
+            f"CREATE TEMP TABLE {stage} AS SELECT {names} FROM {_qualified(table)} WITH NO DATA"
         )
-        with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(buffer.getvalue())
+        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(payload)
         cursor.execute(
-            f"INSERT INTO {_qualified(table)} ({columns}) SELECT {columns} FROM {stage} "
+            f"INSERT INTO {_qualified(table)} ({names}) SELECT {names} FROM {stage} "
             f"ON CONFLICT ({keys}) DO NOTHING"
         )
         inserted = cursor.rowcount
@@ -232,14 +244,20 @@ def _executemany_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) 
         cursor.close()
 
 
-def _records(frame: pd.DataFrame) -> Iterable[tuple]:
-    """Rows as tuples of plain Python values (object arrays hold Python scalars), NaN as None."""
+def _records(frame: pd.DataFrame, utc_offsets: bool = False) -> Iterable[tuple]:
+    """Rows as tuples of plain Python values (object arrays hold Python scalars), NaN as None.
+
+    Timestamps become text: with their UTC offset for PostgreSQL's COPY, naive UTC in the
+    layout SQLAlchemy's SQLite DateTime reads back otherwise.
+    """
     columns = []
     for name in frame.columns:
         series = frame[name]
-        if series.dtype.kind == "M":  # the layout SQLAlchemy's SQLite DateTime reads back
-            series = series.dt.tz_convert(None) if series.dt.tz else series
-            series = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+        if series.dtype.kind == "M":
+            series = series.dt.tz_convert("UTC") if series.dt.tz else series.dt.tz_localize("UTC")
+            if not utc_offsets:
+                series = series.dt.tz_localize(None)
+            series = series.dt.strftime("%Y-%m-%d %H:%M:%S.%f" + ("%z" if utc_offsets else ""))
         values = series.astype(object).to_numpy(copy=True)
         values[pd.isna(values)] = None
         columns.append(values)

@@ -12,26 +12,31 @@ of fields) go to `raw_data.quarantine` with the reason and do not stop the other
 from __future__ import annotations
 
 import hashlib
+import io
+import itertools
 import json
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from readmission import db, schema
-from readmission.dataset import Batch, Source, count_rows, read_batch, read_header
+from readmission.dataset import Batch, Source, iter_batches, read_header
 
 log = logging.getLogger(__name__)
 
 #: Target share of patients per split; every encounter of a patient shares one split.
 SPLIT_FRACTIONS = {"train": 0.6, "valid": 0.2, "test": 0.2}
 
-_INT_LIMITS = {sa.BigInteger: 2**63 - 1, sa.Integer: 2**31 - 1}
+# Largest magnitude stored: INTEGER columns are 32-bit; identifiers (BIGINT) stop at 2**53,
+# where a float64 (what pandas parses a column with a missing value to) is no longer exact.
+_INT_LIMITS = {False: 2**31 - 1, True: 2**53}
 _MISSING_NUMBER = ("", schema.MISSING_MARKER)
 
 
@@ -70,7 +75,7 @@ class BatchReport:
 
 def batch_count(source: Source, batch_size: int) -> int:
     """How many batches the file holds."""
-    return math.ceil(count_rows(source.path) / batch_size)
+    return math.ceil(source.rows / batch_size)
 
 
 def loaded_batches(engine: Engine) -> set[int]:
@@ -93,32 +98,36 @@ def parse_batch(batch: Batch, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Text rows -> (rows ready for `raw_data.diabetes`, rows for the quarantine).
 
     Integer columns must hold integers that fit their SQL type ('' and '?' are stored as
-    NULL); `encounter_id` and `patient_nbr` must be present. Text is kept verbatim.
+    NULL); `encounter_id` and `patient_nbr` must be present; text may not hold NUL
+    characters (PostgreSQL cannot store them). Text is otherwise kept verbatim.
     """
-    text = pd.DataFrame(batch.rows, columns=batch.header, dtype=object)
-    text.columns = [schema.BY_NAME[name].key for name in batch.header]
-    text = text[list(schema.COLUMN_KEYS)]
-    reasons = pd.Series("", index=text.index, dtype=object)
+    if batch.lines is not None:
+        fast = _parse_plain(batch, salt)
+        if fast is not None:
+            return fast, _empty_quarantine(batch)
+        batch = batch.as_records()
+    keys = [schema.BY_NAME[name].key for name in batch.header]
+    text = pd.DataFrame(batch.rows, columns=keys, dtype=object)[list(schema.COLUMN_KEYS)]
+    reasons = np.full(len(text), "", dtype=object)
+    for index in _rows_with_nul(batch.rows):
+        reasons[index] = "NUL character in a field"
     frame = {}
     for column in schema.COLUMNS:
         values = text[column.key]
         if column.is_integer:
-            parsed, problem = _parse_integers(values, column)
-            reasons = reasons.where(reasons != "", problem)
-            frame[column.key] = parsed
-        else:
-            has_nul = values.str.contains("\x00", regex=False)
-            reasons = reasons.where(~has_nul | (reasons != ""), f"{column.name}: NUL character")
-            frame[column.key] = values
+            values, problems = _parse_integers(values, column)
+            reasons = np.where(reasons == "", problems, reasons)
+        frame[column.key] = values
     good = pd.DataFrame(frame, index=text.index)
     bad = reasons != ""
     good["source_row"] = batch.row_numbers
     good["batch_id"] = batch.batch_id
+    bad_rows = np.flatnonzero(bad)
     quarantine = _quarantine_frame(
         batch.batch_id,
-        [batch.row_numbers[i] for i in np.flatnonzero(bad.to_numpy())],
-        [batch.rows[i] for i in np.flatnonzero(bad.to_numpy())],
-        list(reasons[bad]),
+        [batch.row_numbers[i] for i in bad_rows],
+        [batch.rows[i] for i in bad_rows],
+        list(reasons[bad_rows]),
         batch.header,
     )
     malformed = _quarantine_frame(
@@ -128,30 +137,95 @@ def parse_batch(batch: Batch, salt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         [f"expected {len(batch.header)} fields, found {len(f)}" for _, f in batch.malformed],
         batch.header,
     )
-    good = good.loc[~bad].copy()
-    good["split"] = assign_split(good[schema.PATIENT_ID].to_numpy(), salt)
+    if bad.any():
+        good = good.loc[~bad].reset_index(drop=True)
     good[schema.ENCOUNTER_ID] = good[schema.ENCOUNTER_ID].astype("int64")
     good[schema.PATIENT_ID] = good[schema.PATIENT_ID].astype("int64")
-    return good.reset_index(drop=True), pd.concat([quarantine, malformed], ignore_index=True)
+    good["split"] = assign_split(good[schema.PATIENT_ID].to_numpy(), salt)
+    return good, pd.concat([quarantine, malformed], ignore_index=True)
 
 
-def _parse_integers(values: pd.Series, column: schema.Column) -> tuple[pd.Series, pd.Series]:
+_TYPES = {c.name: ("int64" if c.is_integer else object) for c in schema.COLUMNS}
+_INTEGER_NAMES = [c.name for c in schema.COLUMNS if c.is_integer]
+_SPLIT_BYTES = {split: split.encode() for split in SPLIT_FRACTIONS}
+
+
+def _parse_lines(batch: Batch, names: list[str] | None = None) -> pd.DataFrame | None:
+    """A plain batch parsed by pandas' C parser, integers typed and within their SQL range;
+    None when any value is not (the record path then decides row by row)."""
+    text = b"\n".join([",".join(batch.header).encode(), *batch.lines])
+    try:
+        frame = pd.read_csv(io.BytesIO(text), dtype=_TYPES, usecols=names, keep_default_na=False,
+                            na_filter=False, engine="c")  # fmt: skip
+    except (ValueError, OverflowError, pd.errors.ParserError):
+        return None
+    for name in _INTEGER_NAMES:
+        if name in frame and (frame[name].abs() > _INT_LIMITS[name in schema.IDENTIFIERS]).any():
+            return None
+    return frame
+
+
+def _parse_plain(batch: Batch, salt: str) -> pd.DataFrame | None:
+    frame = _parse_lines(batch)
+    if frame is None:
+        return None
+    frame = frame.rename(columns=lambda name: schema.BY_NAME[name].key)[list(schema.COLUMN_KEYS)]
+    return frame.assign(
+        source_row=np.arange(batch.first_row, batch.first_row + len(frame)),
+        batch_id=batch.batch_id,
+        split=assign_split(frame[schema.PATIENT_ID].to_numpy(), salt),
+    )
+
+
+def _copy_plain(conn: Connection, batch: Batch, salt: str) -> int | None:
+    """PostgreSQL's fast path: the batch's own lines, each followed by its split, batch and
+    row, go to COPY as they are; Python only checks the integers and hashes the patients."""
+    ints = _parse_lines(batch, _INTEGER_NAMES)
+    if ints is None:
+        return None
+    splits = assign_split(ints[schema.PATIENT_ID].to_numpy(), salt)
+    payload = b"\n".join([
+        b"%b,%b,%d,%d" % (line, _SPLIT_BYTES[split], batch.batch_id, row)
+        for row, (line, split) in enumerate(zip(batch.lines, splits, strict=True),
+                                            start=batch.first_row)
+    ])  # fmt: skip
+    columns = [schema.BY_NAME[name].key for name in batch.header]
+    return db.copy_insert_csv(conn, db.raw_encounters,
+                              [*columns, "split", "batch_id", "source_row"], payload)  # fmt: skip
+
+
+def _empty_quarantine(batch: Batch) -> pd.DataFrame:
+    return _quarantine_frame(batch.batch_id, [], [], [], batch.header)
+
+
+def _rows_with_nul(rows: list[list[str]]) -> list[int]:
+    """Indices of rows holding a NUL character (one C-speed scan when there is none)."""
+    if "\x00" not in "".join(itertools.chain.from_iterable(rows)):
+        return []
+    return [i for i, row in enumerate(rows) if any("\x00" in field for field in row)]
+
+
+def _parse_integers(values: pd.Series, column: schema.Column) -> tuple[pd.Series, np.ndarray]:
     """Integers of a text column and, per row, why it failed ('' when it did not)."""
-    stripped = values.str.strip()
-    missing = stripped.isin(_MISSING_NUMBER)
-    well_formed = stripped.str.fullmatch(r"[+-]?\d{1,19}")
-    numbers = pd.to_numeric(stripped.where(well_formed & ~missing), errors="coerce")
-    limit = _INT_LIMITS[type(db.raw_encounters.c[column.key].type)]
-    too_big = numbers.abs() > limit
-    problem = pd.Series("", index=values.index, dtype=object)
+    numbers = pd.to_numeric(values, errors="coerce")
+    missing = values.isin(_MISSING_NUMBER).to_numpy()
+    unparsed = numbers.isna().to_numpy() & ~missing
+    with np.errstate(invalid="ignore"):
+        fractional = (numbers % 1 != 0).to_numpy() & ~numbers.isna().to_numpy()
+        too_big = (numbers.abs() > _INT_LIMITS[column.key in schema.IDENTIFIERS]).to_numpy()
+    problems = np.full(len(values), "", dtype=object)
     if column.kind is schema.Kind.IDENTIFIER:
-        problem[missing] = f"{column.name}: missing identifier"
-    problem[~missing & ~well_formed] = f"{column.name}: not an integer"
-    problem[too_big] = f"{column.name}: integer out of range"
-    show = ~missing & (~well_formed | too_big)
-    if show.any():  # name the offending value, shortened, so the log is useful
-        problem[show] = problem[show] + " (" + stripped[show].str.slice(0, 40) + ")"
-    return numbers.where(~too_big).astype("Int64"), problem
+        problems[missing] = f"{column.name}: missing identifier"
+    wrong = unparsed | fractional
+    problems[wrong] = f"{column.name}: not an integer"
+    problems[too_big & ~wrong] = f"{column.name}: integer out of range"
+    shown = wrong | too_big
+    if shown.any():  # name the offending value, shortened, so the log is useful
+        problems[shown] = [
+            f"{p} ({str(v)[:40]})" for p, v in zip(problems[shown], values[shown], strict=True)
+        ]
+    numbers = numbers.where(~(shown | missing))
+    return numbers.astype("Int64"), problems
 
 
 def _quarantine_frame(
@@ -170,28 +244,63 @@ def _quarantine_frame(
     )
 
 
+def load_batches(
+    engine: Engine, source: Source, batch_ids: list[int], batch_size: int, salt: str,
+    run_id: str | None = None, workers: int = 1,
+) -> list[BatchReport]:  # fmt: skip
+    """Load batches into `raw_data`, one transaction each, reading the file once.
+
+    With `workers` > 1 (PostgreSQL), that many batches are written at once, each on its own
+    connection, as Airflow's mapped tasks do; SQLite has one writer, so it loads one by one.
+    """
+    done = loaded_batches(engine)
+    reports = {b: BatchReport(b, 0, 0, 0, 0, skipped=True) for b in batch_ids if b in done}
+    for batch_id in reports:
+        log.info("batch %d already loaded, nothing to do", batch_id)
+    todo = [b for b in batch_ids if b not in done]
+    batches = iter_batches(source.path, batch_size, todo, plain=source.plain)
+    if engine.dialect.name == "sqlite" or workers <= 1:
+        for batch in batches:
+            reports[batch.batch_id] = _store_batch(engine, source, batch, salt, run_id)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raw-load") as pool:
+            futures = [pool.submit(_store_batch, engine, source, b, salt, run_id) for b in batches]
+            for future in futures:
+                report = future.result()
+                reports[report.batch_id] = report
+    if missing := [b for b in batch_ids if b not in reports]:
+        raise ValueError(f"batches {missing} lie past the end of {source.path}")
+    return [reports[b] for b in batch_ids]
+
+
 def load_batch(
     engine: Engine, source: Source, batch_id: int, batch_size: int, salt: str,
     run_id: str | None = None,
 ) -> BatchReport:  # fmt: skip
     """Load one batch into `raw_data` in a single transaction (idempotent)."""
-    if batch_id in loaded_batches(engine):
-        log.info("batch %d already loaded, nothing to do", batch_id)
-        return BatchReport(batch_id, 0, 0, 0, 0, skipped=True)
+    return load_batches(engine, source, [batch_id], batch_size, salt, run_id)[0]
+
+
+def _store_batch(
+    engine: Engine, source: Source, batch: Batch, salt: str, run_id: str | None
+) -> BatchReport:
     started = datetime.now(UTC)
-    batch = read_batch(source.path, batch_id, batch_size)
-    if batch.size == 0:
-        raise ValueError(f"batch {batch_id} is past the end of {source.path}")
-    rows, quarantine = parse_batch(batch, salt)
     with engine.begin() as conn:
-        inserted = db.insert_new(conn, db.raw_encounters, rows)
-        db.insert_new(conn, db.raw_quarantine, quarantine)
+        inserted = None
+        if batch.lines is not None and conn.dialect.name == "postgresql":
+            inserted = _copy_plain(conn, batch, salt)
+            stored, quarantine = batch.size, _empty_quarantine(batch)
+        if inserted is None:
+            rows, quarantine = parse_batch(batch, salt)
+            inserted = db.insert_new(conn, db.raw_encounters, rows)
+            db.insert_new(conn, db.raw_quarantine, quarantine)
+            stored = len(rows)
         control = {
-            "batch_id": batch_id,
+            "batch_id": batch.batch_id,
             "first_row": batch.first_row,
             "rows_read": batch.size,
             "rows_inserted": inserted,
-            "rows_already_present": len(rows) - inserted,
+            "rows_already_present": stored - inserted,
             "rows_quarantined": len(quarantine),
             "source_sha256": source.sha256,
             "run_id": run_id,
@@ -200,9 +309,9 @@ def load_batch(
         }
         recorded = db.insert_new(conn, db.raw_batches, pd.DataFrame([control]))
     if not recorded:  # a concurrent run loaded it first; our inserts added nothing new
-        log.info("batch %d was loaded concurrently by another run", batch_id)
-    report = BatchReport(batch_id, batch.size, inserted, len(rows) - inserted, len(quarantine))
-    log.info("batch %d: %s", batch_id, report.to_dict())
+        log.info("batch %d was loaded concurrently by another run", batch.batch_id)
+    report = BatchReport(batch.batch_id, batch.size, inserted, stored - inserted, len(quarantine))
+    log.info("batch %d: %s", batch.batch_id, report.to_dict())
     for row in quarantine.head(20).itertuples():
         log.warning("quarantined row %d: %s", row.source_row, row.reason)
     return report

@@ -77,7 +77,11 @@ class AirflowConfig:
 
 
 def airflow_config(settings: Settings) -> AirflowConfig:
-    return AirflowConfig(home=settings.state_dir / "airflow", dags_folder=PROJECT_ROOT / "dags")
+    return AirflowConfig(
+        home=settings.state_dir / "airflow",
+        dags_folder=PROJECT_ROOT / "dags",
+        port=settings.airflow_port,
+    )
 
 
 class AirflowClient:
@@ -208,8 +212,12 @@ def run_pipeline(client: AirflowClient, log: Path) -> None:
         raise LocalStackError(f"{RAW_DAG} run {raw_run} {finished['state']}: see the Airflow UI")
     published = client.task_states(RAW_DAG, raw_run).get("publish") == "success"
     if published:  # the Asset event schedules the cleaning run
-        clean = _wait(f"{CLEAN_DAG} to be scheduled by the raw_data Asset",
-                      lambda: client.runs_after(CLEAN_DAG, finished["start_date"]), 120, log=log)
+        clean = _wait(
+            f"{CLEAN_DAG} to be scheduled by the raw_data Asset",
+            lambda: client.runs_after(CLEAN_DAG, finished["start_date"]),
+            120,
+            log=log,
+        )
         clean_run = clean[0]["dag_run_id"]
     elif pipeline.store_summary()["pending_clean"] > 0:  # e.g. an earlier run stopped early
         clean_run = client.trigger(CLEAN_DAG, {"full_refresh": False})

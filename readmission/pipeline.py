@@ -49,6 +49,18 @@ def load_raw_batch(batch_id: int, run_id: str | None = None,
     return report.to_dict()
 
 
+def load_raw_batches(batch_ids: list[int], run_id: str | None = None,
+                     settings: Settings | None = None) -> list[dict]:  # fmt: skip
+    """Load several batches in one pass over the file (the CLI's path)."""
+    settings = settings or get_settings()
+    source = dataset.locate(settings, download=False)
+    reports = ingest.load_batches(
+        engine(settings), source, batch_ids, settings.batch_size, settings.split_salt, run_id,
+        workers=settings.raw_load_workers,
+    )  # fmt: skip
+    return [report.to_dict() for report in reports]
+
+
 def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
                    settings: Settings | None = None) -> dict:  # fmt: skip
     """Clean every raw row not cleaned yet (all rows again if `full_refresh`)."""

@@ -62,18 +62,33 @@ class Settings(BaseSettings):
         ),
     )
     batch_size: int = Field(
-        default=15_000, gt=0, validation_alias="RAW_BATCH_SIZE",
+        default=15_000,
+        gt=0,
+        validation_alias="RAW_BATCH_SIZE",
         description="Rows per raw-load batch (the original project's 15,000).",
+    )
+    raw_load_workers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        validation_alias="RAW_LOAD_WORKERS",
+        description="Batches written at once by the CLI's raw load on PostgreSQL.",
     )
     split_salt: str = Field(
         default="diabetes-130-v1",
         validation_alias="SPLIT_SALT",
-        description="Salt of the patient hash that assigns train/valid/test; changing it reshuffles.",
+        description="Salt of the patient hash behind train/valid/test; changing it reshuffles.",
     )
     mlflow_tracking_uri: str = Field(
         default="http://127.0.0.1:5000",
         validation_alias="MLFLOW_TRACKING_URI",
         description="MLflow tracking server.",
+    )
+
+    airflow_port: int = Field(
+        default=8080,
+        validation_alias="LOCAL_AIRFLOW_PORT",
+        description="Port of the local mode's Airflow UI (listening on 127.0.0.1 only).",
     )
 
     @field_validator("state_dir", "data_dir", "diabetes_csv")

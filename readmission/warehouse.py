@@ -55,7 +55,9 @@ def pending_rows(conn: Connection, limit: int) -> pd.DataFrame:
     return pd.read_sql(query, conn)
 
 
-def clean_pending(engine: Engine, chunk_size: int = 15_000, run_id: str | None = None) -> CleanRunReport:
+def clean_pending(
+    engine: Engine, chunk_size: int = 15_000, run_id: str | None = None
+) -> CleanRunReport:
     """Clean every raw row not cleaned yet, `chunk_size` rows per transaction."""
     report = CleanRunReport()
     columns = [c.key for c in CLEAN_COLUMNS]
@@ -130,6 +132,7 @@ def format_summary(facts: dict) -> str:
     batches = facts["batches_loaded"]
     lines.append(
         f"batches loaded: {len(batches)} {batches}; patients: {facts['patients']:,}; "
-        f"quarantined rows: {facts['rows_quarantined']:,}; pending clean: {facts['pending_clean']:,}"
+        f"quarantined rows: {facts['rows_quarantined']:,}; "
+        f"pending clean: {facts['pending_clean']:,}"
     )
     return "\n".join(lines)

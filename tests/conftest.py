@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from readmission import dataset, synthetic
 from readmission.settings import Settings, get_settings
-from tests.support.pgserver import PostgresServer, PostgresUnavailable
+from tests.support.pgserver import PostgresServer, PostgresUnavailableError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = PROJECT_ROOT.parent / "shared" / "data" / "diabetic_data.csv.gz"
@@ -82,7 +82,7 @@ def settings_for(tmp_path: Path) -> Callable[..., Settings]:
 def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer().start()
-    except PostgresUnavailable as exc:
+    except PostgresUnavailableError as exc:
         pytest.fail(f"the integration tests need a PostgreSQL server: {exc}")
     try:
         yield server

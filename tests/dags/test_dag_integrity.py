@@ -22,9 +22,11 @@ def test_dag_folder_has_no_import_errors(dagbag):
 def test_dags_have_tags_docs_retries_and_no_catchup(dagbag, dag_id):
     dag = dagbag.get_dag(dag_id)
     assert "diabetes" in dag.tags
-    assert dag.doc_md and dag.doc_md.strip().startswith("###")
+    assert dag.doc_md
+    assert dag.doc_md.strip().startswith("###")
     assert dag.catchup is False
-    assert dag.start_date is not None and dag.start_date.year == 2025
+    assert dag.start_date is not None
+    assert dag.start_date.year == 2025
     assert dag.max_active_runs == 1
     for task in dag.tasks:
         assert task.retries >= 1, task.task_id

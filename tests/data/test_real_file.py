@@ -35,7 +35,11 @@ def test_shape_columns_and_identifiers(frame):
 
 @needs_file
 def test_target_counts_match_the_data_readme(frame):
-    assert frame["readmitted"].value_counts().to_dict() == {"NO": 54_864, ">30": 35_545, "<30": 11_357}
+    assert frame["readmitted"].value_counts().to_dict() == {
+        "NO": 54_864,
+        ">30": 35_545,
+        "<30": 11_357,
+    }
 
 
 @needs_file

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from readmission import dataset, db, ingest, pipeline, synthetic, warehouse
 from readmission.schema import SchemaError
 
+SALT = "diabetes-130-v1"  # the default split salt
 BATCH = 150  # the sample's 1,000 rows make 7 batches, like the real file's 101,766
 
 
@@ -42,7 +43,7 @@ def test_full_load_stores_every_row_once_with_its_patient_split(settings, sample
     raw = _frame(settings.database_url, db.raw_encounters)
     assert len(raw) == raw["encounter_id"].nunique() == 1_000
     expected = dict(zip(sample_frame["encounter_id"].astype(int),
-                        ingest.assign_split(sample_frame["patient_nbr"].astype(int), settings.split_salt),
+                        ingest.assign_split(sample_frame["patient_nbr"].astype(int), SALT),
                         strict=True))  # fmt: skip
     assert (raw["split"] == raw["encounter_id"].map(expected)).all()
     assert (raw.groupby("patient_nbr")["split"].nunique() == 1).all()
@@ -59,7 +60,9 @@ def test_postgres_loads_through_copy_and_sqlite_through_executemany(settings, mo
         original = getattr(db, name)
         monkeypatch.setattr(db, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
     _load_all(settings, limit=1)
-    expected = "_copy_insert" if settings.database_url.startswith("postgresql") else "_executemany_insert"
+    expected = (
+        "_copy_insert" if settings.database_url.startswith("postgresql") else "_executemany_insert"
+    )
     assert set(calls) == {expected}
 
 
@@ -106,7 +109,9 @@ def test_a_batch_that_fails_half_way_leaves_nothing_and_the_rerun_completes(sett
     assert len(raw) == raw["encounter_id"].nunique() == 1_000
 
 
-def test_unparseable_rows_are_quarantined_and_the_rest_loaded(tmp_path, settings_for, store_url, sample_frame):
+def test_unparseable_rows_are_quarantined_and_the_rest_loaded(
+    tmp_path, settings_for, store_url, sample_frame
+):
     frame = sample_frame.copy()
     frame.loc[5, "num_lab_procedures"] = "forty"
     frame.loc[6, "encounter_id"] = "?"
@@ -130,17 +135,22 @@ def test_unparseable_rows_are_quarantined_and_the_rest_loaded(tmp_path, settings
     assert _count(settings.database_url, db.raw_quarantine) == 4
 
 
-def test_a_wrong_header_stops_before_anything_is_written(tmp_path, settings_for, store_url, sample_frame):
+def test_a_wrong_header_stops_before_anything_is_written(
+    tmp_path, settings_for, store_url, sample_frame
+):
     path = synthetic.write_csv(sample_frame.rename(columns={"race": "ethnicity"}),
                                tmp_path / "bad" / "diabetic_data.csv")  # fmt: skip
     settings = settings_for(path, store_url, RAW_BATCH_SIZE=BATCH)
+    pipeline.engine(settings)  # the store exists, as after earlier runs
     with pytest.raises(SchemaError, match="missing columns: race; unknown columns: ethnicity"):
         pipeline.plan_raw_load(settings=settings)
     assert _count(settings.database_url, db.raw_encounters) == 0
     assert _count(settings.database_url, db.raw_batches) == 0
 
 
-def test_duplicated_encounters_in_the_file_are_stored_once(tmp_path, settings_for, store_url, sample_frame):
+def test_duplicated_encounters_in_the_file_are_stored_once(
+    tmp_path, settings_for, store_url, sample_frame
+):
     frame = pd.concat([sample_frame, sample_frame.iloc[[0, 500]]], ignore_index=True)
     path = synthetic.write_csv(frame, tmp_path / "dup" / "diabetic_data.csv")
     settings = settings_for(path, store_url, RAW_BATCH_SIZE=BATCH)
@@ -156,7 +166,7 @@ def test_concurrent_loads_of_the_same_batch_store_it_once(settings):
     def load() -> None:
         try:
             pipeline.load_raw_batch(0, settings=settings)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(4)]

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailableError(RuntimeError):
     """The server binaries or the user to run them are missing."""
 
 
@@ -32,7 +32,7 @@ def find_bin_dir() -> Path:
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
     )
     if not found:
-        raise PostgresUnavailable(
+        raise PostgresUnavailableError(
             "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: install the Debian "
             "package postgresql (`.ci/run` does) or set PG_BIN_DIR"
         )
@@ -48,7 +48,8 @@ def free_port() -> int:
 class PostgresServer:
     """One server; `url(database)` gives a SQLAlchemy URL for psycopg 3."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable  # keep PostgreSQL's default fsync/commit settings (benchmarks)
         self.bin_dir = find_bin_dir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="readmission-pg-"))
@@ -59,7 +60,9 @@ class PostgresServer:
             try:
                 account = pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise PostgresUnavailable("running as root and no `postgres` user exists") from exc
+                raise PostgresUnavailableError(
+                    "running as root and no `postgres` user exists"
+                ) from exc
             os.chown(self.root, account.pw_uid, account.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
 
@@ -76,9 +79,10 @@ class PostgresServer:
 
     def _pg_ctl_start(self) -> None:
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
             "-o", options, "-w", "-t", "60", "start",
@@ -105,8 +109,8 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
+def running_server(durable: bool = False) -> Iterator[PostgresServer]:
+    server = PostgresServer(durable=durable).start()
     try:
         yield server
     finally:

@@ -26,7 +26,9 @@ def test_csv_and_gzip_of_the_same_file_have_the_same_hash(tmp_path, sample_frame
 
 def test_explicit_path_is_used_and_verified(tmp_path, sample_csv):
     digest = dataset.sha256_of(sample_csv)
-    source = dataset.locate(_settings(tmp_path, DIABETES_CSV=sample_csv, DIABETES_CSV_SHA256=digest))
+    source = dataset.locate(
+        _settings(tmp_path, DIABETES_CSV=sample_csv, DIABETES_CSV_SHA256=digest)
+    )
     assert source.path == sample_csv
     assert source.sha256 == digest
 
@@ -34,7 +36,7 @@ def test_explicit_path_is_used_and_verified(tmp_path, sample_csv):
 def test_explicit_path_that_does_not_exist_does_not_fall_back(tmp_path, sample_frame):
     synthetic.write_csv(sample_frame, tmp_path / "data" / "diabetic_data.csv")
     settings = _settings(tmp_path, DIABETES_CSV=tmp_path / "nope.csv")
-    with pytest.raises(dataset.DatasetError, match="DIABETES_CSV points at .*nope.csv"):
+    with pytest.raises(dataset.DatasetError, match=r"DIABETES_CSV points at .*nope\.csv"):
         dataset.locate(settings)
 
 
@@ -64,7 +66,8 @@ def test_missing_file_without_download_names_every_place_looked(tmp_path):
     with pytest.raises(dataset.DatasetError) as caught:
         dataset.locate(settings, download=False)
     message = str(caught.value)
-    assert "diabetic_data.csv.gz" in message and str(tmp_path / "data") in message
+    assert "diabetic_data.csv.gz" in message
+    assert str(tmp_path / "data") in message
     assert "DIABETES_CSV" in message
 
 
@@ -86,7 +89,7 @@ def test_download_extracts_the_csv_from_the_archive_and_verifies_it(tmp_path, sa
 
 def test_failed_download_says_where_it_looked_and_what_failed(tmp_path):
     settings = _settings(tmp_path, DIABETES_DATASET_URL=(tmp_path / "absent.zip").as_uri())
-    with pytest.raises(dataset.DatasetError, match="No diabetes data file found.*failed"):
+    with pytest.raises(dataset.DatasetError, match=r"No diabetes data file found.*failed"):
         dataset.locate(settings)
     assert not (tmp_path / "data" / "diabetic_data.csv.gz").exists()
 

@@ -49,14 +49,15 @@ def test_every_medication_has_the_four_dose_levels():
 
 def test_counts_have_ranges_that_hold_their_typical_value():
     for column in schema.columns_of(schema.Kind.COUNT):
-        assert column.minimum is not None and column.maximum is not None
+        assert column.minimum is not None
+        assert column.maximum is not None
         assert column.minimum <= column.typical <= column.maximum
 
 
 def test_codes_come_with_their_labels_and_expired_codes_exist():
     dispositions = schema.BY_NAME["discharge_disposition_id"].codes
     assert dispositions[11] == "Expired"
-    assert schema.EXPIRED_OR_HOSPICE_DISPOSITIONS <= set(dispositions)
+    assert set(dispositions) >= schema.EXPIRED_OR_HOSPICE_DISPOSITIONS
 
 
 def test_header_check_names_missing_unknown_and_duplicated_columns():
