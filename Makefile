@@ -14,6 +14,13 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 export READMISSION_STATE_DIR ?= $(CURDIR)/.local
 export READMISSION_DATA_DIR ?= $(CURDIR)/data
+# A verified copy beside the project (this workplace's ../shared) saves the UCI download.
+SHARED_CSV := $(abspath $(CURDIR)/../shared/data/diabetic_data.csv.gz)
+ifeq ($(origin DIABETES_CSV),undefined)
+ifneq ($(wildcard $(SHARED_CSV)),)
+export DIABETES_CSV := $(SHARED_CSV)
+endif
+endif
 
 .PHONY: help
 help: ## List the targets

@@ -247,3 +247,26 @@ def test_summary_counts_rows_per_split_and_batches(settings):
     assert sum(facts["raw_rows"].values()) == 600
     assert np.isclose(facts["raw_rows"]["train"] / 600, 0.6, atol=0.1)
     assert "batches loaded: 4" in warehouse.format_summary(facts)
+
+
+def test_a_bad_value_in_a_plain_file_quarantines_only_its_row(
+    tmp_path, settings_for, store_url, sample_frame
+):
+    frame = sample_frame.copy()
+    frame.loc[400, "number_inpatient"] = "many"
+    path = synthetic.write_csv(frame, tmp_path / "bad" / "diabetic_data.csv.gz")
+    settings = settings_for(path, store_url, RAW_BATCH_SIZE=BATCH)
+    reports = _load_all(settings)
+    assert [r["rows_quarantined"] for r in reports] == [0, 0, 1, 0, 0, 0, 0]
+    assert _count(settings.database_url, db.raw_encounters) == 999
+
+
+@pytest.mark.postgres
+def test_postgres_and_sqlite_store_identical_raw_rows(settings_for, sample_csv, sqlite_url,
+                                                     postgres_url):  # fmt: skip
+    tables = []
+    for url in (sqlite_url, postgres_url):
+        _load_all(settings_for(sample_csv, url, RAW_BATCH_SIZE=BATCH))
+        raw = _frame(url, db.raw_encounters).drop(columns="loaded_at")
+        tables.append(raw.sort_values("encounter_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_dtype=False)
