@@ -79,6 +79,7 @@ def content(path: Path) -> bytes:
 def clear_cache() -> None:
     """Forget the cached file content (benchmarks read the file afresh each run)."""
     _content.cache_clear()
+    _scan_content.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,13 @@ class _Scan:
 
 def _scan(path: Path) -> _Scan:
     """One look at the uncompressed bytes: hash, line and comma counts, odd bytes."""
-    data = content(path)
+    stat = path.stat()
+    return _scan_content(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=1)
+def _scan_content(path: Path, size: int, mtime_ns: int) -> _Scan:
+    data = _content(path, size, mtime_ns)
     lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
     try:
         data.decode("utf-8")
