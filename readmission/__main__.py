@@ -43,6 +43,22 @@ def _cmd_summary(args: argparse.Namespace) -> None:
     _print(facts) if args.json else print(warehouse.format_summary(facts))
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    result = pipeline.train_and_promote(families=args.family or None, profile=args.profile)
+    _print(result)
+
+
+def _cmd_model(args: argparse.Namespace) -> None:  # noqa: ARG001
+    from readmission import pipeline
+
+    described = pipeline.production_model()
+    if described is None:
+        sys.exit("no Production model yet: run `python -m readmission train` (or `make run`)")
+    _print(described)
+
+
 def _cmd_local(args: argparse.Namespace) -> None:
     from readmission import localstack
 
@@ -69,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary = commands.add_parser("summary", help="what raw_data and clean_data hold")
     summary.add_argument("--json", action="store_true", help="print JSON")
     summary.set_defaults(run=_cmd_summary)
+
+    train = commands.add_parser("train", help="train the candidates and promote the best")
+    train.add_argument(
+        "--profile",
+        choices=["full", "quick"],
+        default=None,
+        help="search profile (default: TRAINING_PROFILE, else full)",
+    )
+    train.add_argument(
+        "--family",
+        action="append",
+        choices=["logistic_regression", "random_forest", "hist_gradient_boosting"],
+        help="train only this family (repeatable)",
+    )
+    train.set_defaults(run=_cmd_train)
+
+    model = commands.add_parser("model", help="the Production model and its metrics")
+    model.set_defaults(run=_cmd_model)
 
     local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
     local.add_argument(

@@ -1,10 +1,13 @@
-"""The embedded local mode: Airflow standalone on this machine, the pipeline run through it.
+"""The embedded local mode: MLflow and Airflow on this machine, the pipeline run through them.
 
 `python -m readmission local` (what `make run` calls) finds and verifies the data file,
-starts `airflow standalone` (UI on http://127.0.0.1:8080) with the DAGs of `dags/` and
-the SQLite stores under the state folder, triggers `raw_data_initial_batch_load`, follows
-the Asset-triggered `clean_data_pipeline`, prints what the stores hold and the login,
-then keeps Airflow serving until Ctrl-C. Re-running it loads nothing twice.
+starts an MLflow server (UI on http://127.0.0.1:5000; SQLite store and artifacts under the
+state folder) and `airflow standalone` (UI on http://127.0.0.1:8080) with the DAGs of
+`dags/` and the SQLite data stores, triggers `raw_data_initial_batch_load`, follows the
+Asset-triggered `clean_data_pipeline` and `model_training_pipeline`, prints what the stores
+hold, the Production model with its test metrics, and the login, then keeps both serving
+until Ctrl-C. Re-running it loads nothing twice and trains only when the data changed or
+no model is in Production.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from readmission.settings import Settings, get_settings
 
 RAW_DAG = "raw_data_initial_batch_load"
 CLEAN_DAG = "clean_data_pipeline"
-DAGS = (RAW_DAG, CLEAN_DAG)
+TRAIN_DAG = "model_training_pipeline"
+DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG)
 FINISHED = {"success", "failed"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,26 +161,40 @@ def _port_free(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
+def _start(name: str, command: list[str], env: dict[str, str], log: Path,
+           port: int) -> subprocess.Popen:  # fmt: skip
+    """Start a service in its own process group, its output appended to `log`."""
+    if not _port_free("127.0.0.1", port):
+        raise LocalStackError(f"port {port} is in use: stop what listens there and retry ({name})")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
 def start_airflow(config: AirflowConfig) -> tuple[subprocess.Popen, Path]:
-    """Start `airflow standalone` in its own process group, its output in a log file."""
-    if not _port_free(config.host, config.port):
-        raise LocalStackError(
-            f"port {config.port} is in use: stop what listens there (another Airflow?) and retry"
-        )
-    config.home.mkdir(parents=True, exist_ok=True)
+    """Start `airflow standalone` (scheduler, DAG processor, triggerer, API server)."""
     log = config.home / "standalone.log"
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "standalone"],
-        env=config.environment(dict(os.environ)),
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return process, log
+    command = [str(Path(sys.executable).parent / "airflow"), "standalone"]
+    return _start("Airflow", command, config.environment(dict(os.environ)), log,
+                  config.port), log  # fmt: skip
+
+
+def start_mlflow(settings: Settings) -> tuple[subprocess.Popen, Path]:
+    """Start an MLflow tracking server: SQLite store, artifacts on disk, served (proxied)."""
+    home = settings.state_dir / "mlflow"
+    (home / "artifacts").mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    command = [
+        str(Path(sys.executable).parent / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", str(home / "artifacts"), "--serve-artifacts",
+        "--host", "127.0.0.1", "--port", str(settings.local_mlflow_port), "--workers", "1",
+    ]  # fmt: skip
+    return _start("MLflow", command, dict(os.environ), log, settings.local_mlflow_port), log
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """Stop Airflow and every process it started (SIGTERM to the group, then SIGKILL)."""
+    """Stop a service and every process it started (SIGINT to the group, then SIGKILL)."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -187,6 +205,18 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def wait_mlflow(url: str, process: subprocess.Popen, log: Path) -> None:
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise LocalStackError(f"mlflow server exited with {process.returncode}; see {log}")
+        try:
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    _wait("MLflow to answer", ready, timeout=120, interval=1, log=log)
 
 
 def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> None:
@@ -202,38 +232,62 @@ def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> N
         client.unpause(dag_id)
 
 
+def _follow(client: AirflowClient, dag_id: str, run_id: str, log: Path, timeout: float) -> dict:
+    print(f"following {dag_id} ({run_id})", flush=True)
+    done = _wait(f"{dag_id} to finish", lambda: _finished(client, dag_id, run_id), timeout,
+                 interval=3, log=log)  # fmt: skip
+    if done["state"] != "success":
+        raise LocalStackError(f"{dag_id} run {run_id} {done['state']}: see the Airflow UI")
+    return done
+
+
+def _next_run(client: AirflowClient, dag_id: str, previous: dict, publisher: str,
+              log: Path) -> str | None:  # fmt: skip
+    """The run an Asset event of `previous` scheduled, if its publishing task succeeded."""
+    if client.task_states(previous["dag_id"], previous["dag_run_id"]).get(publisher) != "success":
+        return None
+    runs = _wait(f"{dag_id} to be scheduled by the Asset", lambda: client.runs_after(
+        dag_id, previous["start_date"]), 120, log=log)  # fmt: skip
+    return runs[0]["dag_run_id"]
+
+
 def run_pipeline(client: AirflowClient, log: Path) -> None:
-    """Trigger the raw load, then follow (or start) the cleaning run it leads to."""
+    """Trigger the raw load and follow what it leads to; start what an earlier, stopped
+    run left undone (rows to clean, no Production model yet)."""
     raw_run = client.trigger(RAW_DAG, {"batches": 0})
     print(f"triggered {RAW_DAG} ({raw_run})", flush=True)
-    finished = _wait(f"{RAW_DAG} to finish", lambda: _finished(client, RAW_DAG, raw_run), 900,
-                     log=log)  # fmt: skip
-    if finished["state"] != "success":
-        raise LocalStackError(f"{RAW_DAG} run {raw_run} {finished['state']}: see the Airflow UI")
-    published = client.task_states(RAW_DAG, raw_run).get("publish") == "success"
-    if published:  # the Asset event schedules the cleaning run
-        clean = _wait(
-            f"{CLEAN_DAG} to be scheduled by the raw_data Asset",
-            lambda: client.runs_after(CLEAN_DAG, finished["start_date"]),
-            120,
-            log=log,
-        )
-        clean_run = clean[0]["dag_run_id"]
-    elif pipeline.store_summary()["pending_clean"] > 0:  # e.g. an earlier run stopped early
+    raw = _follow(client, RAW_DAG, raw_run, log, timeout=900)
+    clean_run = _next_run(client, CLEAN_DAG, raw, "publish", log)
+    if clean_run is None and pipeline.store_summary()["pending_clean"] > 0:
         clean_run = client.trigger(CLEAN_DAG, {"full_refresh": False})
-    else:
-        print("nothing new to load or clean", flush=True)
+    clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
+    train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
+    if train_run is None and pipeline.production_model() is None:
+        train_run = client.trigger(TRAIN_DAG, {"profile": "full"})
+    if train_run is None:
+        print("nothing new to load, clean or train", flush=True)
         return
-    print(f"following {CLEAN_DAG} ({clean_run})", flush=True)
-    done = _wait(f"{CLEAN_DAG} to finish", lambda: _finished(client, CLEAN_DAG, clean_run), 900,
-                 log=log)  # fmt: skip
-    if done["state"] != "success":
-        raise LocalStackError(f"{CLEAN_DAG} run {clean_run} {done['state']}: see the Airflow UI")
+    _follow(client, TRAIN_DAG, train_run, log, timeout=3600)
 
 
 def _finished(client: AirflowClient, dag_id: str, run_id: str) -> dict | None:
     run = client.run(dag_id, run_id)
     return run if run["state"] in FINISHED else None
+
+
+def format_model(described: dict | None) -> str:
+    """The Production model in a few lines."""
+    if described is None:
+        return "no Production model"
+    metrics = described.get("metrics", {})
+    lines = [f"Production model: {described['name']} v{described['version']} "
+             f"({described.get('tags', {}).get('family', '?')}, run {described['run_id']})"]  # fmt: skip
+    shown = ("macro_f1", "roc_auc_lt30", "accuracy", "weighted_f1", "log_loss")
+    lines.append("  test:  " + "  ".join(f"{m} {metrics[f'test_{m}']:.3f}" for m in shown
+                                          if f"test_{m}" in metrics))  # fmt: skip
+    lines.append("  valid: " + "  ".join(f"{m} {metrics[f'valid_{m}']:.3f}" for m in shown
+                                          if f"valid_{m}" in metrics))  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(serve: bool = True) -> int:
@@ -245,25 +299,40 @@ def main(serve: bool = True) -> int:
         return 2
     print(f"data file: {source.path} (sha256 verified)", flush=True)
     pipeline.engine(settings)  # create the stores before Airflow's tasks race to
+    mlflow_url = f"http://127.0.0.1:{settings.local_mlflow_port}"
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_url  # for Airflow's tasks and this process
+    get_settings.cache_clear()
     config = airflow_config(settings)
-    process, log = start_airflow(config)
-    print(f"starting Airflow (log: {log}) ...", flush=True)
+    services: list[subprocess.Popen] = []
     try:
+        mlflow, mlflow_log = start_mlflow(settings)
+        services.append(mlflow)
+        print(f"starting MLflow (log: {mlflow_log}) ...", flush=True)
+        wait_mlflow(mlflow_url, mlflow, mlflow_log)
+        process, log = start_airflow(config)
+        services.append(process)
+        print(f"starting Airflow (log: {log}) ...", flush=True)
         client = AirflowClient(config)
         wait_ready(client, process, log)
+        print(f"MLflow UI:  {mlflow_url}", flush=True)
         print(f"Airflow UI: {config.url}  login: {config.user} / {config.password()}", flush=True)
         run_pipeline(client, log)
-        print(warehouse.format_summary(pipeline.store_summary(settings)), flush=True)
+        print(warehouse.format_summary(pipeline.store_summary()), flush=True)
+        print(format_model(pipeline.production_model()), flush=True)
         if serve:
-            print(f"\nAirflow keeps serving on {config.url} (login {config.user} / "
-                  f"{config.password()}). Ctrl-C stops it.", flush=True)  # fmt: skip
-            process.wait()
+            print(f"\nServing Airflow on {config.url} (login {config.user} / {config.password()})"
+                  f" and MLflow on {mlflow_url}. Ctrl-C stops them.", flush=True)  # fmt: skip
+            while all(service.poll() is None for service in services):
+                time.sleep(1)
+            print("a service stopped; see the logs in " + str(settings.state_dir), flush=True)
+            return 1
         return 0
     except LocalStackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nstopping Airflow ...", flush=True)
+        print("\nstopping ...", flush=True)
         return 0
     finally:
-        stop(process)
+        for service in reversed(services):
+            stop(service)

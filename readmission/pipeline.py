@@ -75,3 +75,66 @@ def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
 def store_summary(settings: Settings | None = None) -> dict:
     """What raw_data and clean_data hold."""
     return warehouse.summary(engine(settings))
+
+
+def _tracking(settings: Settings) -> None:
+    from readmission import registry
+
+    registry.use_tracking(settings.mlflow_tracking_uri)
+    registry.ensure_experiment()
+
+
+def model_families() -> list[str]:
+    """The model families trained as candidates."""
+    from readmission.features import FAMILIES
+
+    return list(FAMILIES)
+
+
+def train_candidate(family: str, profile: str | None = None, run_id: str | None = None,
+                    settings: Settings | None = None) -> dict:  # fmt: skip
+    """Tune and fit one family on the clean data; log it as an MLflow run."""
+    from readmission import training
+
+    settings = settings or get_settings()
+    profile = profile or settings.training_profile
+    _tracking(settings)
+    data = training.load_training_data(engine(settings))
+    candidate = training.fit_candidate(family, data, profile, seed=settings.training_seed)
+    tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
+    mlflow_run = training.log_candidate(candidate, data, tags)
+    return {
+        "family": family,
+        "run_id": mlflow_run,
+        training.PRIMARY_METRIC: candidate.metrics[training.PRIMARY_METRIC],
+        "test_macro_f1": candidate.metrics["test_macro_f1"],
+        "test_roc_auc_lt30": candidate.metrics.get("test_roc_auc_lt30"),
+    }
+
+
+def promote_best(candidates: list[dict], run_id: str | None = None,
+                 settings: Settings | None = None) -> dict:  # fmt: skip
+    """Register the best candidate and promote it if it beats the Production model."""
+    from readmission import training
+
+    settings = settings or get_settings()
+    _tracking(settings)
+    data = training.load_training_data(engine(settings))
+    return training.promote_best(candidates, data, {"orchestrator_run_id": run_id or "cli"})
+
+
+def train_and_promote(families: list[str] | None = None, profile: str | None = None,
+                      settings: Settings | None = None) -> dict:  # fmt: skip
+    """Every step of model_training_pipeline in this process (the CLI's `train`)."""
+    candidates = [train_candidate(f, profile, settings=settings)
+                  for f in families or model_families()]  # fmt: skip
+    return {"candidates": candidates, "decision": promote_best(candidates, settings=settings)}
+
+
+def production_model(settings: Settings | None = None) -> dict | None:
+    """What the registry serves: the Production version with its metrics, or None."""
+    from readmission import registry
+
+    _tracking(settings or get_settings())
+    current = registry.champion()
+    return registry.describe(current) if current else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,10 +86,24 @@ class Settings(BaseSettings):
         description="MLflow tracking server.",
     )
 
+    training_profile: Literal["full", "quick"] = Field(
+        default="full",
+        validation_alias="TRAINING_PROFILE",
+        description="Search of the training candidates: full, or quick (one small config each).",
+    )
+    training_seed: int = Field(
+        default=0, validation_alias="TRAINING_SEED", description="Seed of every random choice."
+    )
     airflow_port: int = Field(
         default=8080,
         validation_alias="LOCAL_AIRFLOW_PORT",
         description="Port of the local mode's Airflow UI (listening on 127.0.0.1 only).",
+    )
+
+    local_mlflow_port: int = Field(
+        default=5000,
+        validation_alias="LOCAL_MLFLOW_PORT",
+        description="Port of the local mode's MLflow server (listening on 127.0.0.1 only).",
     )
 
     @field_validator("state_dir", "data_dir", "diabetes_csv")

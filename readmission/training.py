@@ -1,0 +1,278 @@
+"""Candidates: tune each model family on train, decide on valid, report on test; promote.
+
+The target is the original three classes `NO`, `>30`, `<30`. Each family's small, bounded
+search is scored by log-loss on a patient-grouped holdout of the train split (a proper
+scoring rule, blind to thresholds); the chosen configuration is refitted on the whole
+train split; the decision rule (per-class weights, see `ReadmissionModel`) is tuned on
+the valid split; families are compared on the valid split by the primary metric; the test
+split is only reported.
+
+Primary metric: macro-F1 on the valid split (`registry.PRIMARY_METRIC`). Accuracy would
+reward predicting `NO` for everyone (54 % of encounters); macro-F1 weighs the rare `<30`
+class (11 %), the one a hospital acts on, as much as the others, and it judges the
+classes the platform actually serves. ROC-AUC of `<30` and log-loss are reported beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.model_selection import GroupShuffleSplit
+from sqlalchemy.engine import Engine
+
+from readmission import db, evaluation, registry, schema
+from readmission.cleaning import CLEAN_KEYS
+from readmission.estimator import ReadmissionModel
+from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
+
+log = logging.getLogger(__name__)
+
+Profile = Literal["full", "quick"]
+PRIMARY_METRIC = registry.PRIMARY_METRIC
+SPLITS = ("train", "valid", "test")
+
+#: What a model reads: the cleaned encounter (no identifier, no target) and its history.
+MODEL_INPUTS: tuple[str, ...] = (
+    *(key for key in CLEAN_KEYS if key not in (*schema.IDENTIFIERS, schema.TARGET)),
+    *HISTORY,
+)
+
+#: The bounded searches: a handful of configurations per family, chosen around what
+#: works on tabular data of this size (61k rows, ~120 features).
+SEARCH: dict[Profile, dict[Family, list[dict]]] = {
+    "full": {
+        "logistic_regression": [
+            {"C": 0.03}, {"C": 0.1}, {"C": 0.3}, {"C": 1.0},
+        ],
+        "random_forest": [
+            {"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt",
+             "max_samples": 0.7},
+            {"n_estimators": 300, "min_samples_leaf": 10, "max_features": "sqrt",
+             "max_samples": 0.7},
+            {"n_estimators": 300, "min_samples_leaf": 30, "max_features": 0.3,
+             "max_samples": 0.7},
+        ],
+        "hist_gradient_boosting": [
+            {"learning_rate": 0.03, "max_leaf_nodes": 15, "min_samples_leaf": 100,
+             "l2_regularization": 1.0, "max_iter": 1500},
+            {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 50,
+             "l2_regularization": 0.5, "max_iter": 1000},
+            {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 200,
+             "l2_regularization": 2.0, "max_iter": 1000, "max_features": 0.5},
+        ],
+    },
+    "quick": {  # tests and smoke runs: one small configuration each
+        "logistic_regression": [{"C": 0.1, "max_iter": 300}],
+        "random_forest": [{"n_estimators": 30, "min_samples_leaf": 5, "max_features": "sqrt"}],
+        "hist_gradient_boosting": [{"learning_rate": 0.1, "max_leaf_nodes": 15,
+                                    "max_iter": 100}],
+    },
+}  # fmt: skip
+
+
+@dataclass
+class TrainingData:
+    """The clean encounters of each split, with their history, and where they came from."""
+
+    frames: dict[str, pd.DataFrame]
+    lineage: dict
+
+    def inputs(self, split: str) -> pd.DataFrame:
+        return self.frames[split][list(MODEL_INPUTS)]
+
+    def target(self, split: str) -> pd.Series:
+        return self.frames[split][schema.TARGET]
+
+
+def load_training_data(engine: Engine) -> TrainingData:
+    """Every clean encounter with a known target, history added, cut by split."""
+    with engine.connect() as conn:
+        clean = pd.read_sql(sa.select(db.clean_encounters), conn)
+    clean = add_history(clean)  # over all splits: a patient's encounters share one split
+    clean = clean[clean[schema.TARGET].notna()]
+    frames = {split: clean[clean["split"] == split].reset_index(drop=True) for split in SPLITS}
+    missing = [split for split, frame in frames.items() if frame.empty]
+    if missing:
+        raise ValueError(f"no clean rows in split(s) {missing}: load and clean data first")
+    lineage = {
+        "batches": sorted(int(b) for b in clean["batch_id"].unique()),
+        "rows": {split: len(frame) for split, frame in frames.items()},
+        "patients": {split: int(frame[schema.PATIENT_ID].nunique())
+                     for split, frame in frames.items()},
+        "classes_train": frames["train"][schema.TARGET].value_counts().to_dict(),
+    }  # fmt: skip
+    return TrainingData(frames, lineage)
+
+
+@dataclass
+class Candidate:
+    """One family's tuned model with its figures."""
+
+    family: Family
+    params: dict
+    model: ReadmissionModel
+    metrics: dict[str, float]
+    search: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def tune(family: Family, data: TrainingData, profile: Profile = "full",
+         seed: int = 0) -> tuple[dict, list[dict]]:  # fmt: skip
+    """The configuration with the lowest log-loss on a patient-grouped 20 % holdout of
+    the train split, and every configuration's score."""
+    space = SEARCH[profile][family]
+    if len(space) == 1:
+        return dict(space[0]), [{"params": space[0], "holdout_log_loss": None}]
+    train = data.frames["train"]
+    inner, holdout = next(
+        GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed).split(
+            train, groups=train[schema.PATIENT_ID]
+        )
+    )
+    x, y = data.inputs("train"), data.target("train")
+    results = []
+    for params in space:
+        started = time.perf_counter()
+        model = ReadmissionModel(build_pipeline(family, params, seed)).fit(
+            x.iloc[inner], y.iloc[inner]
+        )
+        proba = model.predict_proba(x.iloc[holdout])
+        loss = evaluation.metrics(y.iloc[holdout], proba, list(model.classes_),
+                                  model.predict(x.iloc[holdout]))["log_loss"]  # fmt: skip
+        results.append({"params": params, "holdout_log_loss": loss,
+                        "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+        log.info("%s %s: holdout log-loss %.4f", family, params, loss)
+    best = min(results, key=lambda r: r["holdout_log_loss"])
+    return dict(best["params"]), results
+
+
+def fit_candidate(family: Family, data: TrainingData, profile: Profile = "full",
+                  seed: int = 0) -> Candidate:  # fmt: skip
+    """Tune, refit on train, tune the decision rule on valid, measure valid and test."""
+    started = time.perf_counter()
+    params, search = tune(family, data, profile, seed)
+    model = ReadmissionModel(build_pipeline(family, params, seed))
+    model.fit(data.inputs("train"), data.target("train"))
+    model.tune_decision(data.inputs("valid"), data.target("valid"))
+    figures: dict[str, float] = {}
+    for split in ("valid", "test"):
+        proba = model.predict_proba(data.inputs(split))
+        scores = evaluation.metrics(data.target(split), proba, list(model.classes_),
+                                    model.decide(proba))  # fmt: skip
+        figures.update({f"{split}_{name}": value for name, value in scores.items()})
+        baseline = evaluation.majority_baseline(data.target("train"), data.target(split))
+        figures[f"{split}_baseline_macro_f1"] = baseline["macro_f1"]
+    seconds = time.perf_counter() - started
+    log.info("%s: %s %.4f (test %.4f), %.0f s", family, PRIMARY_METRIC, figures[PRIMARY_METRIC],
+             figures["test_macro_f1"], seconds)  # fmt: skip
+    return Candidate(family, params, model, figures, search, seconds)
+
+
+def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> float:
+    """The primary metric of any model on a split of the current data (for the champion)."""
+    proba = model.predict_proba(data.inputs(split))
+    return evaluation.metrics(data.target(split), proba, list(model.classes_),
+                              model.decide(proba))["macro_f1"]  # fmt: skip
+
+
+def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]) -> str:
+    """One MLflow run per candidate: params, metrics, confusion matrices, the search, the
+    data it saw, and the model with its signature and an input example. Returns run id."""
+    import mlflow
+
+    registry.ensure_experiment()
+    with mlflow.start_run(
+        run_name=candidate.family, tags={**tags, "family": candidate.family}
+    ) as run:
+        mlflow.log_params({"family": candidate.family, **candidate.params,
+                           "decision_weights": json.dumps(candidate.model.decision_weights_),
+                           "search_size": len(candidate.search)})  # fmt: skip
+        mlflow.log_metrics({**candidate.metrics, "training_seconds": candidate.seconds})
+        for split in ("valid", "test"):
+            proba = candidate.model.predict_proba(data.inputs(split))
+            image = evaluation.confusion_matrix_png(
+                data.target(split), candidate.model.decide(proba), list(candidate.model.classes_),
+                f"{candidate.family}, {split} split",
+            )  # fmt: skip
+            _log_bytes(image, f"confusion_matrix_{split}.png")
+        mlflow.log_dict({"search": candidate.search}, "search.json")
+        mlflow.log_dict(data.lineage, "data.json")
+        mlflow.set_tags({
+            "data.batches": ",".join(map(str, data.lineage["batches"])),
+            **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
+        })  # fmt: skip
+        train_inputs = data.inputs("train")
+        mlflow.log_input(mlflow.data.from_pandas(train_inputs, name="clean_data.train"),
+                         context="training")  # fmt: skip
+        registry.log_sklearn_model(
+            candidate.model, training_frame=train_inputs,
+            input_example=data.inputs("valid").head(3),
+        )  # fmt: skip
+        return run.info.run_id
+
+
+def _log_bytes(content: bytes, name: str) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(content)
+        mlflow.log_artifact(str(path))
+
+
+def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str]) -> dict:
+    """Register the best candidate; promote it only if it beats the current champion.
+
+    The champion is re-scored on the current valid split, the one the candidates were
+    judged on, so both scores compare like with like. Equal or worse is never promoted;
+    a first model always is. Retrying is safe: a run registered before is not again.
+    """
+    best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
+    version = registry.version_of_run(best["run_id"]) or registry.register(
+        f"runs:/{best['run_id']}/model", tags={**tags, "family": best["family"]}
+    )
+    current = registry.champion()
+    champion_score = None
+    if current is not None and current.version != version.version:
+        try:
+            champion_model, _ = registry.load_version(current.version)
+            champion_score = score(champion_model, data)
+        except Exception as exc:  # noqa: BLE001 - an unloadable champion is reported, not fatal
+            log.warning("champion v%s could not be scored: %s", current.version, exc)
+            champion_score = float("nan")
+    if current is not None and current.version == version.version:
+        promoted, reason = False, "already the production model"
+    else:
+        promoted = registry.should_promote(best[PRIMARY_METRIC], champion_score)
+        reason = (
+            "first model" if current is None else
+            f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
+            f"{champion_score:.4f}"
+        )  # fmt: skip
+    registry.record_decision(
+        version.version, promoted=promoted, candidate_score=best[PRIMARY_METRIC],
+        champion_version=current.version if current else None, champion_score=champion_score,
+    )  # fmt: skip
+    if promoted:
+        registry.promote(version.version, reason=reason)
+    decision = {
+        "family": best["family"],
+        "run_id": best["run_id"],
+        "version": version.version,
+        "promoted": promoted,
+        "reason": reason,
+        "candidate_score": best[PRIMARY_METRIC],
+        "champion_version": current.version if current else None,
+        "champion_score": champion_score,
+    }
+    log.info("promotion decision: %s", decision)
+    return decision

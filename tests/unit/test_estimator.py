@@ -1,0 +1,57 @@
+"""The served estimator's two rules: death/hospice, and the tuned decision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from readmission.estimator import ReadmissionModel, _macro_f1
+
+
+def _data(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    logits = np.stack([np.zeros(n), x[:, 0] - 0.5, 1.5 * x[:, 1] - 2.2], axis=1)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array(["NO", ">30", "<30"])[[rng.choice(3, p=row) for row in p]]
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "expired_or_hospice": False})
+    return frame, pd.Series(y)
+
+
+def test_expired_encounters_are_not_fitted_and_predicted_no():
+    frame, y = _data()
+    frame.loc[:99, "expired_or_hospice"] = True
+    y.loc[:99] = "<30"  # impossible labels: if fitted, they would bias the model
+    model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame, y)
+    proba = model.predict_proba(frame)
+    no = list(model.classes_).index("NO")
+    assert (proba[:100, no] == 1).all()
+    assert (model.predict(frame)[:100] == "NO").all()
+    assert model.pipeline_.n_features_in_ == 3
+    clean_model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame[100:], y[100:])
+    np.testing.assert_allclose(proba[100:], clean_model.predict_proba(frame[100:]))
+
+
+def test_tuned_decision_raises_macro_f1_over_argmax_and_keeps_probabilities():
+    frame, y = _data()
+    model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame, y)
+    argmax = f1_score(y, model.classes_[model.predict_proba(frame).argmax(1)], average="macro")
+    proba_before = model.predict_proba(frame)
+    tuned = model.tune_decision(frame, y)
+    assert tuned > argmax + 0.02
+    assert tuned == pytest.approx(f1_score(y, model.predict(frame), average="macro"))
+    np.testing.assert_array_equal(proba_before, model.predict_proba(frame))
+    assert model.decision_weights_["NO"] == 1.0
+    assert model.decision_weights_["<30"] > 1.0  # the rare class needs a push
+
+
+def test_fast_macro_f1_equals_sklearns():
+    rng = np.random.default_rng(1)
+    truth, predicted = rng.integers(0, 3, 500), rng.integers(0, 3, 500)
+    predicted[:10] = 2
+    assert _macro_f1(truth, predicted, 3) == pytest.approx(
+        f1_score(truth, predicted, average="macro", labels=[0, 1, 2], zero_division=0)
+    )

@@ -1,0 +1,84 @@
+"""Features: the patient's history uses only the past; derived inputs need nothing else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from readmission import features, synthetic
+from readmission.cleaning import clean
+
+
+def _encounters() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "encounter_id": [30, 10, 20, 40, 50],
+            "patient_nbr": [1, 1, 1, 2, 1],
+            "readmitted": ["NO", "<30", ">30", "<30", "NO"],
+            "number_inpatient": [1.0, 2.0, np.nan, 5.0, 0.0],
+            "number_emergency": [0.0, 1.0, 1.0, 3.0, 0.0],
+        }
+    )
+
+
+def test_history_counts_only_the_patients_earlier_encounters():
+    out = features.add_history(_encounters()).set_index("encounter_id")
+    assert out.loc[[10, 20, 30, 50], "prior_encounters"].tolist() == [0, 1, 2, 3]
+    assert out.loc[40, "prior_encounters"] == 0  # another patient
+    assert out.loc[[10, 20, 30, 50], "prior_readmitted_lt30"].tolist() == [0, 1, 1, 1]
+    assert out.loc[[10, 20, 30, 50], "prior_readmitted_gt30"].tolist() == [0, 0, 1, 1]
+    assert out.loc[[10, 20, 30, 50], "prior_inpatient_total"].tolist() == [0, 2, 2, 3]
+    assert out.loc[40, "prior_inpatient_total"] == 0
+
+
+def test_history_does_not_depend_on_row_order():
+    frame = _encounters()
+    shuffled = frame.sample(frac=1, random_state=3)
+    a = features.add_history(frame).set_index("encounter_id").sort_index()
+    b = features.add_history(shuffled).set_index("encounter_id").sort_index()
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_later_encounter_never_changes_an_earlier_ones_history():
+    frame = _encounters()
+    before = features.add_history(frame[frame.encounter_id < 50]).set_index("encounter_id")
+    after = features.add_history(frame).set_index("encounter_id")
+    pd.testing.assert_frame_equal(before[list(features.HISTORY)],
+                                  after.loc[before.index, list(features.HISTORY)])  # fmt: skip
+
+
+def test_encounter_features_give_the_model_inputs_in_order():
+    cleaned = clean(synthetic.encounters(50, seed=2))
+    out = features.EncounterFeatures().fit(cleaned).transform(cleaned)
+    assert list(out.columns) == [*features.CATEGORICAL, *features.NUMERIC]
+    assert out[list(features.NUMERIC)].dtypes.map(lambda d: d.kind == "f").all()
+    assert (out[list(features.HISTORY)] == 0).all().all()  # absent history counts as none
+    assert set(out["diag_1_category"].dropna()) <= {"428", "414", "786", "410", "486", "427",
+        "491", "715", "682", "434", "250", "276", "401", "599", "403", "585", "272", "V57",
+        "V45", "E885", "996", "8", "38"}  # fmt: skip
+
+
+def test_derived_counts():
+    record = clean(pd.DataFrame([{"metformin": "Up", "insulin": "Steady", "glipizide": "Down",
+                                  "number_outpatient": 1, "number_emergency": 2,
+                                  "number_inpatient": 3, "diag_1": "428", "diag_2": "427.3",
+                                  "diag_3": "250.01"}]))  # fmt: skip
+    out = features.EncounterFeatures().fit(record).transform(record).iloc[0]
+    assert out["medications_prescribed"] == 3
+    assert out["medication_changes"] == 2
+    assert out["prior_visits_year"] == 6
+    assert out["diagnoses_circulatory"] == 2
+    assert out["diagnoses_diabetes"] == 1
+    assert out["admission_type_id_code"] is np.nan or pd.isna(out["admission_type_id_code"])
+
+
+def test_identifiers_never_reach_the_model_inputs():
+    cleaned = clean(synthetic.encounters(20, seed=4))
+    out = features.EncounterFeatures().fit(cleaned).transform(cleaned)
+    assert not {"encounter_id", "patient_nbr", "readmitted"} & set(out.columns)
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ValueError, match="unknown model family 'svm'"):
+        features.build_pipeline("svm")
