@@ -101,7 +101,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
     codes as categories. History columns a caller did not send count as none.
     """
 
-    def fit(self, frame: pd.DataFrame, y=None) -> EncounterFeatures:  # noqa: ARG002
+    def fit(self, frame: pd.DataFrame, y=None) -> EncounterFeatures:
         self.n_features_in_ = frame.shape[1]
         return self
 
@@ -112,7 +112,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         for code in _CODES:
             values = _number(frame, code).dropna()
             out[f"{code}_code"] = values.astype(int).astype(str).reindex(frame.index)
-        for diag, group in DIAGNOSIS_GROUPS.items():
+        for group in DIAGNOSIS_GROUPS.values():
             out[group] = _text(frame, group)
         for diag in _DIAGNOSES:
             out[f"{diag}_category"] = _icd9_category(_text(frame, diag))
@@ -136,7 +136,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
             result[name] = result[name].astype(object).where(result[name].notna(), np.nan)
         return result[[*CATEGORICAL, *NUMERIC]]
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:  # noqa: ARG002
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray([*CATEGORICAL, *NUMERIC], dtype=object)
 
 
@@ -190,7 +190,7 @@ def build_pipeline(family: Family, params: dict | None = None, seed: int = 0) ->
     """The untrained pipeline of one model family: features, encoding, classifier."""
     params = dict(params or {})
     if family == "logistic_regression":
-        classifier = LogisticRegression(max_iter=3000, random_state=seed, **params)
+        classifier = LogisticRegression(**{"max_iter": 3000, "random_state": seed, **params})
         encoding = _one_hot_encoding()
     elif family == "random_forest":
         classifier = RandomForestClassifier(n_jobs=-1, random_state=seed, **params)

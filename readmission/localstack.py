@@ -280,8 +280,9 @@ def format_model(described: dict | None) -> str:
     if described is None:
         return "no Production model"
     metrics = described.get("metrics", {})
+    family = described.get("tags", {}).get("family", "?")
     lines = [f"Production model: {described['name']} v{described['version']} "
-             f"({described.get('tags', {}).get('family', '?')}, run {described['run_id']})"]  # fmt: skip
+             f"({family}, run {described['run_id']})"]  # fmt: skip
     shown = ("macro_f1", "roc_auc_lt30", "accuracy", "weighted_f1", "log_loss")
     lines.append("  test:  " + "  ".join(f"{m} {metrics[f'test_{m}']:.3f}" for m in shown
                                           if f"test_{m}" in metrics))  # fmt: skip

@@ -102,11 +102,9 @@ def train_candidate(family: str, profile: str | None = None, run_id: str | None 
     data = training.load_training_data(engine(settings))
     candidate = training.fit_candidate(family, data, profile, seed=settings.training_seed)
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
-    mlflow_run = training.log_candidate(candidate, data, tags)
+    logged = training.log_candidate(candidate, data, tags)
     return {
-        "family": family,
-        "run_id": mlflow_run,
-        training.PRIMARY_METRIC: candidate.metrics[training.PRIMARY_METRIC],
+        **logged,
         "test_macro_f1": candidate.metrics["test_macro_f1"],
         "test_roc_auc_lt30": candidate.metrics.get("test_roc_auc_lt30"),
     }

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
@@ -184,9 +183,11 @@ def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> 
                               model.decide(proba))["macro_f1"]  # fmt: skip
 
 
-def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]) -> str:
+def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]) -> dict:
     """One MLflow run per candidate: params, metrics, confusion matrices, the search, the
-    data it saw, and the model with its signature and an input example. Returns run id."""
+    data it saw, and the model with its signature and an input example.
+
+    Returns what promotion needs: family, run id, model URI and the primary metric."""
     import mlflow
 
     registry.ensure_experiment()
@@ -211,13 +212,19 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
             **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
         })  # fmt: skip
         train_inputs = data.inputs("train")
-        mlflow.log_input(mlflow.data.from_pandas(train_inputs, name="clean_data.train"),
-                         context="training")  # fmt: skip
-        registry.log_sklearn_model(
+        dataset = mlflow.data.from_pandas(registry.signature_frame(train_inputs),
+                                          name="clean_data.train")  # fmt: skip
+        mlflow.log_input(dataset, context="training")
+        model_uri = registry.log_sklearn_model(
             candidate.model, training_frame=train_inputs,
             input_example=data.inputs("valid").head(3),
         )  # fmt: skip
-        return run.info.run_id
+        return {
+            "family": candidate.family,
+            "run_id": run.info.run_id,
+            "model_uri": model_uri,
+            PRIMARY_METRIC: candidate.metrics[PRIMARY_METRIC],
+        }
 
 
 def _log_bytes(content: bytes, name: str) -> None:
@@ -238,7 +245,7 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
     """
     best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
     version = registry.version_of_run(best["run_id"]) or registry.register(
-        f"runs:/{best['run_id']}/model", tags={**tags, "family": best["family"]}
+        best["model_uri"], tags={**tags, "family": best["family"], "run_id": best["run_id"]}
     )
     current = registry.champion()
     champion_score = None
@@ -246,7 +253,7 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
         try:
             champion_model, _ = registry.load_version(current.version)
             champion_score = score(champion_model, data)
-        except Exception as exc:  # noqa: BLE001 - an unloadable champion is reported, not fatal
+        except Exception as exc:
             log.warning("champion v%s could not be scored: %s", current.version, exc)
             champion_score = float("nan")
     if current is not None and current.version == version.version:

@@ -116,3 +116,49 @@ def store_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="session")
+def mlflow_empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated, empty MLflow database (migrating costs ~2 s) that tests copy."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_tracking(mlflow_empty_store: Path, tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # fmt: skip
+    """A private MLflow (SQLite store, artifacts in tmp_path), its URI in the environment;
+    MLflow's process-wide globals restored afterwards."""
+    import sqlite3
+    from contextlib import closing
+
+    import mlflow
+    from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+    from readmission import registry
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                 "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
+        monkeypatch.setenv(name, "")  # so that teardown restores what MLflow sets
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(_tracking_service.utils, "_tracking_uri", None)
+    monkeypatch.setattr(_model_registry.utils, "_registry_uri", None)
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    database = tmp_path / "mlflow.db"
+    with (
+        closing(sqlite3.connect(mlflow_empty_store)) as source,
+        closing(sqlite3.connect(database)) as copy,
+    ):
+        source.backup(copy)
+    uri = f"sqlite:///{database}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    registry.use_tracking(uri)
+    registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
+    get_settings.cache_clear()
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DAG_IDS = ("raw_data_initial_batch_load", "clean_data_pipeline")
+DAG_IDS = ("raw_data_initial_batch_load", "clean_data_pipeline", "model_training_pipeline")
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -64,3 +64,12 @@ def test_parsing_a_dag_file_does_no_data_work(path, tmp_path):
                             env=env, check=False, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY=\n" in result.stdout, result.stdout[-2000:]
+
+
+def test_training_runs_on_the_clean_asset_one_task_per_family(dagbag):
+    dag = dagbag.get_dag("model_training_pipeline")
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
+    assert type(dag.get_task("train_candidate")).__name__.endswith("MappedOperator")
+    assert set(dag.task_ids) == {"check_data", "train_candidate", "promote"}
+    assert dag.params["profile"] == "full"

@@ -64,3 +64,21 @@ def test_clean_dag_cleans_what_is_new_and_skips_when_nothing_is(dagbag, sample_e
     refresh = dag.test(run_conf={"full_refresh": True})
     assert _states(refresh)["clean"] == ["success"]
     assert pipeline.store_summary()["clean_total"] == 600
+
+
+def test_training_dag_trains_every_family_and_promotes_the_first_model(
+    dagbag, sample_env, mlflow_tracking
+):
+    from readmission import registry
+
+    pipeline.load_raw_batches(pipeline.plan_raw_load())
+    pipeline.clean_new_rows()
+    run = dagbag.get_dag("model_training_pipeline").test(run_conf={"profile": "quick"})
+    assert run.state == "success"
+    assert _states(run) == {"check_data": ["success"], "train_candidate": ["success"] * 3,
+                            "promote": ["success"]}  # fmt: skip
+    production = registry.champion()
+    assert production is not None
+    assert production.current_stage == "Production"
+    families = {v["tags"].get("family") for v in registry.list_versions()}
+    assert len(families) == 1  # the best of the three registered

@@ -1,0 +1,501 @@
+"""The MLflow model registry: logging, registration, champion/challenger promotion, loading.
+
+Training logs each candidate with `log_sklearn_model`, registers the best with `register`,
+asks `should_promote` against `champion()` and records the answer with `record_decision`;
+`promote` moves the alias `production` (and, while MLflow still has stages, the stage
+`Production`). The API loads whatever holds the alias with `load_champion`. Every name
+lives here, and mlflow is imported inside the functions: importing this module is cheap.
+
+Model signature (see `signature_frame`): MLflow infers `long` for integer columns, and a
+`long` column rejects floats, NaN and even pandas' own `Int64` with `<NA>` at inference
+("Can not safely convert float64 to int64"); integer columns are therefore declared
+`double`, the type MLflow recommends for integers that may be missing. The signature is
+inferred on the full training frame, so a column is optional exactly when some training
+row lacks it. Caveat of MLflow's rules: pyfunc's in-process `predict` still refuses an
+`int64` column for a `double` input (an int64 -> float64 cast is not "safe" to it); send
+floats there, as `cleaning.clean` does. The JSON scoring server casts to the schema itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "diabetes-readmission"
+MODEL_NAME = "diabetes-readmission"
+PRODUCTION_ALIAS = "production"
+PRODUCTION_STAGE = "Production"
+ARCHIVED_STAGE = "Archived"
+#: The score that decides promotions (justified in `readmission.training`).
+PRIMARY_METRIC = "valid_macro_f1"
+#: The artifact name of the model inside its run.
+MODEL_ARTIFACT = "model"
+#: The package whose classes are trusted by skops automatically.
+TRUSTED_PACKAGE = "readmission"
+#: Types that the project's scikit-learn 1.9 pipelines contain but skops 0.16 does not
+#: trust by default (measured on each model family); always trusted when logging. A type
+#: missing here makes logging fail with MLflow's "untrusted types" error naming it.
+SCIKIT_LEARN_TYPES = (
+    "numpy.dtype",  # SimpleImputer._fit_dtype
+    "sklearn.tree._tree.Tree",  # RandomForestClassifier
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "functools.partial",  # HistGradientBoostingClassifier's validation, with:
+    "sklearn.utils.validation.check_array",
+)
+#: What a logged model needs to load, pinned to the installed versions. Listed rather than
+#: left to MLflow's inference, which spends ~5 s per model in a subprocess and picks up
+#: whatever happens to be imported (pytest, rich, `readmission==0.1.0` that no index has).
+#: The `readmission` package itself must be installed where a model is loaded.
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+#: Run metrics that `describe` reports.
+REPORTED_METRIC_PREFIXES = ("valid_", "test_")
+#: How long `register` waits for a version to become READY.
+REGISTRATION_TIMEOUT_SECONDS = 300.0
+
+
+def should_promote(candidate_score: float, champion_score: float | None) -> bool:
+    """Whether a candidate replaces the champion: only when strictly better (higher).
+
+    No champion: promote (unless the candidate's score is NaN). Equal: keep the champion,
+    a tie is no reason to change what is served. NaN candidate: never. NaN champion (it
+    could not be scored): promote a candidate with a finite score.
+    """
+    if math.isnan(candidate_score):
+        return False
+    if champion_score is None:
+        return True
+    if math.isnan(champion_score):
+        return math.isfinite(candidate_score)
+    return candidate_score > champion_score
+
+
+# --- tracking and experiment -------------------------------------------------------------
+
+
+def use_tracking(uri: str) -> None:
+    """Point MLflow tracking and the model registry at `uri` (same store for both)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _error_code(exc: Exception) -> str | None:
+    return getattr(exc, "error_code", None)
+
+
+def ensure_experiment(name: str = EXPERIMENT_NAME, artifact_location: str | None = None) -> str:
+    """The experiment's id, created if missing (`artifact_location` applies only then) and
+    made the active one. Safe when processes race to create it; a deleted one is restored."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:
+            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)  # another process won the race
+            if experiment is None:
+                raise
+            experiment_id = experiment.experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":
+            log.warning("restoring deleted MLflow experiment %r (%s)", name, experiment_id)
+            client.restore_experiment(experiment_id)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+# --- logging a model ----------------------------------------------------------------------
+
+
+def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the dtypes the signature is inferred on: integers (numpy or nullable,
+    `<NA>` included) as float64, nullable booleans as objects (True/False/None), and
+    categoricals as objects, so that missing values at inference fit the schema."""
+    import numpy as np
+    import pandas as pd
+
+    columns = {}
+    for name, column in frame.items():
+        dtype = column.dtype
+        if pd.api.types.is_integer_dtype(dtype):
+            column = pd.Series(column.to_numpy(dtype=float, na_value=np.nan), index=column.index)
+        elif isinstance(dtype, pd.CategoricalDtype) or (
+            pd.api.types.is_bool_dtype(dtype) and column.isna().any()
+        ):
+            column = column.astype(object).where(column.notna(), None)
+        columns[name] = column
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def _walk(obj: Any, seen: set[int]) -> Any:
+    """Every object reachable from an estimator through attributes and containers."""
+    import numpy as np
+
+    stack = [obj]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen or isinstance(
+            current, str | bytes | int | float | np.ndarray | ModuleType
+        ):
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list | tuple | set | frozenset):
+            stack.extend(current)
+        elif hasattr(current, "__dict__") and not isinstance(current, type):
+            stack.extend(vars(current).values())
+
+
+def package_types(model: Any, package: str = TRUSTED_PACKAGE) -> list[str]:
+    """The `module.Name` of every class and function of `package` in the estimator tree,
+    in skops' spelling, so that skops trusts the project's own code when loading."""
+    found = set()
+    for obj in _walk(model, set()):
+        kind = obj if callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+        module = getattr(kind, "__module__", "") or ""
+        if module == package or module.startswith(f"{package}."):
+            found.add(f"{module}.{kind.__name__}")
+    return sorted(found)
+
+
+def _pinned(distributions: tuple[str, ...]) -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in distributions]
+
+
+def log_sklearn_model(
+    model: Any,
+    *,
+    training_frame: pd.DataFrame,
+    input_example: pd.DataFrame,
+    trusted_types: list[str] | None = None,
+) -> str:
+    """Log a fitted scikit-learn estimator to the active run as `model` (skops format,
+    signature from the full training frame); returns the model URI to register.
+
+    skops refuses types it does not know: `trusted_types` lists extra ones; every class
+    and function of the `readmission` package found in the estimator, and the
+    `SCIKIT_LEARN_TYPES`, are added automatically. The list is stored with the model.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_sklearn_model needs an active MLflow run (mlflow.start_run)")
+    example = signature_frame(input_example)
+    signature = infer_signature(signature_frame(training_frame), model.predict(input_example))
+    trusted = sorted({*(trusted_types or []), *SCIKIT_LEARN_TYPES, *package_types(model)})
+    with _quiet_skops(), warnings.catch_warnings():  # MLflow's own pandas-3 deprecation
+        warnings.filterwarnings("ignore", message="Operation with range is deprecated")
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=example,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            skops_trusted_types=trusted,
+            pip_requirements=_pinned(MODEL_REQUIREMENTS),
+        )
+    return info.model_uri
+
+
+# --- registering and promoting --------------------------------------------------------------
+
+
+def _client() -> MlflowClient:
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _entry(client: MlflowClient, version: str | int) -> ModelVersion:
+    """A version of MODEL_NAME, its `version` a str whatever the store: MLflow's SQL store
+    gives ints, its REST server strings (the documented type); callers compare them."""
+    entry = client.get_model_version(MODEL_NAME, str(version))
+    if not isinstance(entry.version, str):
+        entry._version = str(entry.version)  # no public setter
+    return entry
+
+
+def register(model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVersion:
+    """Register `model_uri` as a new version of MODEL_NAME, wait until it is READY, tag it."""
+    import mlflow
+
+    version = mlflow.register_model(
+        model_uri,
+        MODEL_NAME,
+        await_registration_for=int(REGISTRATION_TIMEOUT_SECONDS),
+        tags={key: str(value) for key, value in (tags or {}).items()} or None,
+    )
+    client = _client()
+    deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
+    while True:  # register_model waits too; a store may still report PENDING after it
+        version = _entry(client, version.version)
+        if version.status != "PENDING_REGISTRATION" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if version.status != "READY":
+        raise RuntimeError(
+            f"model version {MODEL_NAME} v{version.version} is {version.status}: "
+            f"{version.status_message or 'no message'}"
+        )
+    log.info("registered %s v%s from %s", MODEL_NAME, version.version, model_uri)
+    return version
+
+
+def version_of_run(run_id: str) -> ModelVersion | None:
+    """The version registered from `run_id`, if any (the newest): makes retries idempotent."""
+    client = _client()
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    return _entry(client, newest.version)  # with its aliases
+
+
+def _aliases() -> dict[str, str]:
+    """Alias -> version of MODEL_NAME; empty when the model is not registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = _client().get_registered_model(MODEL_NAME)
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def champion() -> ModelVersion | None:
+    """The version holding the `production` alias; None before the first promotion."""
+    version = _aliases().get(PRODUCTION_ALIAS)
+    if version is None:
+        return None
+    return _entry(_client(), version)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _transition(client: MlflowClient, version: str, stage: str, archive: bool) -> bool:
+    """Set a version's stage without the deprecation warning; False if MLflow has no
+    stages any more (they are deprecated since 2.9)."""
+    transition = getattr(client, "transition_model_version_stage", None)
+    if transition is None:
+        return False
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*stage.*")
+        transition(MODEL_NAME, version, stage, archive_existing_versions=archive)
+    return True
+
+
+def _stage(entry: ModelVersion) -> str | None:
+    """A version's stage; the `stage` tag that `promote` writes once MLflow has none."""
+    stage = entry.current_stage
+    if stage in (None, "", "None") and "stage" in (entry.tags or {}):
+        return entry.tags["stage"]
+    return stage
+
+
+def promote(version: str, *, reason: str) -> None:
+    """Make `version` the served model: alias `production`, stage `Production` (earlier
+    Production versions archived), tags `promoted_at` and `promotion_reason`.
+
+    The alias moves first (it is what the API follows), then the stages, then the tags; a
+    version that is already fully promoted is left as it is, and calling again after a
+    failure part-way completes the promotion.
+    """
+    version = str(version)
+    client = _client()
+    previous = champion()
+    target = _entry(client, version)  # fails early if it is missing
+    previous_version = None if previous is None else previous.version
+    done = _stage(target) == PRODUCTION_STAGE and "promoted_at" in (target.tags or {})
+    if previous_version == version and done:
+        log.info("%s v%s already is the production model", MODEL_NAME, version)
+        return
+    client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
+    has_stages = _transition(client, version, PRODUCTION_STAGE, archive=True)
+    promoted_at = _now()
+    if previous is not None and previous_version != version:
+        if has_stages and previous.current_stage != PRODUCTION_STAGE:
+            # archive_existing_versions only archives versions in stage Production
+            _transition(client, previous_version, ARCHIVED_STAGE, archive=False)
+        client.set_model_version_tag(MODEL_NAME, previous_version, "archived_at", promoted_at)
+        client.set_model_version_tag(MODEL_NAME, previous_version, "superseded_by", version)
+        if not has_stages:
+            client.set_model_version_tag(MODEL_NAME, previous_version, "stage", ARCHIVED_STAGE)
+    if not has_stages:
+        client.set_model_version_tag(MODEL_NAME, version, "stage", PRODUCTION_STAGE)
+    client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
+    client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
+    log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
+
+
+def _score_tag(score: float | None) -> str:
+    return "none" if score is None else repr(float(score))
+
+
+def record_decision(
+    version: str,
+    *,
+    promoted: bool,
+    candidate_score: float,
+    champion_version: str | None,
+    champion_score: float | None,
+) -> None:
+    """Tag the candidate version with the promotion decision and both scores, so the
+    registry shows why it was (not) promoted. Absent values are written `none`."""
+    client = _client()
+    tags = {
+        "promotion_decision": "promoted" if promoted else "rejected",
+        f"candidate_{PRIMARY_METRIC}": _score_tag(candidate_score),
+        f"champion_{PRIMARY_METRIC}": _score_tag(champion_score),
+        "champion_version": "none" if champion_version is None else str(champion_version),
+        "decided_at": _now(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_model(uri: str) -> Any:
+    """The scikit-learn estimator at `uri` (`models:/...`, `runs:/...`); skops trusts the
+    types recorded when it was logged. MLflow 3.17 refuses every format, skops included,
+    when the environment sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false."""
+    import mlflow.sklearn
+
+    with _quiet_skops():
+        return mlflow.sklearn.load_model(uri)
+
+
+@contextlib.contextmanager
+def _quiet_skops() -> Iterator[None]:
+    """Silence the deprecation warnings skops triggers while it scans every imported module
+    for functions by name (in an Airflow worker, one per attribute of Airflow's lazy
+    modules: a thousand lines of noise in each task log)."""
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning):  # Airflow's are FutureWarnings
+            warnings.filterwarnings("ignore", category=category, module=r"skops(\..*)?$")
+        yield
+
+
+def load_version(version: str) -> tuple[Any, ModelVersion]:
+    """A registered version's estimator and its registry entry."""
+    entry = _entry(_client(), version)
+    return load_model(f"models:/{MODEL_NAME}/{entry.version}"), entry
+
+
+def load_champion() -> tuple[Any, ModelVersion] | None:
+    """The production model and its registry entry; None when nothing is promoted yet.
+
+    The alias is resolved once and the model loaded by that version number, so the
+    estimator and the entry agree even if a promotion happens in between.
+    """
+    current = champion()
+    if current is None:
+        return None
+    return load_version(current.version)
+
+
+# --- describing ------------------------------------------------------------------------------
+
+
+def _iso(millis: int | None) -> str | None:
+    if millis is None:
+        return None
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float | None]:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException as exc:
+        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {
+        key: _json_number(value)
+        for key, value in sorted(metrics.items())
+        if key.startswith(REPORTED_METRIC_PREFIXES)
+    }
+
+
+def _describe(
+    client: MlflowClient, version: ModelVersion, aliases: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "model_id": getattr(version, "model_id", None),
+        "source": version.source,
+        "status": version.status,
+        "stage": _stage(version),
+        "aliases": sorted(version.aliases if aliases is None else aliases),
+        "tags": dict(version.tags or {}),
+        "created_at": _iso(version.creation_timestamp),
+        "updated_at": _iso(version.last_updated_timestamp),
+        "metrics": _run_metrics(client, version.run_id),
+    }
+
+
+def describe(version: ModelVersion) -> dict[str, Any]:
+    """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*
+    metrics (non-finite ones as null); what the API's `/model` endpoint returns."""
+    return _describe(_client(), version)
+
+
+def list_versions() -> list[dict[str, Any]]:
+    """Every version of MODEL_NAME, newest first, each as `describe` gives it."""
+    client = _client()
+    versions: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{MODEL_NAME}'", page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            break
+    by_version: dict[str, list[str]] = {}
+    for alias, number in _aliases().items():  # search results may lack the aliases
+        by_version.setdefault(number, []).append(alias)
+    versions.sort(key=lambda v: int(v.version), reverse=True)
+    return [_describe(client, v, by_version.get(str(v.version), [])) for v in versions]
