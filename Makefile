@@ -72,8 +72,9 @@ test-fast: venv ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
 .PHONY: bench
-bench: venv ## Run the benchmarks in bench/ (prints ratios against baselines)
+bench: venv ## Run the benchmarks in bench/ (load speed ratios, model quality, DAG time)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/quality.py
 
 .PHONY: clean-state
 clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)
