@@ -95,8 +95,10 @@ def main() -> int:
     production = registry.describe(registry.champion())
     print(f"training DAG ({args.profile} search, dag.test in one process): {wall:.0f} s wall "
           f"on {os.cpu_count()} cores; rows {json.dumps(data.lineage['rows'])}\n")  # fmt: skip
-    columns = ("valid_macro_f1", "test_macro_f1", "test_roc_auc_lt30", "test_roc_auc_ovr",
-               "test_accuracy", "test_log_loss", "test_recall_lt30", "training_seconds")  # fmt: skip
+    columns = (
+        "valid_macro_f1", "test_macro_f1", "test_roc_auc_lt30", "test_roc_auc_ovr",
+        "test_accuracy", "test_log_loss", "test_recall_lt30", "training_seconds",
+    )  # fmt: skip
     print(f"{'candidate':<24}" + "".join(f"{c:>19}" for c in columns))
     for found in sorted(runs, key=lambda r: r.data.params.get("family", "")):
         metrics = found.data.metrics

@@ -7,6 +7,8 @@ training DAG: load, clean, history, fit, tuned decision rule.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,7 @@ def test_more_prior_inpatient_visits_never_lower_the_30_day_risk_on_average(trai
         candidate.model.predict_proba(alive.assign(number_inpatient=float(visits)))[:, lt30].mean()
         for visits in range(0, 8)
     ]
-    assert all(later >= earlier for earlier, later in zip(risks, risks[1:], strict=False)), risks
+    assert all(later >= earlier for earlier, later in itertools.pairwise(risks)), risks
     assert risks[-1] > risks[0] + 0.05
 
 
