@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -202,33 +203,55 @@ def _copy_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
 
 
 def copy_insert_csv(
-    conn: Connection, table: sa.Table, columns: list[str], payload: str | bytes
-) -> int:
-    """COPY CSV rows into a temporary staging table, then insert the new ones in one statement.
+    conn: Connection, table: sa.Table, columns: list[str], payload: str | bytes,
+    *, direct_first: bool = False,
+) -> int:  # fmt: skip
+    """COPY CSV rows into a temporary staging table, then insert the new ones in one statement
+    (`INSERT ... SELECT ... ON CONFLICT DO NOTHING`). PostgreSQL only.
 
-    PostgreSQL only. Returns how many rows were inserted (rows whose primary key was already
-    stored are skipped). The staging table is typed like the target, so a value that does
-    not fit fails the whole COPY and the caller's transaction, never half a batch.
+    Returns how many rows were inserted; rows whose primary key is already stored are
+    skipped. With `direct_first`, the rows are first copied straight into the table inside a
+    savepoint, which halves the work when none is stored yet (a batch's first load); if
+    any key is already there, PostgreSQL refuses the COPY, the savepoint is rolled back and
+    the staging path runs. A value that does not fit its type fails the caller's
+    transaction either way, never half a batch.
     """
     names = _column_list(columns)
-    keys = _column_list(c.name for c in table.primary_key.columns)
-    stage = f"stage_{table.schema}_{table.name}"
     cursor = conn.connection.driver_connection.cursor()
     try:
-        cursor.execute(f"DROP TABLE IF EXISTS {stage}")
-        cursor.execute(
-            f"CREATE TEMP TABLE {stage} AS SELECT {names} FROM {_qualified(table)} WITH NO DATA"
-        )
-        with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(payload)
-        cursor.execute(
-            f"INSERT INTO {_qualified(table)} ({names}) SELECT {names} FROM {stage} "
-            f"ON CONFLICT ({keys}) DO NOTHING"
-        )
-        inserted = cursor.rowcount
-        cursor.execute(f"DROP TABLE {stage}")
+        if direct_first:
+            cursor.execute("SAVEPOINT copy_direct")
+            try:
+                with cursor.copy(
+                    f"COPY {_qualified(table)} ({names}) FROM STDIN (FORMAT csv)"
+                ) as copy:
+                    copy.write(payload)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT copy_direct")
+            else:
+                inserted = cursor.rowcount
+                cursor.execute("RELEASE SAVEPOINT copy_direct")
+                return inserted
+        return _stage_and_insert(cursor, table, names, payload)
     finally:
         cursor.close()
+
+
+def _stage_and_insert(cursor, table: sa.Table, names: str, payload: str | bytes) -> int:
+    keys = _column_list(c.name for c in table.primary_key.columns)
+    stage = f"stage_{table.schema}_{table.name}"
+    cursor.execute(f"DROP TABLE IF EXISTS {stage}")
+    cursor.execute(
+        f"CREATE TEMP TABLE {stage} AS SELECT {names} FROM {_qualified(table)} WITH NO DATA"
+    )
+    with cursor.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(payload)
+    cursor.execute(
+        f"INSERT INTO {_qualified(table)} ({names}) SELECT {names} FROM {stage} "
+        f"ON CONFLICT ({keys}) DO NOTHING"
+    )
+    inserted = cursor.rowcount
+    cursor.execute(f"DROP TABLE {stage}")
     return inserted
 
 

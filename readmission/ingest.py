@@ -191,7 +191,8 @@ def _copy_plain(conn: Connection, batch: Batch, salt: str) -> int | None:
     ])  # fmt: skip
     columns = [schema.BY_NAME[name].key for name in batch.header]
     return db.copy_insert_csv(conn, db.raw_encounters,
-                              [*columns, "split", "batch_id", "source_row"], payload)  # fmt: skip
+                              [*columns, "split", "batch_id", "source_row"], payload,
+                              direct_first=True)  # fmt: skip
 
 
 def _empty_quarantine(batch: Batch) -> pd.DataFrame:

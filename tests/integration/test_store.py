@@ -270,3 +270,26 @@ def test_postgres_and_sqlite_store_identical_raw_rows(settings_for, sample_csv, 
         raw = _frame(url, db.raw_encounters).drop(columns="loaded_at")
         tables.append(raw.sort_values("encounter_id").reset_index(drop=True))
     pd.testing.assert_frame_equal(tables[0], tables[1], check_dtype=False)
+
+
+@pytest.mark.postgres
+def test_postgres_copies_a_new_batch_straight_in_and_stages_one_already_stored(
+    settings_for, sample_csv, postgres_url, monkeypatch
+):
+    staged: list[str] = []
+    original = db._stage_and_insert
+
+    def spy(cursor, table, names, payload):
+        staged.append(table.name)
+        return original(cursor, table, names, payload)
+
+    monkeypatch.setattr(db, "_stage_and_insert", spy)
+    settings = settings_for(sample_csv, postgres_url, RAW_BATCH_SIZE=BATCH)
+    _load_all(settings, limit=2)
+    assert "diabetes" not in staged  # first loads: COPY straight into raw_data.diabetes
+    with db.make_engine(postgres_url).begin() as conn:
+        conn.execute(sa.delete(db.raw_batches))
+    reports = _load_all(settings, limit=2)
+    assert staged.count("diabetes") == 2  # the COPY met stored keys: staging + upsert
+    assert [r["rows_inserted"] for r in reports] == [0, 0]
+    assert _count(postgres_url, db.raw_encounters) == 2 * BATCH
