@@ -8,7 +8,7 @@
 --   database  owner    holds
 --   airflow   airflow  Airflow's metadata
 --   mlflow    mlflow   MLflow's tracking store and model registry
---   mlops     mlops    the data: schemas raw_data and clean_data (tables are created by
+--   mlops     mlops    the data: schemas raw_data, clean_data and serving (tables created by
 --                      readmission.db.create_tables, derived from readmission/schema.py)
 
 \set ON_ERROR_STOP on
@@ -55,6 +55,8 @@ GRANT ALL ON SCHEMA public TO mlflow;
 \connect mlops
 CREATE SCHEMA IF NOT EXISTS raw_data AUTHORIZATION mlops;
 CREATE SCHEMA IF NOT EXISTS clean_data AUTHORIZATION mlops;
+CREATE SCHEMA IF NOT EXISTS serving AUTHORIZATION mlops;
 COMMENT ON SCHEMA raw_data IS 'The UCI file as loaded, 15,000-row batches, train/valid/test marked';
 COMMENT ON SCHEMA clean_data IS 'Encounters cleaned by readmission.cleaning, ready for training';
-ALTER ROLE mlops SET search_path = raw_data, clean_data, public;
+COMMENT ON SCHEMA serving IS 'What the inference API served: the prediction log';
+ALTER ROLE mlops SET search_path = raw_data, clean_data, serving, public;

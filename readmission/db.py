@@ -24,7 +24,8 @@ from readmission.cleaning import CLEAN_COLUMNS
 
 RAW_SCHEMA = "raw_data"
 CLEAN_SCHEMA = "clean_data"
-SCHEMAS = (RAW_SCHEMA, CLEAN_SCHEMA)
+SERVING_SCHEMA = "serving"
+SCHEMAS = (RAW_SCHEMA, CLEAN_SCHEMA, SERVING_SCHEMA)
 SPLITS = ("train", "valid", "test")
 
 metadata = sa.MetaData()
@@ -111,6 +112,7 @@ clean_encounters = sa.Table(
     sa.Column("cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
               nullable=False),
     sa.Index("ix_clean_diabetes_split", "split"),
+    sa.Index("ix_clean_diabetes_patient", "patient_nbr"),  # the API's history look-up
     schema=CLEAN_SCHEMA,
     comment="Encounters after readmission.cleaning.clean, ready for training.",
 )  # fmt: skip
@@ -127,6 +129,27 @@ clean_runs = sa.Table(
     schema=CLEAN_SCHEMA,
     comment="One row per cleaning chunk committed.",
 )
+
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("encounter_id", sa.BigInteger),
+    sa.Column("patient_nbr", sa.BigInteger),
+    sa.Column("prediction", sa.Text, nullable=False),
+    sa.Column("probability_no", sa.Float, nullable=False),
+    sa.Column("probability_gt30", sa.Float, nullable=False),
+    sa.Column("probability_lt30", sa.Float, nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Index("ix_predictions_predicted_at", "predicted_at"),
+    schema=SERVING_SCHEMA,
+    comment="Every prediction the API served: inputs, output, model version, time.",
+)  # fmt: skip
 
 
 def make_engine(url: str) -> Engine:
@@ -161,6 +184,9 @@ def create_tables(engine: Engine) -> None:
             for name in SCHEMAS:
                 conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {name}"))
         metadata.create_all(conn)
+        for table in metadata.tables.values():  # indexes added to tables that already exist
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def _qualified(table: sa.Table) -> str:

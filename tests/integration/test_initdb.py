@@ -48,9 +48,9 @@ def test_data_database_has_the_raw_and_clean_schemas_owned_by_mlops(initialised)
     with sa.create_engine(initialised.url("mlops")).connect() as conn:
         schemas = dict(conn.execute(sa.text(
             "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace "
-            "WHERE nspname IN ('raw_data', 'clean_data')"
+            "WHERE nspname IN ('raw_data', 'clean_data', 'serving')"
         )).all())  # fmt: skip
-    assert schemas == {"raw_data": "mlops", "clean_data": "mlops"}
+    assert schemas == {"raw_data": "mlops", "clean_data": "mlops", "serving": "mlops"}
 
 
 def test_the_mlops_user_can_create_the_pipeline_tables(initialised):

@@ -1,0 +1,13 @@
+"""The inference service's entry point: `uvicorn app.main:app --port 8989`.
+
+All the logic lives in `readmission.api`; this file only assembles the app. OpenMP is
+kept to one thread: in a server's worker threads it costs more than it gives (measured).
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from readmission.api import create_app  # noqa: E402
+
+app = create_app()

@@ -1,0 +1,83 @@
+"""The API's Prometheus metrics: one registry per app, names `api_<what>_<unit>`.
+
+Request counts and latency by route and status come from
+prometheus-fastapi-instrumentator (`api_http_requests_total`,
+`api_http_request_duration_seconds`); the process collector adds the original
+dashboard's `process_resident_memory_bytes` and `process_cpu_seconds_total`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.2,
+                   0.5, 1.0, 2.5, 5.0)  # fmt: skip
+
+
+class ApiMetrics:
+    """Every metric the service exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # resident memory, CPU seconds
+        self.predictions = Counter(
+            "api_predictions_total", "Predictions served, by predicted class and model version",
+            ["prediction", "model_version"], registry=self.registry,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "api_model_info", "The model in service (value 1), by name and version",
+            ["name", "version"], registry=self.registry,
+        )  # fmt: skip
+        self.model_version = Gauge(
+            "api_model_version", "Version number of the model in service (0: none)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.model_loaded_seconds = Gauge(
+            "api_model_loaded_timestamp_seconds", "When the model in service was loaded (Unix time)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "api_model_reloads_total",
+            "Model swaps (success) and failed checks or loads (failure)",
+            ["result"], registry=self.registry,
+        )  # fmt: skip
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        self.batch_rows = Histogram(
+            "api_predict_batch_rows", "Encounters scored together by one model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), registry=self.registry,
+        )  # fmt: skip
+        self.log_write_failures = Counter(
+            "api_prediction_log_write_failures_total",
+            "Failed attempts to write queued predictions to the database", registry=self.registry,
+        )  # fmt: skip
+        self.log_dropped = Counter(
+            "api_prediction_log_dropped_rows_total",
+            "Predictions never written because the queue was full", registry=self.registry,
+        )  # fmt: skip
+        self.log_written = Counter(
+            "api_prediction_log_written_rows_total", "Predictions written to the database",
+            registry=self.registry,
+        )  # fmt: skip
+        self.log_queue = Gauge(
+            "api_prediction_log_queue_rows", "Predictions waiting to be written",
+            registry=self.registry,
+        )  # fmt: skip
+        self.history_failures = Counter(
+            "api_history_lookup_failures_total",
+            "Patient-history look-ups that failed (the prediction used no history)",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def serving(self, name: str, version: str, loaded_at: float) -> None:
+        """Record the model now in service."""
+        self.model_info.clear()
+        self.model_info.labels(name, version).set(1)
+        self.model_version.set(float(version) if version.isdigit() else 0)
+        self.model_loaded_seconds.set(loaded_at)

@@ -1,0 +1,107 @@
+"""The model in service, and how a newly promoted one replaces it.
+
+`ModelStore.current` is one immutable `LoadedModel`, replaced by a single assignment once
+the new model is fully loaded, so a request sees the old model or the new one, never a
+half-loaded one. A failed check or load leaves the current model serving; it is counted
+and logged, and the next check tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from readmission import registry
+from readmission.api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to predict, with what the registry says about it."""
+
+    model: Any
+    name: str
+    version: str
+    alias: str
+    described: dict
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def ref(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    """The outcome of the last check of the registry."""
+
+    reachable: bool | None = None  # None: never checked
+    checked_at: str | None = None
+    message: str = "not checked yet"
+
+
+class ModelStore:
+    """Holds the Production model and swaps in a newly promoted one."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self.metrics = metrics
+        self.current: LoadedModel | None = None
+        self.status = RegistryStatus()
+        self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
+
+    def check(self) -> str:
+        """Ask the registry for the Production version; load it if it is new. Returns what
+        happened, in words (for logs and POST /model/reload)."""
+        with self._lock:
+            return self._check()
+
+    def _check(self) -> str:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            champion = registry.champion()
+        except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
+            self.status = RegistryStatus(False, now, f"registry unreachable: {_short(exc)}")
+            self.metrics.reloads.labels("failure").inc()
+            log.warning("model check failed, %s keeps serving: %s", self._serving(), exc)
+            return self.status.message
+        if champion is None:
+            self.status = RegistryStatus(True, now, "no Production model in the registry")
+            return self.status.message
+        if self.current is not None and self.current.version == str(champion.version):
+            self.status = RegistryStatus(True, now, f"v{champion.version} already in service")
+            return self.status.message
+        started = time.perf_counter()
+        try:
+            model, version = registry.load_version(str(champion.version))
+            described = registry.describe(version)
+        except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
+            self.status = RegistryStatus(True, now, f"v{champion.version} failed to load: "
+                                         f"{_short(exc)}")  # fmt: skip
+            self.metrics.reloads.labels("failure").inc()
+            log.error("loading model v%s failed, %s keeps serving: %s", champion.version,
+                      self._serving(), exc)  # fmt: skip
+            return self.status.message
+        loaded = LoadedModel(model, registry.MODEL_NAME, str(version.version),
+                             registry.PRODUCTION_ALIAS, described)  # fmt: skip
+        previous = self.current
+        self.current = loaded  # the swap: one reference assignment
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.serving(loaded.name, loaded.version, time.time())
+        self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
+        log.info("now serving %s v%s (was %s), loaded in %.1f s", loaded.name, loaded.version,
+                 previous.version if previous else "none", time.perf_counter() - started)  # fmt: skip
+        return self.status.message
+
+    def _serving(self) -> str:
+        return f"v{self.current.version}" if self.current else "no model"
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]

@@ -1,0 +1,126 @@
+"""The prediction log: every prediction written to `serving.predictions`, off the request path.
+
+Requests append to an in-memory queue and return; a writer thread inserts what queued up
+every `flush_seconds` (or sooner when many wait), in one transaction. When the database
+is unreachable the rows stay queued and the writer retries with a growing pause, so a
+short outage loses nothing; only when the queue is full are the oldest rows dropped, and
+counted (`api_prediction_log_dropped_rows_total`).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from readmission import db
+from readmission.api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+MAX_ROWS_PER_WRITE = 5_000
+MAX_PAUSE_SECONDS = 30.0
+
+
+class PredictionLog:
+    """A bounded queue of predictions and the thread that writes them."""
+
+    def __init__(self, engine: Engine, metrics: ApiMetrics, capacity: int = 50_000,
+                 flush_seconds: float = 1.0) -> None:  # fmt: skip
+        self.engine = engine
+        self.metrics = metrics
+        self.capacity = capacity
+        self.flush_seconds = flush_seconds
+        self._rows: collections.deque[dict] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def add(self, records: list[dict], answers: list, model_name: str, model_version: str) -> None:
+        """Queue one row per prediction; never blocks on the database."""
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "predicted_at": now,
+                "model_name": model_name,
+                "model_version": model_version,
+                "encounter_id": record.get("encounter_id"),
+                "patient_nbr": record.get("patient_nbr"),
+                "prediction": answer.prediction,
+                "probability_no": answer.probabilities["NO"],
+                "probability_gt30": answer.probabilities[">30"],
+                "probability_lt30": answer.probabilities["<30"],
+                "inputs": json.dumps(record, default=str, separators=(",", ":")),
+            }
+            for record, answer in zip(records, answers, strict=True)
+        ]
+        with self._lock:
+            overflow = len(self._rows) + len(rows) - self.capacity
+            for _ in range(max(0, overflow)):
+                self._rows.popleft()
+            self._rows.extend(rows[-self.capacity :])
+            queued = len(self._rows)
+        if overflow > 0:
+            self.metrics.log_dropped.inc(overflow)
+        self.metrics.log_queue.set(queued)
+        if queued >= MAX_ROWS_PER_WRITE:
+            self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._rows)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (within `timeout`), then stop."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        pause = self.flush_seconds
+        while True:
+            self._wake.wait(pause)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            with self._lock:
+                batch = [self._rows.popleft() for _ in range(min(MAX_ROWS_PER_WRITE,
+                                                                  len(self._rows)))]  # fmt: skip
+            if batch:
+                if self._write(batch):
+                    pause = self.flush_seconds
+                else:
+                    with self._lock:  # back to the front, in order, within capacity
+                        room = self.capacity - len(self._rows)
+                        kept = batch[len(batch) - min(room, len(batch)) :]
+                        self._rows.extendleft(reversed(kept))
+                    if len(kept) < len(batch):
+                        self.metrics.log_dropped.inc(len(batch) - len(kept))
+                    pause = min(MAX_PAUSE_SECONDS, pause * 2)
+                    if stopping:
+                        return
+            self.metrics.log_queue.set(len(self._rows))
+            if stopping and not self._rows:
+                return
+            if self._rows and pause == self.flush_seconds:
+                self._wake.set()  # more than one write's worth is waiting
+
+    def _write(self, batch: list[dict]) -> bool:
+        started = time.perf_counter()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(db.predictions.insert(), batch)
+        except Exception as exc:  # noqa: BLE001 - the database being down must not stop serving
+            self.metrics.log_write_failures.inc()
+            log.warning("prediction log: %d rows not written yet (%s); retrying", len(batch),
+                        str(exc).splitlines()[0][:200])  # fmt: skip
+            return False
+        self.metrics.log_written.inc(len(batch))
+        log.debug("prediction log: wrote %d rows in %.1f ms", len(batch),
+                  1e3 * (time.perf_counter() - started))  # fmt: skip
+        return True

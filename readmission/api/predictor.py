@@ -1,0 +1,163 @@
+"""Scoring requests: clean, add history, predict, in batches gathered across requests.
+
+One worker thread owns the model calls. Requests queue their encounters; the worker takes
+whatever has queued up since its last call (up to `max_rows`) and scores it in one call.
+A lone request is scored at once, and under load many requests share a call: one-row
+calls cost ~10 ms of preprocessing overhead while a 1,000-row call costs ~0.04 ms a row,
+and concurrent model calls in threads only add OpenMP contention (measured here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from readmission import schema
+from readmission.api.metrics import ApiMetrics
+from readmission.api.model_store import LoadedModel, ModelStore
+from readmission.cleaning import clean
+from readmission.features import HISTORY
+
+log = logging.getLogger(__name__)
+CLASSES = schema.READMITTED_CLASSES
+
+
+class NoModelError(RuntimeError):
+    """No model is loaded yet."""
+
+
+@dataclass
+class _Job:
+    records: list[dict]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One encounter's answer."""
+
+    prediction: str
+    probabilities: dict[str, float]
+
+    @property
+    def risk_30d(self) -> float:
+        return self.probabilities["<30"]
+
+
+class Predictor:
+    """Scores encounters with the store's current model, batching across requests."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        metrics: ApiMetrics,
+        history: Callable[[list[dict]], list[dict[str, float]]] | None = None,
+        max_rows: int = 2_048,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.history = history
+        self.max_rows = max_rows
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="predictor", daemon=True)
+        self._thread.start()
+
+    async def score(self, records: list[dict]) -> tuple[list[Scored], LoadedModel]:
+        """Score encounters (dicts keyed by column key); raises NoModelError."""
+        if self.store.current is None:
+            raise NoModelError
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Job(records, future, loop))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs, rows = [job], len(job.records)
+            while rows < self.max_rows:  # whatever queued meanwhile shares this call
+                try:
+                    extra = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if extra is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(extra)
+                rows += len(extra.records)
+            self._score_jobs(jobs)
+
+    def _score_jobs(self, jobs: list[_Job]) -> None:
+        loaded = self.store.current  # one snapshot for the whole call
+        try:
+            if loaded is None:
+                raise NoModelError
+            records = [record for job in jobs for record in job.records]
+            answers = self._score(loaded, records)
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            return
+        start = 0
+        for job in jobs:
+            part = answers[start : start + len(job.records)]
+            start += len(job.records)
+            job.loop.call_soon_threadsafe(_set_result, job.future, (part, loaded))
+
+    def _score(self, loaded: LoadedModel, records: list[dict]) -> list[Scored]:
+        started = time.perf_counter()
+        frame = clean(pd.DataFrame.from_records(records))
+        history = self._history(records)
+        for name in HISTORY:
+            frame[name] = [figures[name] for figures in history]
+        proba = loaded.model.predict_proba(frame)
+        predicted = loaded.model.decide(proba)
+        classes = [str(c) for c in loaded.model.classes_]
+        order = [classes.index(c) for c in CLASSES]
+        proba = np.round(proba[:, order], 6)
+        answers = [
+            Scored(str(label), dict(zip(CLASSES, map(float, row), strict=True)))
+            for label, row in zip(predicted, proba, strict=True)
+        ]
+        self.metrics.batch_rows.observe(len(records))
+        for label, count in zip(*np.unique(predicted.astype(str), return_counts=True),
+                                strict=True):  # fmt: skip
+            self.metrics.predictions.labels(label, loaded.version).inc(int(count))
+        log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
+        return answers
+
+    def _history(self, records: list[dict]) -> list[dict[str, float]]:
+        empty = dict.fromkeys(HISTORY, 0.0)
+        if self.history is None:
+            return [dict(empty) for _ in records]
+        try:
+            return self.history(records)
+        except Exception as exc:  # noqa: BLE001 - a prediction without history beats none
+            self.metrics.history_failures.inc()
+            log.warning("patient history look-up failed, scoring without it: %s", exc)
+            return [dict(empty) for _ in records]
+
+
+def _set_result(future: asyncio.Future, value: object) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

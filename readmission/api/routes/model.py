@@ -1,0 +1,48 @@
+"""The model in service, the registry's versions, and a forced reload."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from readmission import registry
+from readmission.api.deps import ServicesDep
+from readmission.api.errors import NO_MODEL
+
+router = APIRouter(tags=["model"])
+
+
+def _registry_status(services) -> dict:
+    status = services.store.status
+    return {"reachable": status.reachable, "checked_at": status.checked_at,
+            "message": status.message}  # fmt: skip
+
+
+@router.get("/model", summary="The model in service, its metrics, when it was loaded")
+async def model(services: ServicesDep) -> JSONResponse:
+    loaded = services.store.current
+    if loaded is None:
+        return JSONResponse({"detail": NO_MODEL, "registry": _registry_status(services)},
+                            status_code=503)  # fmt: skip
+    return JSONResponse({**loaded.described, "alias": loaded.alias, "loaded_at": loaded.loaded_at,
+                         "registry": _registry_status(services)})  # fmt: skip
+
+
+@router.get("/model/versions", summary="Every registered version with its metrics")
+async def versions(services: ServicesDep) -> JSONResponse:  # noqa: ARG001
+    try:
+        found = await asyncio.to_thread(registry.list_versions)
+    except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+        return JSONResponse({"detail": f"model registry unreachable: {message}"},
+                            status_code=503)  # fmt: skip
+    return JSONResponse({"versions": found})
+
+
+@router.post("/model/reload", summary="Check the registry now and load a new Production model")
+async def reload(services: ServicesDep) -> dict:
+    result = await asyncio.to_thread(services.store.check)
+    loaded = services.store.current
+    return {"result": result, "model": loaded.ref if loaded else None}

@@ -1,0 +1,62 @@
+"""Predictions: one encounter, or a batch."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from readmission.api.deps import Services, ServicesDep
+from readmission.api.predictor import Scored
+from readmission.api.schemas import (
+    BatchResponse,
+    Encounter,
+    Message,
+    PredictionResponse,
+    ValidationProblems,
+    encounter_records,
+)
+
+router = APIRouter(tags=["predict"])
+REFUSALS = {
+    413: {"model": Message, "description": "Body too large"},
+    422: {
+        "model": ValidationProblems,
+        "description": "Invalid input: each problem names the field and the reason",
+    },
+    503: {"model": Message, "description": "No model loaded yet"},
+}
+
+
+def _answer(scored: Scored) -> dict:
+    return {"prediction": scored.prediction, "probabilities": scored.probabilities,
+            "readmission_30d_risk": scored.risk_30d}  # fmt: skip
+
+
+async def _score(services: Services, records: list[dict]):
+    answers, loaded = await services.predictor.score(records)
+    if services.prediction_log is not None:
+        services.prediction_log.add(records, answers, loaded.name, loaded.version)
+    return answers, loaded
+
+
+@router.post("/predict", response_model=PredictionResponse, responses=REFUSALS,
+             summary="Readmission risk of one encounter")  # fmt: skip
+async def predict(encounter: Encounter, services: ServicesDep) -> dict:
+    """Score one encounter: UCI column names (or the original clients' spellings); missing
+    values as null, "?" or absent. Identifiers and `readmitted` are accepted and ignored
+    by the model; a `patient_nbr` lets the API add the patient's earlier encounters."""
+    answers, loaded = await _score(services, encounter_records([encounter]))
+    return {**_answer(answers[0]), "model": loaded.ref}
+
+
+def batch_route(batch_model: type) -> APIRouter:
+    """The batch route, typed with the app's batch model (its length limit is a setting)."""
+    batch_router = APIRouter(tags=["predict"])
+
+    @batch_router.post("/predict/batch", response_model=BatchResponse, responses=REFUSALS,
+                       summary="Readmission risk of up to API_MAX_BATCH encounters")  # fmt: skip
+    async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:  # type: ignore[valid-type]
+        """Score several encounters in one call; answers come in request order."""
+        answers, loaded = await _score(services, encounter_records(batch.encounters))
+        return {"predictions": [_answer(a) for a in answers], "model": loaded.ref}
+
+    return batch_router
