@@ -8,6 +8,6 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from readmission.api import create_app  # noqa: E402
+from readmission.api import create_app
 
 app = create_app()

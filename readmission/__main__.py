@@ -50,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     _print(result)
 
 
-def _cmd_model(args: argparse.Namespace) -> None:
+def _cmd_model(args: argparse.Namespace) -> None:  # noqa: ARG001
     from readmission import pipeline
 
     described = pipeline.production_model()

@@ -59,7 +59,7 @@ def _open_binary(path: Path):
 
 
 @lru_cache(maxsize=1)
-def _content(path: Path, size: int, mtime_ns: int) -> bytes:
+def _content(path: Path, size: int, mtime_ns: int) -> bytes:  # noqa: ARG001 - cache keys
     """The uncompressed bytes (19 MB for the UCI file), kept for the next reader."""
     try:
         with _open_binary(path) as stream:

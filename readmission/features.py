@@ -101,7 +101,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
     codes as categories. History columns a caller did not send count as none.
     """
 
-    def fit(self, frame: pd.DataFrame, y=None) -> EncounterFeatures:
+    def fit(self, frame: pd.DataFrame, y=None) -> EncounterFeatures:  # noqa: ARG002
         self.n_features_in_ = frame.shape[1]
         return self
 
@@ -136,7 +136,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
             result[name] = result[name].astype(object).where(result[name].notna(), np.nan)
         return result[[*CATEGORICAL, *NUMERIC]]
 
-    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:  # noqa: ARG002
         return np.asarray([*CATEGORICAL, *NUMERIC], dtype=object)
 
 

@@ -108,44 +108,60 @@ class Settings(BaseSettings):
 
     # --- the inference API (app/, readmission/api)
     api_host: str = Field(
-        default="127.0.0.1", validation_alias="API_HOST",
+        default="127.0.0.1",
+        validation_alias="API_HOST",
         description="Interface the API listens on (0.0.0.0 inside a container).",
     )
     api_port: int = Field(default=8989, validation_alias="API_PORT", description="API port.")
     api_url: str = Field(
-        default="http://127.0.0.1:8989", validation_alias="API_URL",
+        default="http://127.0.0.1:8989",
+        validation_alias="API_URL",
         description="Where clients (Streamlit, Locust) reach the API.",
     )
     model_poll_seconds: float = Field(
-        default=30.0, gt=0, validation_alias="API_MODEL_POLL_SECONDS",
+        default=30.0,
+        gt=0,
+        validation_alias="API_MODEL_POLL_SECONDS",
         description="How often the API asks the registry whether a new model was promoted.",
     )
     max_batch: int = Field(
-        default=1_000, gt=0, validation_alias="API_MAX_BATCH",
+        default=1_000,
+        gt=0,
+        validation_alias="API_MAX_BATCH",
         description="Most encounters one /predict/batch call may carry.",
     )
     max_body_bytes: int = Field(
-        default=4_000_000, gt=0, validation_alias="API_MAX_BODY_BYTES",
+        default=4_000_000,
+        gt=0,
+        validation_alias="API_MAX_BODY_BYTES",
         description="Largest request body the API reads (413 beyond).",
     )
     patient_history: bool = Field(
-        default=True, validation_alias="API_PATIENT_HISTORY",
+        default=True,
+        validation_alias="API_PATIENT_HISTORY",
         description="Look up a patient's earlier encounters (by patient_nbr) in clean_data.",
     )
     prediction_log: bool = Field(
-        default=True, validation_alias="API_PREDICTION_LOG",
+        default=True,
+        validation_alias="API_PREDICTION_LOG",
         description="Write every prediction to serving.predictions (queued, in batches).",
     )
     prediction_log_queue: int = Field(
-        default=50_000, gt=0, validation_alias="API_PREDICTION_LOG_QUEUE",
+        default=50_000,
+        gt=0,
+        validation_alias="API_PREDICTION_LOG_QUEUE",
         description="Predictions kept in memory while the database is unreachable.",
     )
     prediction_log_flush_seconds: float = Field(
-        default=1.0, gt=0, validation_alias="API_PREDICTION_LOG_FLUSH_SECONDS",
+        default=1.0,
+        gt=0,
+        validation_alias="API_PREDICTION_LOG_FLUSH_SECONDS",
         description="Longest a logged prediction waits before it is written.",
     )
     registry_timeout_seconds: float = Field(
-        default=5.0, gt=0, validation_alias="API_REGISTRY_TIMEOUT_SECONDS",
+        default=5.0,
+        gt=0,
+        validation_alias="API_REGISTRY_TIMEOUT_SECONDS",
         description="Timeout of each call the API makes to the MLflow registry.",
     )
 

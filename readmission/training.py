@@ -253,7 +253,7 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
         try:
             champion_model, _ = registry.load_version(current.version)
             champion_score = score(champion_model, data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an unloadable champion loses, it does not crash
             log.warning("champion v%s could not be scored: %s", current.version, exc)
             champion_score = float("nan")
     if current is not None and current.version == version.version:

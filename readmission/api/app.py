@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _store_engine(settings) if settings.patient_history or settings.prediction_log else None
         )
         store = ModelStore(metrics)
-        predictor = Predictor(store, metrics,
-                              partial(lookup, engine) if settings.patient_history else None)  # fmt: skip
+        history = partial(lookup, engine) if settings.patient_history else None
+        predictor = Predictor(store, metrics, history)
         prediction_log = (
             PredictionLog(engine, metrics, settings.prediction_log_queue,
                           settings.prediction_log_flush_seconds)
@@ -100,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "EncounterBatch",
         encounters=(list[Encounter], Field(min_length=1, max_length=settings.max_batch,
                                            description=f"At most {settings.max_batch:,}.")),
-        __config__={"extra": "forbid", "json_schema_extra": {"examples": [{"encounters": [EXAMPLE]}]}},
+        __config__={"extra": "forbid",
+                    "json_schema_extra": {"examples": [{"encounters": [EXAMPLE]}]}},
     )  # fmt: skip
     app.include_router(health.router)
     app.include_router(predict.router)
@@ -108,8 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model.router)
     errors.install(app)
     app.add_middleware(errors.BodySizeLimit, limit=settings.max_body_bytes)
-    instrumentator = Instrumentator(should_group_status_codes=False,
-                                    excluded_handlers=["/metrics"], registry=metrics.registry)  # fmt: skip
+    instrumentator = Instrumentator(
+        should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics.registry
+    )
     instrumentator.add(instrumentator_metrics.requests(metric_namespace="api",
                                                        registry=metrics.registry))  # fmt: skip
     instrumentator.add(instrumentator_metrics.latency(

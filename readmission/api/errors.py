@@ -87,12 +87,12 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     refused = True
-                    raise _TooLarge
+                    raise _TooLargeError
             return message
 
         try:
             await self.app(scope, counted, send)
-        except _TooLarge:
+        except _TooLargeError:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -101,7 +101,7 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_body, send)
 
 
-class _TooLarge(Exception):
+class _TooLargeError(Exception):
     pass
 
 
@@ -121,6 +121,6 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"detail": NO_MODEL}, status_code=503)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)

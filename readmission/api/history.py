@@ -30,7 +30,7 @@ def lookup(engine: Engine, records: list[dict]) -> list[dict[str, float]]:
     query = sa.select(*(table.c[c] for c in _COLUMNS)).where(table.c.patient_nbr.in_(patients))
     with engine.connect() as conn:
         earlier = pd.DataFrame(conn.execute(query).all(), columns=list(_COLUMNS))
-    by_patient = {p: group for p, group in earlier.groupby(schema.PATIENT_ID)}
+    by_patient = dict(list(earlier.groupby(schema.PATIENT_ID)))
     figures = []
     for record in records:
         rows = by_patient.get(record.get(schema.PATIENT_ID))

@@ -39,7 +39,7 @@ class ApiMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.model_loaded_seconds = Gauge(
-            "api_model_loaded_timestamp_seconds", "When the model in service was loaded (Unix time)",
+            "api_model_loaded_timestamp_seconds", "When the model in service was loaded",
             registry=self.registry,
         )  # fmt: skip
         self.reloads = Counter(

@@ -94,8 +94,9 @@ class ModelStore:
         self.metrics.reloads.labels("success").inc()
         self.metrics.serving(loaded.name, loaded.version, time.time())
         self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
+        was = previous.version if previous else "none"
         log.info("now serving %s v%s (was %s), loaded in %.1f s", loaded.name, loaded.version,
-                 previous.version if previous else "none", time.perf_counter() - started)  # fmt: skip
+                 was, time.perf_counter() - started)  # fmt: skip
         return self.status.message
 
     def _serving(self) -> str:

@@ -94,8 +94,8 @@ def _field_type(column: schema.Column) -> Any:
         return Annotated[int | None, BeforeValidator(_integer), AfterValidator(_code_check(column)),
                          described]  # fmt: skip
     if column.kind is schema.Kind.IDENTIFIER:
-        return Annotated[int | None, BeforeValidator(_integer),
-                         Field(default=None, ge=0, le=2**53, description=column.description)]  # fmt: skip
+        identifier = Field(default=None, ge=0, le=2**53, description=column.description)
+        return Annotated[int | None, BeforeValidator(_integer), identifier]
     checker = _diagnosis_check if column.kind is schema.Kind.DIAGNOSIS else _category_check(column)
     bounded = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
     return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), described]
@@ -129,7 +129,7 @@ Encounter = create_model(
     "Encounter",
     __config__=ConfigDict(
         extra="forbid", populate_by_name=False, json_schema_extra={"examples": [EXAMPLE]}
-    ),  # fmt: skip
+    ),
     **{
         column.key: (
             _field_type(column),

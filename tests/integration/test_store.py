@@ -166,7 +166,7 @@ def test_concurrent_loads_of_the_same_batch_store_it_once(settings):
     def load() -> None:
         try:
             pipeline.load_raw_batch(0, settings=settings)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(4)]
