@@ -156,7 +156,8 @@ def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets one file per schema, attached under its name."""
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # a server that does not answer fails a connection in seconds, not minutes
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
     if not parsed.database or parsed.database == ":memory:":
         raise ValueError("the embedded store needs a SQLite file, not an in-memory database")
     main = Path(parsed.database)

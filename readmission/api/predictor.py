@@ -28,6 +28,7 @@ from readmission.features import HISTORY
 
 log = logging.getLogger(__name__)
 CLASSES = schema.READMITTED_CLASSES
+HISTORY_RETRY_SECONDS = 5.0
 
 
 class NoModelError(RuntimeError):
@@ -67,6 +68,7 @@ class Predictor:
         self.metrics = metrics
         self.history = history
         self.max_rows = max_rows
+        self._history_paused_until = 0.0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="predictor", daemon=True)
         self._thread.start()
@@ -142,14 +144,18 @@ class Predictor:
         return answers
 
     def _history(self, records: list[dict]) -> list[dict[str, float]]:
+        """History figures; none while the store is failing (retried every few seconds, so
+        a database outage costs each request nothing but the missing history)."""
         empty = dict.fromkeys(HISTORY, 0.0)
-        if self.history is None:
+        if self.history is None or time.monotonic() < self._history_paused_until:
             return [dict(empty) for _ in records]
         try:
             return self.history(records)
         except Exception as exc:  # noqa: BLE001 - a prediction without history beats none
             self.metrics.history_failures.inc()
-            log.warning("patient history look-up failed, scoring without it: %s", exc)
+            self._history_paused_until = time.monotonic() + HISTORY_RETRY_SECONDS
+            log.warning("patient history look-up failed, scoring without it for %.0f s: %s",
+                        HISTORY_RETRY_SECONDS, str(exc).splitlines()[0][:200])  # fmt: skip
             return [dict(empty) for _ in records]
 
 

@@ -84,18 +84,21 @@ def _diagnosis_check(value: str | None) -> str | None:
 
 
 def _field_type(column: schema.Column) -> Any:
-    """The annotated type of one column in a request."""
+    """The annotated type of one column in a request.
+
+    Constraints sit on the inner type (`Annotated[int, ...] | None`), so that a value the
+    before-validator turned into None (`"?"`) is not checked against them.
+    """
     described = Field(default=None, description=column.description)
     if column.kind is schema.Kind.COUNT:
-        return Annotated[int | None, BeforeValidator(_integer),
-                         Field(default=None, ge=column.minimum, le=column.maximum,
-                               description=column.description)]  # fmt: skip
+        bounded = Annotated[int, Field(ge=column.minimum, le=column.maximum)]
+        return Annotated[bounded | None, BeforeValidator(_integer), described]
     if column.kind is schema.Kind.CODE:
-        return Annotated[int | None, BeforeValidator(_integer), AfterValidator(_code_check(column)),
-                         described]  # fmt: skip
+        checked = AfterValidator(_code_check(column))
+        return Annotated[int | None, BeforeValidator(_integer), checked, described]
     if column.kind is schema.Kind.IDENTIFIER:
-        identifier = Field(default=None, ge=0, le=2**53, description=column.description)
-        return Annotated[int | None, BeforeValidator(_integer), identifier]
+        bounded = Annotated[int, Field(ge=0, le=2**53)]
+        return Annotated[bounded | None, BeforeValidator(_integer), described]
     checker = _diagnosis_check if column.kind is schema.Kind.DIAGNOSIS else _category_check(column)
     bounded = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
     return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), described]

@@ -1,7 +1,5 @@
 """Predictions: one encounter, or a batch."""
 
-from __future__ import annotations
-
 from fastapi import APIRouter
 
 from readmission.api.deps import Services, ServicesDep
@@ -54,7 +52,7 @@ def batch_route(batch_model: type) -> APIRouter:
 
     @batch_router.post("/predict/batch", response_model=BatchResponse, responses=REFUSALS,
                        summary="Readmission risk of up to API_MAX_BATCH encounters")  # fmt: skip
-    async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:  # type: ignore[valid-type]
+    async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:
         """Score several encounters in one call; answers come in request order."""
         answers, loaded = await _score(services, encounter_records(batch.encounters))
         return {"predictions": [_answer(a) for a in answers], "model": loaded.ref}

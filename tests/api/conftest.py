@@ -1,0 +1,89 @@
+"""One served world per test module: a store with synthetic encounters, a throwaway MLflow
+with a Production model trained on them, and the API on a real socket."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from readmission import pipeline, registry, synthetic
+from readmission.api import create_app
+from readmission.settings import Settings, get_settings
+from tests.support.servers import ServerThread
+
+
+@dataclass
+class World:
+    settings: Settings
+    url: str
+    client: httpx.Client
+    server: ServerThread
+
+    def wait_for(self, check: Callable[[], bool], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.05)
+
+
+def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Settings:
+    """Load and clean synthetic encounters into a SQLite store under `root`."""
+    csv = synthetic.write_csv(synthetic.encounters(rows, seed=5), root / "encounters.csv.gz")
+    from readmission import dataset
+
+    settings = Settings(
+        DIABETES_CSV=csv, DIABETES_CSV_SHA256=dataset.sha256_of(csv),
+        DATA_DATABASE_URL=f"sqlite:///{root / 'store' / 'main.db'}", READMISSION_STATE_DIR=root,
+        MLFLOW_TRACKING_URI=mlflow_uri, RAW_BATCH_SIZE=500, **extra,
+    )  # fmt: skip
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
+    pipeline.clean_new_rows(settings=settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def mlflow_module(tmp_path_factory) -> Iterator[str]:
+    """A module-wide throwaway MLflow; MLflow's process-wide state restored afterwards."""
+    from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                     "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
+            patch.setenv(name, "")
+            patch.delenv(name)
+        patch.setattr(_tracking_service.utils, "_tracking_uri", None)
+        patch.setattr(_model_registry.utils, "_registry_uri", None)
+        patch.setattr(fluent, "_active_experiment_id", None)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        registry.use_tracking(uri)
+        registry.ensure_experiment(artifact_location=(root / "artifacts").as_uri())
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mlflow_module) -> Settings:
+    """A store and a first Production model (quick search, gradient boosting)."""
+    root = tmp_path_factory.mktemp("world")
+    settings = build_store(root, mlflow_module, API_MODEL_POLL_SECONDS=0.3,
+                           API_PREDICTION_LOG_FLUSH_SECONDS=0.2)  # fmt: skip
+    get_settings.cache_clear()
+    pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def world(trained) -> Iterator[World]:
+    server = ServerThread(create_app(trained)).start()
+    client = httpx.Client(base_url=server.url, timeout=30)
+    served = World(trained, server.url, client, server)
+    served.wait_for(lambda: client.get("/ready").status_code == 200)
+    yield served
+    client.close()
+    server.stop()

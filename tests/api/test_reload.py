@@ -1,0 +1,99 @@
+"""Hot reload: a newly promoted model is served without a restart, and a broken registry
+or model never interrupts serving."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from readmission import pipeline, registry
+from readmission.api.schemas import EXAMPLE
+from tests.support.pgserver import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _failures(world) -> float:
+    for line in world.client.get("/metrics").text.splitlines():
+        if line.startswith('api_model_reloads_total{result="failure"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no reload failure counter")
+
+
+def _promote_new_version(settings, family: str) -> str:
+    result = pipeline.train_and_promote([family], "quick", settings)
+    version = result["decision"]["version"]
+    registry.promote(version, reason="test: force a new version into service")
+    return version
+
+
+def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requests(world):
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            answer = world.client.post("/predict", json=EXAMPLE)
+            statuses.append(answer.status_code)
+            if answer.status_code == 200:
+                versions.append(answer.json()["model"]["version"])
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        new = _promote_new_version(world.settings, "logistic_regression")
+        world.wait_for(lambda: world.client.get("/ready").json()["model"]["version"] == new,
+                       timeout=10)  # fmt: skip
+        world.wait_for(lambda: len(versions) > 0 and versions[-1] == new, timeout=10)
+    finally:
+        stop.set()
+        sender.join()
+    assert set(statuses) == {200}, "a request failed during the swap"
+    first_new = versions.index(new)
+    assert set(versions[first_new:]) == {new}, "an old model answered after the swap"
+    assert world.client.get("/model").json()["version"] == new
+
+
+def test_an_unreachable_registry_keeps_the_model_serving_and_is_reported(world):
+    before = _failures(world)
+    serving = world.client.get("/ready").json()["model"]["version"]
+    registry.use_tracking(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    try:
+        result = world.client.post("/model/reload").json()
+        assert "registry unreachable" in result["result"]
+        assert world.client.get("/ready").status_code == 200
+        answer = world.client.post("/predict", json=EXAMPLE)
+        assert answer.status_code == 200
+        assert answer.json()["model"]["version"] == serving
+        assert world.client.get("/model").json()["registry"]["reachable"] is False
+        assert _failures(world) > before
+    finally:
+        registry.use_tracking(world.settings.mlflow_tracking_uri)
+    world.client.post("/model/reload")
+    assert world.client.get("/model").json()["registry"]["reachable"] is True
+
+
+def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world):
+    serving = world.client.get("/ready").json()["model"]["version"]
+    before = _failures(world)
+    result = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", world.settings)
+    version = result["decision"]["version"]
+    source = registry.describe(registry.version_of_run(result["candidates"][0]["run_id"]))["source"]
+    import mlflow
+
+    model_id = source.split("/")[-1]
+    location = Path(
+        urlparse(mlflow.MlflowClient().get_logged_model(model_id).artifact_location).path
+    )
+    shutil.rmtree(location)
+    registry.promote(version, reason="test: a model whose files are gone")
+    world.wait_for(lambda: _failures(world) > before, timeout=10)
+    assert world.client.get("/ready").json()["model"]["version"] == serving
+    assert world.client.post("/predict", json=EXAMPLE).status_code == 200
+    message = world.client.get("/model").json()["registry"]["message"]
+    assert f"v{version} failed to load" in message
