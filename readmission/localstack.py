@@ -1,13 +1,14 @@
-"""The embedded local mode: MLflow and Airflow on this machine, the pipeline run through them.
+"""The embedded local mode: the whole platform on this machine, no Docker.
 
 `python -m readmission local` (what `make run` calls) finds and verifies the data file,
-starts an MLflow server (UI on http://127.0.0.1:5000; SQLite store and artifacts under the
-state folder) and `airflow standalone` (UI on http://127.0.0.1:8080) with the DAGs of
-`dags/` and the SQLite data stores, triggers `raw_data_initial_batch_load`, follows the
-Asset-triggered `clean_data_pipeline` and `model_training_pipeline`, prints what the stores
-hold, the Production model with its test metrics, and the login, then keeps both serving
-until Ctrl-C. Re-running it loads nothing twice and trains only when the data changed or
-no model is in Production.
+starts with honcho (`Procfile.local`) an MLflow server (SQLite store, artifacts on disk),
+`airflow standalone` with the DAGs of `dags/`, the inference API and the Streamlit app,
+all on 127.0.0.1 with their state under the state folder; triggers
+`raw_data_initial_batch_load` and follows the Asset-triggered `clean_data_pipeline` and
+`model_training_pipeline` (training also runs when no model is in Production yet); prints
+what the stores hold, the Production model with its test metrics, the URLs and the
+Airflow login; and serves until Ctrl-C, which stops every service. Re-running it loads
+nothing twice and trains only when the data changed or no model is in Production.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class AirflowConfig:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
-        """The process environment of `airflow standalone` and everything it starts."""
+        """The environment of `airflow standalone` and everything it starts."""
         venv_bin = str(Path(sys.executable).parent)
         return {
             **base,
@@ -161,62 +162,107 @@ def _port_free(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) != 0
 
 
-def _start(name: str, command: list[str], env: dict[str, str], log: Path,
-           port: int) -> subprocess.Popen:  # fmt: skip
-    """Start a service in its own process group, its output appended to `log`."""
-    if not _port_free("127.0.0.1", port):
-        raise LocalStackError(f"port {port} is in use: stop what listens there and retry ({name})")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(command, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+PROCFILE = PROJECT_ROOT / "Procfile.local"
 
 
-def start_airflow(config: AirflowConfig) -> tuple[subprocess.Popen, Path]:
-    """Start `airflow standalone` (scheduler, DAG processor, triggerer, API server)."""
-    log = config.home / "standalone.log"
-    command = [str(Path(sys.executable).parent / "airflow"), "standalone"]
-    return _start("Airflow", command, config.environment(dict(os.environ)), log,
-                  config.port), log  # fmt: skip
+@dataclass(frozen=True)
+class Stack:
+    """Where each service of the local stack listens."""
+
+    settings: Settings
+    airflow: AirflowConfig
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.local_mlflow_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    @property
+    def streamlit_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.local_streamlit_port}"
+
+    def ports(self) -> dict[str, int]:
+        return {
+            "MLflow": self.settings.local_mlflow_port,
+            "Airflow": self.airflow.port,
+            "API": self.settings.api_port,
+            "Streamlit": self.settings.local_streamlit_port,
+        }
+
+    def environment(self) -> dict[str, str]:
+        """What every process of the stack sees: the local settings, spelled out."""
+        env = self.airflow.environment(dict(os.environ))
+        env.update({
+            "READMISSION_STATE_DIR": str(self.settings.state_dir),
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+            "LOCAL_MLFLOW_PORT": str(self.settings.local_mlflow_port),
+            "API_PORT": str(self.settings.api_port),
+            "API_URL": self.api_url,
+            "API_MODEL_POLL_SECONDS": "10",
+            "LOCAL_STREAMLIT_PORT": str(self.settings.local_streamlit_port),
+            "MLFLOW_UI_URL": self.mlflow_url,
+            "PYTHONUNBUFFERED": "1",
+        })  # fmt: skip
+        if self.settings.diabetes_csv:
+            env["DIABETES_CSV"] = str(self.settings.diabetes_csv)
+        return env
 
 
-def start_mlflow(settings: Settings) -> tuple[subprocess.Popen, Path]:
-    """Start an MLflow tracking server: SQLite store, artifacts on disk, served (proxied)."""
-    home = settings.state_dir / "mlflow"
-    (home / "artifacts").mkdir(parents=True, exist_ok=True)
-    log = home / "server.log"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination", str(home / "artifacts"), "--serve-artifacts",
-        "--host", "127.0.0.1", "--port", str(settings.local_mlflow_port), "--workers", "1",
-    ]  # fmt: skip
-    return _start("MLflow", command, dict(os.environ), log, settings.local_mlflow_port), log
+def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
+    """Start every service with honcho (Procfile.local), in its own process group."""
+    for name, port in stack.ports().items():
+        if not _port_free("127.0.0.1", port):
+            raise LocalStackError(f"port {port} ({name}) is in use: stop what listens there")
+    (stack.settings.state_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    stack.airflow.home.mkdir(parents=True, exist_ok=True)
+    log = stack.settings.state_dir / "stack.log"
+    command = [str(Path(sys.executable).parent / "honcho"), "start", "--no-colour",
+               "--procfile", str(PROCFILE), "--app-root", str(PROJECT_ROOT),
+               "--env", os.devnull]  # the .env file holds the Compose values  # fmt: skip
+    process = subprocess.Popen(command, env=stack.environment(), cwd=PROJECT_ROOT,
+                               stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    return process, log
 
 
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """Stop a service and every process it started (SIGINT to the group, then SIGKILL)."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+def stop(process: subprocess.Popen, timeout: float = 60) -> None:
+    """Stop the stack: SIGINT to its process group (each service stops cleanly), then
+    SIGKILL whatever is left after `timeout`."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(process.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+    process.wait()
 
 
-def wait_mlflow(url: str, process: subprocess.Popen, log: Path) -> None:
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise LocalStackError(f"mlflow server exited with {process.returncode}; see {log}")
-        try:
-            return httpx.get(f"{url}/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    _wait("MLflow to answer", ready, timeout=120, interval=1, log=log)
+
+def wait_services(stack: Stack, process: subprocess.Popen, log: Path) -> None:
+    """Wait until MLflow, the API and Streamlit answer (Airflow has its own check)."""
+    checks = {
+        "MLflow": f"{stack.mlflow_url}/health",
+        "the API": f"{stack.api_url}/health",
+        "Streamlit": f"{stack.streamlit_url}/_stcore/health",
+    }
+    for name, url in checks.items():
+
+        def ready(url: str = url) -> bool:
+            if process.poll() is not None:
+                raise LocalStackError(f"the stack stopped (exit {process.returncode}); see {log}")
+            return _http_ok(url)
+
+        _wait(f"{name} to answer", ready, timeout=240, interval=1, log=log)
 
 
 def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> None:
@@ -299,33 +345,32 @@ def main(serve: bool = True) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"data file: {source.path} (sha256 verified)", flush=True)
-    pipeline.engine(settings)  # create the stores before Airflow's tasks race to
-    mlflow_url = f"http://127.0.0.1:{settings.local_mlflow_port}"
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_url  # for Airflow's tasks and this process
+    pipeline.engine(settings)  # create the stores before the services race to
+    stack = Stack(settings, airflow_config(settings))
+    os.environ["MLFLOW_TRACKING_URI"] = stack.mlflow_url  # this process asks it too
     get_settings.cache_clear()
-    config = airflow_config(settings)
-    services: list[subprocess.Popen] = []
+    process = None
     try:
-        mlflow, mlflow_log = start_mlflow(settings)
-        services.append(mlflow)
-        print(f"starting MLflow (log: {mlflow_log}) ...", flush=True)
-        wait_mlflow(mlflow_url, mlflow, mlflow_log)
-        process, log = start_airflow(config)
-        services.append(process)
-        print(f"starting Airflow (log: {log}) ...", flush=True)
-        client = AirflowClient(config)
+        process, log = start_stack(stack)
+        print(f"starting MLflow, Airflow, the API and Streamlit (log: {log}) ...", flush=True)
+        wait_services(stack, process, log)
+        client = AirflowClient(stack.airflow)
         wait_ready(client, process, log)
-        print(f"MLflow UI:  {mlflow_url}", flush=True)
-        print(f"Airflow UI: {config.url}  login: {config.user} / {config.password()}", flush=True)
         run_pipeline(client, log)
+        httpx.post(f"{stack.api_url}/model/reload", timeout=120)  # serve the new model now
         print(warehouse.format_summary(pipeline.store_summary()), flush=True)
         print(format_model(pipeline.production_model()), flush=True)
+        print(
+            f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
+            f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"
+            f"  API        {stack.api_url}  (docs: {stack.api_url}/docs)\n"
+            f"  Streamlit  {stack.streamlit_url}\n",
+            flush=True,
+        )
         if serve:
-            print(f"\nServing Airflow on {config.url} (login {config.user} / {config.password()})"
-                  f" and MLflow on {mlflow_url}. Ctrl-C stops them.", flush=True)  # fmt: skip
-            while all(service.poll() is None for service in services):
-                time.sleep(1)
-            print("a service stopped; see the logs in " + str(settings.state_dir), flush=True)
+            print("Serving until Ctrl-C.", flush=True)
+            process.wait()
+            print(f"a service stopped, so the stack did; see {log}", flush=True)
             return 1
         return 0
     except LocalStackError as exc:
@@ -335,5 +380,5 @@ def main(serve: bool = True) -> int:
         print("\nstopping ...", flush=True)
         return 0
     finally:
-        for service in reversed(services):
-            stop(service)
+        if process is not None:
+            stop(process)

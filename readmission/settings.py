@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="Port of the local mode's MLflow server (listening on 127.0.0.1 only).",
     )
 
+    local_streamlit_port: int = Field(
+        default=8501,
+        validation_alias="LOCAL_STREAMLIT_PORT",
+        description="Port of the local mode's Streamlit app (listening on 127.0.0.1 only).",
+    )
+
     # --- the inference API (app/, readmission/api)
     api_host: str = Field(
         default="127.0.0.1",

@@ -1,5 +1,6 @@
-"""The README's main command, end to end: MLflow and Airflow standalone run the three DAGs,
-chained by Assets, and leave a Production model."""
+"""The README's main command, end to end: MLflow, Airflow, the API and Streamlit come up,
+the three DAGs run chained by Assets, the API serves the Production model over HTTP, and
+Ctrl-C stops every service."""
 
 from __future__ import annotations
 
@@ -10,30 +11,41 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from readmission import dataset
+from readmission.api.schemas import EXAMPLE
 from tests.support.pgserver import free_port
 
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_local_mode_runs_the_pipeline_serves_the_ui_and_stops_on_ctrl_c(tmp_path, sample_csv):
-    port, mlflow_port = free_port(), free_port()
-    state = tmp_path / "state"
+def _listening(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv):
+    ports = {name: free_port() for name in ("airflow", "mlflow", "api", "streamlit")}
     env = {
         **os.environ,
-        "READMISSION_STATE_DIR": str(state),
+        "READMISSION_STATE_DIR": str(tmp_path / "state"),
         "DIABETES_CSV": str(sample_csv),
         "DIABETES_CSV_SHA256": dataset.sha256_of(sample_csv),
         "RAW_BATCH_SIZE": "300",
-        "LOCAL_AIRFLOW_PORT": str(port),
-        "LOCAL_MLFLOW_PORT": str(mlflow_port),
+        "LOCAL_AIRFLOW_PORT": str(ports["airflow"]),
+        "LOCAL_MLFLOW_PORT": str(ports["mlflow"]),
+        "API_PORT": str(ports["api"]),
+        "LOCAL_STREAMLIT_PORT": str(ports["streamlit"]),
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("AIRFLOW_HOME", None)  # the local mode picks its own, under the state folder
-    env.pop("MLFLOW_TRACKING_URI", None)  # and its own MLflow server
+    for name in ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI"):
+        env.pop(name, None)  # the local mode picks its own
     log = tmp_path / "local.log"
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -42,24 +54,32 @@ def test_local_mode_runs_the_pipeline_serves_the_ui_and_stops_on_ctrl_c(tmp_path
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 600
-        while "Ctrl-C stops them" not in log.read_text():
+        while "Serving until Ctrl-C" not in log.read_text():
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(1)
         text = log.read_text()
-        assert f"Airflow UI: http://127.0.0.1:{port}  login: admin / " in text
         assert "following clean_data_pipeline (asset_triggered__" in text
-        assert "total          1,000       1,000" in text
-        assert "batches loaded: 4 [0, 1, 2, 3]" in text
         assert "following model_training_pipeline (asset_triggered__" in text
+        assert "total          1,000       1,000" in text
         assert "Production model: diabetes-readmission v1 (" in text
-        assert f"MLflow UI:  http://127.0.0.1:{mlflow_port}" in text
+        assert f"Airflow    http://127.0.0.1:{ports['airflow']}  (login admin / " in text
+        assert f"Streamlit  http://127.0.0.1:{ports['streamlit']}" in text
+        api = f"http://127.0.0.1:{ports['api']}"
+        answer = httpx.post(f"{api}/predict", json=EXAMPLE, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"]["version"] == "1"
+        assert httpx.get(f"http://127.0.0.1:{ports['streamlit']}/_stcore/health").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0
+        assert process.wait(timeout=120) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # let it stop its services, then insist
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
     time.sleep(2)
-    for pattern in (f"airflow.*{port}", f"mlflow.*{mlflow_port}"):
-        leftovers = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        assert leftovers.stdout.strip() == "", f"processes left running: {pattern}"
+    left = [name for name, port in ports.items() if _listening(port)]
+    assert left == [], f"still listening after Ctrl-C: {left}"
