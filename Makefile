@@ -71,10 +71,15 @@ test: venv lint ## Set up and run every test (unit, integration on a real Postgr
 test-fast: venv ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
+.PHONY: bench-tools
+bench-tools: ## Install the load generator the serving benchmark uses (Debian's wrk)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
 .PHONY: bench
-bench: venv ## Run the benchmarks in bench/ (load speed ratios, model quality, DAG time)
+bench: venv bench-tools ## Run the benchmarks in bench/ (load, model quality, serving)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/serve.py
 
 .PHONY: clean-state
 clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)

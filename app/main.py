@@ -8,6 +8,11 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from readmission.api import create_app
+import pandas as pd
+
+# Requests are small frames: Arrow-backed strings cost more to build than they save there.
+pd.set_option("mode.string_storage", "python")
+
+from readmission.api import create_app  # noqa: E402 - after the settings above
 
 app = create_app()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -217,6 +218,37 @@ def insert_new(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     if conn.dialect.name == "postgresql":
         return _copy_insert(conn, table, frame)
     return _executemany_insert(conn, table, frame)
+
+
+def append_rows(conn: Connection, table: sa.Table, columns: tuple[str, ...],
+                rows: list[tuple]) -> None:  # fmt: skip
+    """Append rows (tuples in `columns` order) with the driver directly: COPY on PostgreSQL,
+    executemany on SQLite. For logs written off the request path, where SQLAlchemy's
+    per-row processing would hold the GIL long enough to delay requests."""
+    if not rows:
+        return
+    names = _column_list(columns)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        if conn.dialect.name == "postgresql":
+            with cursor.copy(f"COPY {_qualified(table)} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" for _ in columns)
+            cursor.executemany(f"INSERT INTO {_qualified(table)} ({names}) VALUES ({marks})",
+                               [_sqlite_row(row) for row in rows])  # fmt: skip
+    finally:
+        cursor.close()
+
+
+def _sqlite_row(row: tuple) -> tuple:
+    """Datetimes in the layout SQLAlchemy's SQLite DateTime reads back (naive UTC)."""
+    return tuple(
+        value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+        if isinstance(value, datetime) else value
+        for value in row
+    )  # fmt: skip
 
 
 def _column_list(names: Iterable[str]) -> str:

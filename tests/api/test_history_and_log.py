@@ -37,10 +37,9 @@ def test_a_known_patient_gets_a_different_answer_than_an_unknown_one(world):
     data = training.load_training_data(pipeline.engine(world.settings))
     frame = pd.concat(data.frames.values())
     patient = frame.sort_values("prior_encounters").iloc[-1]
-    known = world.client.post("/predict", json={**EXAMPLE, "encounter_id": None,
-                                                "patient_nbr": int(patient["patient_nbr"])})  # fmt: skip
-    unknown = world.client.post("/predict", json={**EXAMPLE, "encounter_id": None,
-                                                  "patient_nbr": 1})  # fmt: skip
+    request = {**EXAMPLE, "encounter_id": None}
+    known = world.client.post("/predict", json={**request, "patient_nbr": int(patient.patient_nbr)})
+    unknown = world.client.post("/predict", json={**request, "patient_nbr": 1})
     assert known.status_code == unknown.status_code == 200
     assert known.json()["probabilities"] != unknown.json()["probabilities"]
 

@@ -5,6 +5,7 @@ Ctrl-C stops every service."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from readmission import dataset
 from readmission.api.schemas import EXAMPLE
 from tests.support.pgserver import free_port
+from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +30,26 @@ def _listening(port: int) -> bool:
     except httpx.HTTPError:
         return False
     return True
+
+
+def _submit_the_form(url: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(url)
+            page.get_by_role("spinbutton", name="Time in hospital (days)", exact=True).fill("6")
+            page.get_by_role("button", name="Predict", exact=True).click()
+            expect(page.get_by_text("v1", exact=True)).to_be_visible()
+            answer = re.compile(
+                r"^(No readmission|Readmitted (within|after) 30 days) \((NO|>30|<30)\)$"
+            )
+            expect(page.get_by_text(answer)).to_be_visible()
+        finally:
+            browser.close()
 
 
 def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv):
@@ -70,6 +92,8 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"]["version"] == "1"
         assert httpx.get(f"http://127.0.0.1:{ports['streamlit']}/_stcore/health").status_code == 200
+        if CHROMIUM.is_file():  # a person uses the form, end to end, on the real model
+            _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}")
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0

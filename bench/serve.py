@@ -1,0 +1,215 @@
+"""Serving speed: our API against MLflow's own scoring server, same model, same run.
+
+Trains a Production model (gradient boosting, quick search) on the real file when present
+(else on synthetic encounters) into a throwaway store and MLflow, then serves it twice:
+
+  ours     uvicorn app.main:app (1 process: validation, cleaning, patient history look-up,
+           batching across requests, prediction log on)
+  mlflow   mlflow models serve --env-manager local (1 worker; sent records already cleaned,
+           so it does less work per request than ours)
+
+and loads each with wrk (1 thread, so it leaves the server a core) sending one encounter per
+POST, at 1, 8 and 32 connections. Also times a 1,000-encounter /predict/batch and reads the
+API's resident memory after the load. Targets: throughput >= 3x MLflow's at 8 and 32
+connections, p99 at 8 connections < 25 ms, a 1,000-record batch < 150 ms, the API < 400 MB.
+
+    python bench/serve.py [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{body}]==]
+"""
+
+
+def _wait(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
+
+
+def _wrk(url: str, body: str, connections: int, seconds: int, work: Path) -> dict:
+    script = work / f"post_{abs(hash(url))}.lua"
+    script.write_text(WRK_SCRIPT.format(body=body))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn runs the app in-process)."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            total += int(line.split()[1])
+    return total / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: `apt-get install wrk` (make bench does it)", file=sys.stderr)
+        return 2
+
+    from tests.conftest import real_csv
+
+    work = Path(tempfile.mkdtemp(prefix="readmission-serve-"))
+    csv = real_csv()
+    env = {
+        **os.environ,
+        "READMISSION_STATE_DIR": str(work / "state"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+    }
+    os.chdir(work)  # MLflow without a server keeps artifacts in ./mlruns
+    if csv is None:
+        from readmission import dataset, synthetic
+
+        csv = synthetic.write_csv(synthetic.encounters(20_000, seed=1), work / "d.csv.gz")
+        env["DIABETES_CSV_SHA256"] = dataset.sha256_of(csv)
+    env["DIABETES_CSV"] = str(csv)
+    os.environ.update(env)
+
+    from readmission import pipeline, schema, synthetic
+    from readmission.api.schemas import EXAMPLE
+    from readmission.cleaning import clean
+    from readmission.features import HISTORY
+
+    print(f"training a model on {csv.name} ...", flush=True)
+    pipeline.load_raw_batches(pipeline.plan_raw_load())
+    pipeline.clean_new_rows()
+    decision = pipeline.train_and_promote(["hist_gradient_boosting"], "quick")["decision"]
+    version = decision["version"]
+
+    body = json.dumps(EXAMPLE)
+    cleaned = clean(__import__("pandas").DataFrame([EXAMPLE]))
+    inputs = [c for c in cleaned.columns if c not in (*schema.IDENTIFIERS, schema.TARGET)]
+    record = json.loads(cleaned[inputs].to_json(orient="records"))[0]
+    record.update(dict.fromkeys(HISTORY, 0.0))  # the model's inputs include the history
+    mlflow_body = json.dumps({"dataframe_records": [record]})
+
+    ours_port, mlflow_port = 18989, 18990
+    logs = {name: (work / f"{name}.log").open("w") for name in ("ours", "mlflow")}
+    ours = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
+         str(ours_port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    mlflow = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+         f"models:/diabetes-readmission/{version}", "--env-manager", "local", "-h",
+         "127.0.0.1", "-p", str(mlflow_port), "-w", "1"],
+        env=env, stdout=logs["mlflow"], stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    results: dict[str, dict[int, dict]] = {"ours": {}, "mlflow": {}}
+    try:
+        _wait(f"http://127.0.0.1:{ours_port}/ready")
+        _wait(f"http://127.0.0.1:{mlflow_port}/ping")
+        ours_url = f"http://127.0.0.1:{ours_port}/predict"
+        mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
+        for url, payload in ((ours_url, body), (mlflow_url, mlflow_body)):  # warm up
+            for _ in range(20):
+                answer = httpx.post(url, content=payload, timeout=30,
+                                    headers={"content-type": "application/json"})  # fmt: skip
+                assert answer.status_code == 200, answer.text[:500]
+        for connections in (1, 8, 32):  # alternate servers so drift hits both
+            results["ours"][connections] = _wrk(ours_url, body, connections, args.seconds, work)
+            results["mlflow"][connections] = _wrk(mlflow_url, mlflow_body, connections,
+                                                  args.seconds, work)  # fmt: skip
+        batch = {"encounters": synthetic.encounters(1_000, seed=2).drop(columns="readmitted")
+                 .to_dict("records")}  # fmt: skip
+        for encounter in batch["encounters"]:
+            for column in schema.COLUMNS:
+                if column.is_integer and encounter[column.name] != "?":
+                    encounter[column.name] = int(encounter[column.name])
+        batch_times = []
+        with httpx.Client(timeout=60) as client:
+            for _ in range(12):
+                started = time.perf_counter()
+                answer = client.post(f"http://127.0.0.1:{ours_port}/predict/batch", json=batch)
+                batch_times.append(1000 * (time.perf_counter() - started))
+                assert answer.status_code == 200, answer.text[:500]
+        batch_ms = statistics.median(batch_times[2:])
+        rss = _rss_mb(ours.pid)
+    finally:
+        for process in (ours, mlflow):
+            process.terminate()
+            process.wait(timeout=30)
+
+    print(f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
+          f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting)\n")  # fmt: skip
+    print(f"{'connections':>11} | {'ours req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+          f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6}")  # fmt: skip
+    for connections in (1, 8, 32):
+        o, m = results["ours"][connections], results["mlflow"][connections]
+        print(f"{connections:>11} | {o['rps']:>10.0f} {o['p50_ms']:>7.1f} {o['p99_ms']:>7.1f} | "
+              f"{m['rps']:>12.0f} {m['p50_ms']:>7.1f} {m['p99_ms']:>7.1f} | "
+              f"{o['rps'] / m['rps']:>5.1f}x")  # fmt: skip
+        if o["non_2xx"] or o["socket_errors"]:
+            print(f"{'':>11}   ours: {o['non_2xx']} non-2xx, socket errors {o['socket_errors']}")
+    print(f"\n1,000-record /predict/batch: median {batch_ms:.0f} ms; API resident memory after "
+          f"the load: {rss:.0f} MB\n")  # fmt: skip
+    checks = [
+        ("throughput vs MLflow at 8 connections", results["ours"][8]["rps"] /
+         results["mlflow"][8]["rps"], ">= 3x", lambda v: v >= 3, "{:.1f}x"),
+        ("throughput vs MLflow at 32 connections", results["ours"][32]["rps"] /
+         results["mlflow"][32]["rps"], ">= 3x", lambda v: v >= 3, "{:.1f}x"),
+        ("p99 at 8 connections", results["ours"][8]["p99_ms"], "< 25 ms", lambda v: v < 25,
+         "{:.1f} ms"),
+        ("1,000-record batch", batch_ms, "< 150 ms", lambda v: v < 150, "{:.0f} ms"),
+        ("API resident memory", rss, "< 400 MB", lambda v: v < 400, "{:.0f} MB"),
+    ]  # fmt: skip
+    for name, value, target, ok, shown in checks:
+        print(f"  {name:<40} {shown.format(value):>9}  (target {target})  "
+              f"{'met' if ok(value) else 'MISSED'}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The inference API as the Streamlit app sees it: one method per endpoint it uses.
+
+Every failure (nothing listening, timeout, an HTTP error, an answer off the contract)
+comes out as a `ui_logic.ApiError` with a readable message, never as an httpx exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from ui_logic import (
+    ApiError,
+    ModelRef,
+    Prediction,
+    PredictionResult,
+    UiSettings,
+    error_from_exception,
+    error_from_response,
+    load_settings,
+    parse_batch,
+    parse_prediction,
+)
+
+
+class ApiClient:
+    """Calls the inference API at `settings.api_url` with `settings.timeout_seconds`."""
+
+    def __init__(self, settings: UiSettings, transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self._transport = transport
+
+    @classmethod
+    def from_environment(cls) -> ApiClient:
+        """A client configured by API_URL and API_TIMEOUT_SECONDS."""
+        return cls(load_settings())
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        row_offset: int | None = None,
+    ) -> Any:
+        """One request; the decoded JSON answer, or ApiError."""
+        what = f"{method} {path}"
+        try:
+            with httpx.Client(
+                base_url=self.settings.api_url,
+                timeout=self.settings.timeout_seconds,
+                transport=self._transport,
+            ) as client:
+                response = client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise error_from_exception(
+                exc, self.settings.api_url, self.settings.timeout_seconds
+            ) from exc
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = response.text.strip() or None
+            if response.is_success:
+                raise ApiError(
+                    "bad_response",
+                    f"The inference API answered {what} with something that is not JSON "
+                    f"(HTTP {response.status_code}). Does API_URL point at the inference API?",
+                    status_code=response.status_code,
+                ) from None
+        if not response.is_success:
+            raise error_from_response(response.status_code, payload, what, row_offset)
+        return payload
+
+    def ready(self) -> ModelRef | None:
+        """GET /ready: the served model, or ApiError (503 when none is loaded yet)."""
+        payload = self._call("GET", "/ready")
+        model = payload.get("model") if isinstance(payload, Mapping) else None
+        if isinstance(model, Mapping) and "version" in model:
+            return ModelRef(str(model.get("name")), str(model["version"]), model.get("alias"))
+        return None
+
+    def predict(self, encounter: Mapping[str, Any]) -> PredictionResult:
+        """POST /predict for one encounter."""
+        return parse_prediction(self._call("POST", "/predict", dict(encounter)))
+
+    def predict_batch(
+        self, encounters: Sequence[Mapping[str, Any]], row_offset: int = 0
+    ) -> tuple[list[Prediction], ModelRef]:
+        """POST /predict/batch for at most 1,000 encounters; `row_offset` (the first row's
+        index in the file) lets a 422 name the file's rows."""
+        body = {"encounters": [dict(e) for e in encounters]}
+        payload = self._call("POST", "/predict/batch", body, row_offset=row_offset)
+        return parse_batch(payload, len(encounters))
+
+    def model(self) -> dict[str, Any]:
+        """GET /model: the served version, its tags and metrics."""
+        return self._mapping(self._call("GET", "/model"), "GET /model")
+
+    def model_versions(self) -> list[dict[str, Any]]:
+        """GET /model/versions: every registered version, newest first."""
+        payload = self._mapping(self._call("GET", "/model/versions"), "GET /model/versions")
+        versions = payload.get("versions")
+        if not isinstance(versions, list) or not all(isinstance(v, Mapping) for v in versions):
+            raise ApiError(
+                "bad_response", "The inference API answered GET /model/versions without a list."
+            )
+        return versions
+
+    @staticmethod
+    def _mapping(payload: object, what: str) -> dict[str, Any]:
+        if not isinstance(payload, Mapping):
+            raise ApiError(
+                "bad_response", f"The inference API answered {what} with no JSON object."
+            )
+        return dict(payload)

@@ -1,0 +1,107 @@
+"""Predict page: a form of one encounter, built from the schema, sent to POST /predict.
+
+The defaults describe a typical patient (`Column.typical`); the answer stays on the page
+(session state) until the next submission.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from ui_client import ApiClient
+from ui_components import show_api_error, show_prediction
+from ui_logic import (
+    FORM_SECTIONS,
+    MEDICATION_COLUMNS,
+    PATIENT_LABEL,
+    ApiError,
+    FormError,
+    build_request,
+    choices,
+    default_choice,
+    label_of,
+)
+
+from readmission import schema
+from readmission.schema import Column, Kind
+
+RESULT_KEY = "predict_result"
+FIELDS_PER_ROW = 3
+MEDICATIONS_PER_ROW = 4
+
+
+def field(column: Column) -> Any:
+    """The widget of one column: a dropdown, a bounded number or an ICD-9 code; its value."""
+    key = f"form_{column.name}"
+    label = label_of(column)
+    if column.kind in (Kind.CATEGORY, Kind.CODE):
+        options = choices(column)
+        index = options.index(default_choice(column))
+        return st.selectbox(label, options, index=index, key=key, help=column.description)
+    if column.kind is Kind.COUNT:
+        return st.number_input(
+            label,
+            min_value=column.minimum,
+            max_value=column.maximum,
+            value=int(column.typical),
+            step=1,
+            key=key,
+            help=f"{column.description} ({column.minimum}-{column.maximum})",
+        )
+    return st.text_input(
+        label,
+        value=str(column.typical or ""),
+        max_chars=10,
+        key=key,
+        help=f"{column.description}, e.g. 428, 250.83, V57; leave blank if unknown",
+    )
+
+
+def grid(names: tuple[str, ...], per_row: int) -> dict[str, Any]:
+    """The widgets of some columns laid out `per_row` a row; their values by UCI name."""
+    values: dict[str, Any] = {}
+    for start in range(0, len(names), per_row):
+        cells = st.columns(per_row)
+        for cell, name in zip(cells, names[start : start + per_row], strict=False):
+            with cell:
+                values[name] = field(schema.BY_NAME[name])
+    return values
+
+
+st.title("Predict a readmission")
+st.write(
+    "Describe one hospital encounter of a diabetic patient. The form starts from a typical "
+    "patient; change what differs and press **Predict**."
+)
+client = ApiClient.from_environment()
+
+with st.form("predict"):
+    values: dict[str, Any] = {}
+    for title, names in FORM_SECTIONS:
+        st.markdown(f"**{title}**")
+        values.update(grid(names, FIELDS_PER_ROW))
+    with st.expander(f"Medications ({len(MEDICATION_COLUMNS)}): prescription and dose change"):
+        values.update(grid(MEDICATION_COLUMNS, MEDICATIONS_PER_ROW))
+    patient_nbr = st.number_input(
+        PATIENT_LABEL,
+        min_value=0,
+        value=None,
+        step=1,
+        format="%d",
+        key="form_patient_nbr",
+        help="When given, the API adds the patient's earlier encounters to the prediction.",
+    )
+    submitted = st.form_submit_button("Predict", type="primary", key="predict_submit")
+
+if submitted:
+    st.session_state.pop(RESULT_KEY, None)
+    try:
+        st.session_state[RESULT_KEY] = client.predict(build_request(values, patient_nbr))
+    except FormError as error:
+        st.error(f"Check the form: {error}", icon="✏️")
+    except ApiError as error:
+        show_api_error(error)
+
+if (result := st.session_state.get(RESULT_KEY)) is not None:
+    show_prediction(result)

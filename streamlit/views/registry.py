@@ -1,0 +1,88 @@
+"""Model registry page: the model the API serves (GET /model) and every registered
+version with its scores and promotion tags (GET /model/versions), linked to MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from ui_client import ApiClient
+from ui_components import show_api_error
+from ui_logic import (
+    METRIC_COLUMNS,
+    ApiError,
+    describe_served,
+    load_settings,
+    mlflow_model_url,
+    registry_table,
+    registry_warning,
+)
+
+from readmission.registry import MODEL_NAME
+
+
+def show_served(model: dict[str, Any]) -> None:
+    """The served version in a line, its three headline scores, and when it was promoted."""
+    st.subheader("Served model")
+    st.write(describe_served(model))
+    metrics = model.get("metrics") or {}
+    for cell, (title, key) in zip(
+        st.columns(len(METRIC_COLUMNS)), METRIC_COLUMNS.items(), strict=True
+    ):
+        value = metrics.get(key)
+        cell.metric(title, f"{value:.3f}" if isinstance(value, int | float) else "n/a")
+    if warning := registry_warning(model):
+        st.warning(warning, icon="⚠️")
+    tags = model.get("tags") or {}
+    st.caption(
+        f"Promoted at {tags.get('promoted_at', 'unknown')}; "
+        f"loaded by the API at {model.get('loaded_at', 'unknown')}."
+    )
+
+
+settings = load_settings()
+client = ApiClient.from_environment()
+st.title("Model registry")
+head, refresh = st.columns([4, 1])
+with refresh:
+    st.button("Refresh", key="registry_refresh")
+
+served: dict[str, Any] | None = None
+try:
+    served = client.model()
+except ApiError as error:
+    show_api_error(error)
+else:
+    show_served(served)
+
+model_name = str((served or {}).get("name") or MODEL_NAME)
+with head:
+    st.link_button(
+        f"Open {model_name} in the MLflow UI", mlflow_model_url(settings.mlflow_ui_url, model_name)
+    )
+
+st.subheader("Versions")
+try:
+    versions = client.model_versions()
+except ApiError as error:
+    show_api_error(error)
+    st.stop()
+if not versions:
+    st.info("No version is registered yet: train one with `make run`.", icon="📭")
+    st.stop()
+
+st.dataframe(
+    registry_table(versions, served.get("version") if served else None),
+    hide_index=True,
+    column_config={
+        **{title: st.column_config.NumberColumn(format="%.3f") for title in METRIC_COLUMNS},
+        "production": st.column_config.CheckboxColumn(help="Stage Production or alias production"),
+        "served": st.column_config.CheckboxColumn(help="The version the API answers with"),
+        "promoted at": st.column_config.TextColumn(help="Tag promoted_at"),
+        "decision": st.column_config.TextColumn(help="Tag promotion_decision"),
+    },
+)
+st.caption(
+    "Scores: macro-F1 on the validation and test splits (validation decides promotions), "
+    "ROC-AUC of the <30 class on the test split."
+)
