@@ -1,7 +1,8 @@
 """Serving speed: our API against MLflow's own scoring server, same model, same run.
 
-Trains a Production model (gradient boosting, quick search) on the real file when present
-(else on synthetic encounters) into a throwaway store and MLflow, then serves it twice:
+Trains a Production model (gradient boosting, the full search by default, as `make run`
+does) on the real file when present (else on synthetic encounters) into a throwaway store
+and MLflow, then serves it twice:
 
   ours     uvicorn app.main:app (1 process: validation, cleaning, patient history look-up,
            batching across requests, prediction log on)
@@ -13,7 +14,7 @@ POST, at 1, 8 and 32 connections. Also times a 1,000-encounter /predict/batch an
 API's resident memory after the load. Targets: throughput >= 3x MLflow's at 8 and 32
 connections, p99 at 8 connections < 25 ms, a 1,000-record batch < 150 ms, the API < 400 MB.
 
-    python bench/serve.py [--seconds 10]
+    python bench/serve.py [--seconds 10] [--profile full|quick]
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def _rss_mb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--profile", choices=["full", "quick"], default="full",
+                        help="training search of the served model")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: `apt-get install wrk` (make bench does it)", file=sys.stderr)
@@ -124,7 +127,7 @@ def main() -> int:
     print(f"training a model on {csv.name} ...", flush=True)
     pipeline.load_raw_batches(pipeline.plan_raw_load())
     pipeline.clean_new_rows()
-    decision = pipeline.train_and_promote(["hist_gradient_boosting"], "quick")["decision"]
+    decision = pipeline.train_and_promote(["hist_gradient_boosting"], args.profile)["decision"]
     version = decision["version"]
 
     body = json.dumps(EXAMPLE)
@@ -183,7 +186,8 @@ def main() -> int:
             process.wait(timeout=30)
 
     print(f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
-          f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting)\n")  # fmt: skip
+          f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting, {args.profile} "
+          "search)\n")  # fmt: skip
     print(f"{'connections':>11} | {'ours req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
           f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6}")  # fmt: skip
     for connections in (1, 8, 32):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from readmission import registry
+from readmission.api.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ModelStore:
         try:
             model, version = registry.load_version(str(champion.version))
             described = registry.describe(version)
+            model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
             self.status = RegistryStatus(True, now, f"v{champion.version} failed to load: "
                                          f"{_short(exc)}")  # fmt: skip
