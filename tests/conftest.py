@@ -21,6 +21,8 @@ from readmission import dataset, synthetic
 from readmission.settings import Settings, get_settings
 from tests.support.pgserver import PostgresServer, PostgresUnavailableError
 
+pytest_plugins = ["tests.support.served"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CSV = PROJECT_ROOT.parent / "shared" / "data" / "diabetic_data.csv.gz"
 

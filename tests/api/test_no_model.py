@@ -11,7 +11,7 @@ import pytest
 from readmission import pipeline
 from readmission.api import create_app
 from readmission.api.schemas import EXAMPLE
-from tests.api.conftest import build_store
+from tests.support.served import build_store
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,6 @@
-"""One served world per test module: a store with synthetic encounters, a throwaway MLflow
-with a Production model trained on them, and the API on a real socket."""
+"""Fixtures for tests that need the platform serving: one world per test module, with a store
+of synthetic encounters, a throwaway MLflow holding a Production model trained on them, and
+the API on a real socket. Registered for every test by tests/conftest.py."""
 
 from __future__ import annotations
 
