@@ -164,6 +164,24 @@ class Settings(BaseSettings):
         validation_alias="API_PREDICTION_LOG_FLUSH_SECONDS",
         description="Longest a logged prediction waits before it is written.",
     )
+    drift_window: int = Field(
+        default=1_000,
+        gt=0,
+        validation_alias="API_DRIFT_WINDOW",
+        description="Recent encounters compared with the training reference for drift.",
+    )
+    drift_min_rows: int = Field(
+        default=200,
+        gt=0,
+        validation_alias="API_DRIFT_MIN_ROWS",
+        description="Encounters the drift window needs before it is scored.",
+    )
+    drift_psi_threshold: float = Field(
+        default=0.2,
+        gt=0,
+        validation_alias="API_DRIFT_PSI_THRESHOLD",
+        description="PSI above which a feature counts as drifted (exported for the alert).",
+    )
     registry_timeout_seconds: float = Field(
         default=5.0,
         gt=0,

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
 
-from readmission import db, evaluation, registry, schema
+from readmission import db, drift, evaluation, registry, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
@@ -162,6 +162,8 @@ def fit_candidate(family: Family, data: TrainingData, profile: Profile = "full",
     model = ReadmissionModel(build_pipeline(family, params, seed))
     model.fit(data.inputs("train"), data.target("train"))
     model.tune_decision(data.inputs("valid"), data.target("valid"))
+    # what the API compares its requests with: travels inside the model artifact
+    model.reference_profile_ = drift.reference_profile(data.inputs("train"))
     figures: dict[str, float] = {}
     for split in ("valid", "test"):
         proba = model.predict_proba(data.inputs(split))
@@ -207,6 +209,7 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
             _log_bytes(image, f"confusion_matrix_{split}.png")
         mlflow.log_dict({"search": candidate.search}, "search.json")
         mlflow.log_dict(data.lineage, "data.json")
+        mlflow.log_dict(candidate.model.reference_profile_, "drift_reference.json")
         mlflow.set_tags({
             "data.batches": ",".join(map(str, data.lineage["batches"])),
             **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},

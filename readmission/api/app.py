@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = (
             _store_engine(settings) if settings.patient_history or settings.prediction_log else None
         )
-        store = ModelStore(metrics)
+        store = ModelStore(metrics, settings.drift_window, settings.drift_min_rows)
+        metrics.drift_threshold.set(settings.drift_psi_threshold)
         history = partial(lookup, engine) if settings.patient_history else None
         predictor = Predictor(store, metrics, history)
         prediction_log = (

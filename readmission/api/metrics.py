@@ -75,6 +75,27 @@ class ApiMetrics:
             registry=self.registry,
         )  # fmt: skip
 
+        self.drift_psi = Gauge(
+            "api_feature_drift_psi",
+            "Population stability index of each input feature: recent requests vs training",
+            ["feature"], registry=self.registry,
+        )  # fmt: skip
+        self.drift_threshold = Gauge(
+            "api_drift_psi_threshold", "PSI above which a feature counts as drifted",
+            registry=self.registry,
+        )  # fmt: skip
+        self.drift_rows = Gauge(
+            "api_drift_window_rows", "Recent encounters in the drift window",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def drift(self, scores: dict[str, float], rows: int) -> None:
+        """Publish the drift window's scores (none until it holds enough rows)."""
+        self.drift_rows.set(rows)
+        self.drift_psi.clear()
+        for feature, value in scores.items():
+            self.drift_psi.labels(feature).set(value)
+
     def serving(self, name: str, version: str, loaded_at: float) -> None:
         """Record the model now in service."""
         self.model_info.clear()

@@ -19,6 +19,7 @@ from typing import Any
 from readmission import registry
 from readmission.api.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
+from readmission.drift import DriftMonitor
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class LoadedModel:
     version: str
     alias: str
     described: dict
+    drift: DriftMonitor | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -51,8 +53,11 @@ class RegistryStatus:
 class ModelStore:
     """Holds the Production model and swaps in a newly promoted one."""
 
-    def __init__(self, metrics: ApiMetrics) -> None:
+    def __init__(self, metrics: ApiMetrics, drift_window: int = 1_000,
+                 drift_min_rows: int = 200) -> None:  # fmt: skip
         self.metrics = metrics
+        self.drift_window = drift_window
+        self.drift_min_rows = drift_min_rows
         self.current: LoadedModel | None = None
         self.status = RegistryStatus()
         self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
@@ -90,8 +95,10 @@ class ModelStore:
             log.error("loading model v%s failed, %s keeps serving: %s", champion.version,
                       self._serving(), exc)  # fmt: skip
             return self.status.message
+        profile = getattr(model, "reference_profile_", None)
+        monitor = DriftMonitor(profile, self.drift_window, self.drift_min_rows) if profile else None
         loaded = LoadedModel(model, registry.MODEL_NAME, str(version.version),
-                             registry.PRODUCTION_ALIAS, described)  # fmt: skip
+                             registry.PRODUCTION_ALIAS, described, monitor)  # fmt: skip
         previous = self.current
         self.current = loaded  # the swap: one reference assignment
         # The long-lived objects (libraries, the model's trees) leave the garbage collector's

@@ -69,6 +69,7 @@ class Predictor:
         self.history = history
         self.max_rows = max_rows
         self._history_paused_until = 0.0
+        self._drift_due = 0.0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="predictor", daemon=True)
         self._thread.start()
@@ -137,6 +138,11 @@ class Predictor:
             for label, row in zip(predicted, proba, strict=True)
         ]
         self.metrics.batch_rows.observe(len(records))
+        if loaded.drift is not None:
+            loaded.drift.observe(frame)
+            if time.monotonic() >= self._drift_due:  # scores at most once a second
+                self._drift_due = time.monotonic() + 1.0
+                self.metrics.drift(loaded.drift.scores(), loaded.drift.rows)
         for label, count in zip(*np.unique(predicted.astype(str), return_counts=True),
                                 strict=True):  # fmt: skip
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))

@@ -74,3 +74,13 @@ def test_probabilities_are_probabilities(trained):
     proba = candidate.model.predict_proba(data.inputs("valid"))
     assert np.allclose(proba.sum(axis=1), 1.0)
     assert ((proba >= 0) & (proba <= 1)).all()
+
+
+def test_the_test_split_does_not_drift_from_the_training_reference(trained):
+    from readmission.drift import DriftMonitor
+
+    candidate, data = trained
+    monitor = DriftMonitor(candidate.model.reference_profile_, window=5_000)
+    monitor.observe(data.inputs("test").sample(5_000, random_state=0))
+    scores = monitor.scores()
+    assert max(scores.values()) < 0.05, sorted(scores.items(), key=lambda kv: -kv[1])[:3]
