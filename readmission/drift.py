@@ -9,8 +9,8 @@ window and scores each feature with the population stability index,
     PSI = sum over bins of (actual - expected) * ln(actual / expected),
 
 (categories under 1 % of training rows share an "other" bin with unseen ones: sparse bins
-make the index noisy), where a PSI under 0.1 is usually read as no change, 0.1-0.2 as a moderate one, and over
-0.2 as a shift worth a look (the default alert threshold).
+make the index noisy), where a PSI under 0.1 is usually read as no change, 0.1-0.2 as a
+moderate one, and over 0.2 as a shift worth a look (the default alert threshold).
 """
 
 from __future__ import annotations

@@ -42,8 +42,10 @@ def _send(world, records: list[dict]) -> None:
 
 
 def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_not(world):
-    threshold = float(next(line.split()[-1] for line in world.client.get("/metrics").text.splitlines()
-                           if line.startswith("api_drift_psi_threshold ")))  # fmt: skip
+    lines = world.client.get("/metrics").text.splitlines()
+    threshold = float(
+        next(x.split()[-1] for x in lines if x.startswith("api_drift_psi_threshold "))
+    )
     assert threshold == world.settings.drift_psi_threshold
 
     _send(world, _encounters(1_000, seed=21))
