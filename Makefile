@@ -81,6 +81,17 @@ bench: venv bench-tools ## Run the benchmarks in bench/ (load, model quality, se
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/serve.py
 
+LOAD_DIR ?= .local/load
+.PHONY: load
+load: venv ## Load-test the API at API_URL with Locust (LOAD_* settings); reports in .local/load
+	@mkdir -p $(LOAD_DIR) && rm -f $(LOAD_DIR)/load_*.csv $(LOAD_DIR)/load.html
+	@$(BIN)/locust -f locust/locustfile.py --headless --only-summary \
+	  --csv $(LOAD_DIR)/load --html $(LOAD_DIR)/load.html; code=$$?; \
+	if [ -f $(LOAD_DIR)/load.html ]; then \
+	  echo "Reports: $(abspath $(LOAD_DIR))/load.html and load_*.csv there (stats, history, failures, exceptions)"; \
+	fi; \
+	exit $$code
+
 .PHONY: clean-state
 clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)
 	rm -rf .local
