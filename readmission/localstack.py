@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -184,13 +185,30 @@ class Stack:
     def streamlit_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.local_streamlit_port}"
 
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.local_prometheus_port}"
+
+    @property
+    def with_prometheus(self) -> bool:
+        """Prometheus runs when its binary is installed (Debian package `prometheus`)."""
+        return shutil.which("prometheus") is not None
+
+    def processes(self) -> list[str]:
+        """The Procfile's processes this machine can run."""
+        names = ["mlflow", "airflow", "api", "streamlit"]
+        return [*names, "prometheus"] if self.with_prometheus else names
+
     def ports(self) -> dict[str, int]:
-        return {
+        ports = {
             "MLflow": self.settings.local_mlflow_port,
             "Airflow": self.airflow.port,
             "API": self.settings.api_port,
             "Streamlit": self.settings.local_streamlit_port,
         }
+        if self.with_prometheus:
+            ports["Prometheus"] = self.settings.local_prometheus_port
+        return ports
 
     def environment(self) -> dict[str, str]:
         """What every process of the stack sees: the local settings, spelled out."""
@@ -203,6 +221,7 @@ class Stack:
             "API_URL": self.api_url,
             "API_MODEL_POLL_SECONDS": "10",
             "LOCAL_STREAMLIT_PORT": str(self.settings.local_streamlit_port),
+            "LOCAL_PROMETHEUS_PORT": str(self.settings.local_prometheus_port),
             "MLFLOW_UI_URL": self.mlflow_url,
             "PYTHONUNBUFFERED": "1",
         })  # fmt: skip
@@ -221,7 +240,8 @@ def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
     log = stack.settings.state_dir / "stack.log"
     command = [str(Path(sys.executable).parent / "honcho"), "start", "--no-colour",
                "--procfile", str(PROCFILE), "--app-root", str(PROJECT_ROOT),
-               "--env", os.devnull]  # the .env file holds the Compose values  # fmt: skip
+               "--env", os.devnull,  # the .env file holds the Compose values
+               *stack.processes()]  # fmt: skip
     process = subprocess.Popen(command, env=stack.environment(), cwd=PROJECT_ROOT,
                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
@@ -255,6 +275,8 @@ def wait_services(stack: Stack, process: subprocess.Popen, log: Path) -> None:
         "the API": f"{stack.api_url}/health",
         "Streamlit": f"{stack.streamlit_url}/_stcore/health",
     }
+    if stack.with_prometheus:
+        checks["Prometheus"] = f"{stack.prometheus_url}/-/ready"
     for name, url in checks.items():
 
         def ready(url: str = url) -> bool:
@@ -364,7 +386,12 @@ def main(serve: bool = True) -> int:
             f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
             f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"
             f"  API        {stack.api_url}  (docs: {stack.api_url}/docs)\n"
-            f"  Streamlit  {stack.streamlit_url}\n",
+            f"  Streamlit  {stack.streamlit_url}\n"
+            + (
+                f"  Prometheus {stack.prometheus_url}  (Grafana: see grafana/README.md)\n"
+                if stack.with_prometheus
+                else "  Prometheus not installed (apt-get install prometheus), not started\n"
+            ),
             flush=True,
         )
         if serve:

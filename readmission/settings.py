@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="Port of the local mode's Streamlit app (listening on 127.0.0.1 only).",
     )
 
+    local_prometheus_port: int = Field(
+        default=9090,
+        validation_alias="LOCAL_PROMETHEUS_PORT",
+        description="Port of the local mode's Prometheus, when installed (127.0.0.1 only).",
+    )
+
     # --- the inference API (app/, readmission/api)
     api_host: str = Field(
         default="127.0.0.1",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def _submit_the_form(url: str) -> None:
 
 
 def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv):
-    ports = {name: free_port() for name in ("airflow", "mlflow", "api", "streamlit")}
+    ports = {name: free_port() for name in ("airflow", "mlflow", "api", "streamlit", "prometheus")}
     env = {
         **os.environ,
         "READMISSION_STATE_DIR": str(tmp_path / "state"),
@@ -64,6 +65,7 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         "LOCAL_MLFLOW_PORT": str(ports["mlflow"]),
         "API_PORT": str(ports["api"]),
         "LOCAL_STREAMLIT_PORT": str(ports["streamlit"]),
+        "LOCAL_PROMETHEUS_PORT": str(ports["prometheus"]),
         "PYTHONUNBUFFERED": "1",
     }
     for name in ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI"):
@@ -95,6 +97,10 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         if CHROMIUM.is_file():  # a person uses the form, end to end, on the real model
             _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}")
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
+        if shutil.which("prometheus"):  # it scrapes the API
+            targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()
+            scraped = {t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
+            assert f"http://127.0.0.1:{ports['api']}/metrics" in scraped
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:
