@@ -209,7 +209,9 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
             _log_bytes(image, f"confusion_matrix_{split}.png")
         mlflow.log_dict({"search": candidate.search}, "search.json")
         mlflow.log_dict(data.lineage, "data.json")
-        mlflow.log_dict(candidate.model.reference_profile_, "drift_reference.json")
+        profile = getattr(candidate.model, "reference_profile_", None)
+        if profile is not None:  # fit_candidate always sets it; a hand-made model may not
+            mlflow.log_dict(profile, "drift_reference.json")
         mlflow.set_tags({
             "data.batches": ",".join(map(str, data.lineage["batches"])),
             **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
