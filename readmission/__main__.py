@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from readmission import dataset
 
@@ -18,7 +19,10 @@ def _cmd_locate(args: argparse.Namespace) -> None:
     from readmission.settings import get_settings
 
     source = dataset.locate(get_settings(), download=not args.no_download)
-    _print({"path": str(source.path), "sha256": source.sha256})
+    found = {"path": str(source.path), "sha256": source.sha256, "rows": source.rows}
+    if args.into is not None:
+        found["installed"] = str(dataset.install(source, args.into))
+    _print(found)
 
 
 def _cmd_load_raw(args: argparse.Namespace) -> None:
@@ -72,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     locate = commands.add_parser("locate", help="find and verify the data file")
     locate.add_argument("--no-download", action="store_true", help="do not download from UCI")
+    locate.add_argument(
+        "--into",
+        type=Path,
+        metavar="DIR",
+        help="also copy the verified file into DIR (e.g. data/, which the containers mount)",
+    )
     locate.set_defaults(run=_cmd_locate)
 
     load = commands.add_parser("load-raw", help="load the pending batches into raw_data")

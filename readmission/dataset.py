@@ -178,6 +178,26 @@ def verify(path: Path, expected_sha256: str) -> Source:
     return Source(path=path, sha256=scan.sha256, rows=rows, plain=plain)
 
 
+def install(source: Source, data_dir: Path) -> Path:
+    """Put a verified file into `data_dir` under its standard name; return where it is.
+
+    For the containers, which mount `data/` and look nowhere else. A file already there
+    with the same content is left alone; the copy is written under a temporary name and
+    renamed, so a reader never sees half a file.
+    """
+    suffix = ".csv.gz" if source.path.name.endswith(".gz") else ".csv"
+    target = data_dir / f"diabetic_data{suffix}"
+    if target.exists() and (
+        target.resolve() == source.path.resolve() or sha256_of(target) == source.sha256
+    ):
+        return target
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copyfile(source.path, partial)
+    partial.replace(target)
+    return target
+
+
 def fetch(url: str, data_dir: Path) -> Path:
     """Download the UCI zip and extract `diabetic_data.csv`, gzipped, into `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -112,3 +112,28 @@ def test_batches_slice_the_file_and_keep_malformed_rows_apart(tmp_path, sample_f
     assert batches[0].malformed[0][0] == 2
     assert batches[0].row_numbers == [0, 1, 3, 4, 5, 6, 7, 8, 9]
     assert batches[2].row_numbers == [20, 21, 22, 23, 24]
+
+
+def test_install_copies_a_verified_file_into_the_data_folder_once(tmp_path, sample_frame):
+    elsewhere = synthetic.write_csv(sample_frame, tmp_path / "shared" / "x.csv.gz")
+    source = dataset.verify(elsewhere, dataset.sha256_of(elsewhere))
+    data_dir = tmp_path / "data"
+    target = dataset.install(source, data_dir)
+    assert target == data_dir / "diabetic_data.csv.gz"
+    assert target.read_bytes() == elsewhere.read_bytes()
+    assert [p.name for p in data_dir.iterdir()] == ["diabetic_data.csv.gz"]  # no partial left
+    mtime = target.stat().st_mtime_ns
+    assert dataset.install(source, data_dir) == target
+    assert target.stat().st_mtime_ns == mtime  # same content: not copied again
+    # The file in place is its own source: nothing to do.
+    assert dataset.install(dataset.verify(target, source.sha256), data_dir) == target
+
+
+def test_install_replaces_a_different_file(tmp_path, sample_frame):
+    plain = synthetic.write_csv(sample_frame, tmp_path / "x.csv")
+    (tmp_path / "data").mkdir()
+    stale = tmp_path / "data" / "diabetic_data.csv"
+    stale.write_text("stale\n")
+    target = dataset.install(dataset.verify(plain, dataset.sha256_of(plain)), tmp_path / "data")
+    assert target == stale
+    assert target.read_bytes() == plain.read_bytes()
