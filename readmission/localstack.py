@@ -2,8 +2,10 @@
 
 `python -m readmission local` (what `make run` calls) finds and verifies the data file,
 starts with honcho (`Procfile.local`) an MLflow server (SQLite store, artifacts on disk),
-`airflow standalone` with the DAGs of `dags/`, the inference API and the Streamlit app,
-all on 127.0.0.1 with their state under the state folder; triggers
+Airflow 3 (api-server, scheduler, dag-processor and triggerer, as `airflow standalone`
+would run them but without the log servers it binds to every interface) with the DAGs of
+`dags/`, the inference API and the Streamlit app, all on 127.0.0.1 with their state under
+the state folder; triggers
 `raw_data_initial_batch_load` and follows the Asset-triggered `clean_data_pipeline` and
 `model_training_pipeline` (training also runs when no model is in Production yet); prints
 what the stores hold, the Production model with its test metrics, the URLs and the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,7 +36,15 @@ from readmission.settings import Settings, get_settings
 RAW_DAG = "raw_data_initial_batch_load"
 CLEAN_DAG = "clean_data_pipeline"
 TRAIN_DAG = "model_training_pipeline"
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
 DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG)
+# Procfile.local's Airflow components. The scheduler and the triggerer run without their
+# log servers: those listen on every interface, and the api-server reads task logs from
+# the files they write on this same machine.
+AIRFLOW_PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor",
+                     "airflow-triggerer")  # fmt: skip
 FINISHED = {"success", "failed"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +72,7 @@ class AirflowConfig:
         return self.home / "simple_auth_manager_passwords.json.generated"
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
-        """The environment of `airflow standalone` and everything it starts."""
+        """The environment of the Airflow components (Procfile.local's airflow-*)."""
         venv_bin = str(Path(sys.executable).parent)
         return {
             **base,
@@ -70,16 +81,33 @@ class AirflowConfig:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API__HOST": self.host,
             "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # Its health server would listen on every interface; the REST API's
+            # /api/v2/monitor/health (heartbeats) is what the local mode checks.
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         }
 
     def password(self) -> str:
         return json.loads(self.passwords_file.read_text())[self.user]
+
+    def ensure_password(self) -> str:
+        """The admin's password, drawn once and kept in AIRFLOW_HOME (mode 600)."""
+        if not self.passwords_file.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            partial = self.passwords_file.with_suffix(".partial")
+            partial.write_text(json.dumps({self.user: secrets.token_urlsafe(16)}))
+            partial.chmod(0o600)
+            partial.replace(self.passwords_file)
+        return self.password()
 
 
 def airflow_config(settings: Settings) -> AirflowConfig:
@@ -196,7 +224,7 @@ class Stack:
 
     def processes(self) -> list[str]:
         """The Procfile's processes this machine can run."""
-        names = ["mlflow", "airflow", "api", "streamlit"]
+        names = ["mlflow", *AIRFLOW_PROCESSES, "api", "streamlit"]
         return [*names, "prometheus"] if self.with_prometheus else names
 
     def ports(self) -> dict[str, int]:
@@ -236,8 +264,8 @@ def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
         if not _port_free("127.0.0.1", port):
             raise LocalStackError(f"port {port} ({name}) is in use: stop what listens there")
     (stack.settings.state_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    stack.airflow.home.mkdir(parents=True, exist_ok=True)
     log = stack.settings.state_dir / "stack.log"
+    prepare_airflow(stack, log)
     command = [str(Path(sys.executable).parent / "honcho"), "start", "--no-colour",
                "--procfile", str(PROCFILE), "--app-root", str(PROJECT_ROOT),
                "--env", os.devnull,  # the .env file holds the Compose values
@@ -246,6 +274,20 @@ def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
                                stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     return process, log
+
+
+def prepare_airflow(stack: Stack, log: Path) -> None:
+    """What `airflow standalone` did before starting the components: the admin's password
+    and the metadata database (created or migrated; a no-op when up to date)."""
+    stack.airflow.ensure_password()
+    with log.open("ab") as out:
+        migrated = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            env=stack.environment(), cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            check=False,
+        )  # fmt: skip
+    if migrated.returncode != 0:
+        raise LocalStackError(f"airflow db migrate failed ({migrated.returncode}); see {log}")
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> None:
@@ -290,7 +332,7 @@ def wait_services(stack: Stack, process: subprocess.Popen, log: Path) -> None:
 def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> None:
     def ready() -> bool:
         if process.poll() is not None:
-            raise LocalStackError(f"airflow standalone exited with {process.returncode}; see {log}")
+            raise LocalStackError(f"the stack stopped (exit {process.returncode}); see {log}")
         return client.healthy() and client.config.passwords_file.exists()
 
     _wait("Airflow to become healthy", ready, timeout=240, log=log)

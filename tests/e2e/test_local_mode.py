@@ -33,6 +33,24 @@ def _listening(port: int) -> bool:
     return True
 
 
+def _listening_addresses(pid: int) -> dict[str, set[str]]:
+    """Every TCP address the process tree of `pid` listens on, by command."""
+    import psutil
+
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    found: dict[str, set[str]] = {}
+    for proc in tree:
+        try:
+            sockets = proc.net_connections(kind="tcp")
+            name = " ".join(proc.cmdline()[:3])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for sock in sockets:
+            if sock.status == psutil.CONN_LISTEN:
+                found.setdefault(name, set()).add(f"{sock.laddr.ip}:{sock.laddr.port}")
+    return found
+
+
 def _submit_the_form(url: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -101,6 +119,18 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
             targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()
             scraped = {t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
             assert f"http://127.0.0.1:{ports['api']}/metrics" in scraped
+        # Nothing listens beyond this machine, and Airflow wants a login.
+        listening = _listening_addresses(process.pid)
+        assert listening, "no listening socket found: the check would prove nothing"
+        exposed = {
+            name: sorted(a for a in addresses if a.rsplit(":", 1)[0] not in ("127.0.0.1", "::1"))
+            for name, addresses in listening.items()
+        }
+        assert {name: a for name, a in exposed.items() if a} == {}, listening
+        airflow = f"http://127.0.0.1:{ports['airflow']}"
+        assert httpx.get(f"{airflow}/api/v2/dags", timeout=10).status_code == 401
+        wrong = httpx.post(f"{airflow}/auth/token", json={"username": "admin", "password": "x"})
+        assert wrong.status_code == 401
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:
