@@ -41,8 +41,29 @@ $(STAMP): pyproject.toml $(LOCK) | $(UV)
 venv: $(STAMP) ## Create .venv and install the package with the locked dependencies
 
 .PHONY: lock
-lock: | $(UV) ## Re-resolve requirements/lock.txt from pyproject.toml
+lock: | $(UV) ## Re-resolve requirements/lock.txt from pyproject.toml (then each image's set)
 	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 -o $(LOCK)
+	$(MAKE) --no-print-directory requirements
+
+# Each image's pinned set (requirements file=extras): the lock's versions for exactly the
+# packages those extras need on Linux, so an image installs no more than its component uses.
+IMAGE_REQUIREMENTS := \
+  airflow/requirements.txt=airflow,train \
+  app/requirements.txt=api \
+  mlflow/requirements.txt=tracking \
+  streamlit/requirements.txt=ui \
+  locust/requirements-locust.txt=load \
+  jupyter/requirements.txt=train,jupyter
+
+.PHONY: requirements
+requirements: | $(UV) ## Regenerate each image's pinned requirements file from the lock
+	@set -e; for pair in $(IMAGE_REQUIREMENTS); do \
+	  out=$${pair%%=*}; extras=$${pair#*=}; \
+	  $(UV) pip compile pyproject.toml --quiet $$(printf -- '--extra %s ' $${extras//,/ }) \
+	    -c $(LOCK) --python-version 3.11 --python-platform linux \
+	    --custom-compile-command 'make requirements' -o $$out; \
+	  echo "$$out: $$(grep -c '^[a-zA-Z0-9]' $$out) pins (extras $$extras)"; \
+	done
 
 .PHONY: run
 run: venv ## Set up and run the embedded local mode end to end (Airflow UI on :8080)
