@@ -113,6 +113,56 @@ load: venv ## Load-test the API at API_URL with Locust (LOAD_* settings); report
 	fi; \
 	exit $$code
 
+# --- Container images (docs/deployment.md). REGISTRY and TAG default to .env's values, as
+# in Compose; `make images REGISTRY=... TAG=...` overrides them.
+env_value = $(shell sed -n 's/^$(1)=//p' .env 2>/dev/null | tail -n 1)
+ifeq ($(origin REGISTRY),undefined)
+REGISTRY := $(or $(call env_value,REGISTRY),readmission)
+endif
+ifeq ($(origin TAG),undefined)
+TAG := $(or $(call env_value,TAG),0.1.0)
+endif
+DOCKER ?= docker
+# image name=Dockerfile; each is built with the repository root as context.
+IMAGES := \
+  airflow=airflow/Dockerfile \
+  fastapi=app/Dockerfile \
+  mlflow=mlflow/Dockerfile \
+  streamlit=streamlit/Dockerfile \
+  locust=locust/Dockerfile \
+  jupyter=jupyter/dockerfile \
+  postgres=initdb/Dockerfile
+image_name = $(firstword $(subst =, ,$(1)))
+image_file = $(lastword $(subst =, ,$(1)))
+image_ref = $(REGISTRY)/$(call image_name,$(1))-mlops-p3:$(TAG)
+define newline
+
+
+endef
+
+.PHONY: docker-check
+docker-check:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make: '$(DOCKER)' is not installed; \
+	install Docker (docs.docker.com/get-docker) to build or push the images" >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make: no Docker engine answers ('$(DOCKER) \
+	info' failed): start the Docker daemon, or point DOCKER_HOST at one" >&2; exit 1; }
+
+.PHONY: images
+images: docker-check ## Build the seven images as REGISTRY/<name>-mlops-p3:TAG (.env)
+	$(foreach i,$(IMAGES),$(DOCKER) build -f $(call image_file,$(i)) -t $(call image_ref,$(i)) .$(newline))
+
+.PHONY: push
+push: docker-check ## Push the seven images to REGISTRY (build them first: make images)
+	$(foreach i,$(IMAGES),$(DOCKER) push $(call image_ref,$(i))$(newline))
+
+.PHONY: image-names
+image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
+	@printf '%s\n' $(foreach i,$(IMAGES),$(call image_ref,$(i)))
+
+.PHONY: hadolint
+hadolint: venv ## Lint the seven Dockerfiles with hadolint
+	$(BIN)/hadolint $(foreach i,$(IMAGES),$(call image_file,$(i)))
+
 .PHONY: clean-state
 clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)
 	rm -rf .local
