@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 from pydantic import Field, create_model
@@ -23,7 +24,7 @@ from readmission.api.model_store import ModelStore
 from readmission.api.prediction_log import PredictionLog
 from readmission.api.predictor import Predictor
 from readmission.api.routes import health, model, predict
-from readmission.api.schemas import EXAMPLE, Encounter
+from readmission.api.schemas import EXAMPLE, Encounter, Message
 from readmission.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(predict.batch_route(batch))
-    app.include_router(model.router)
+    # Documented here rather than per route: every /model route answers 503 with a `detail`
+    # when no model is loaded or the registry cannot be reached.
+    app.include_router(model.router, responses={
+        503: {"model": Message, "description": "No model loaded, or the registry is unreachable"},
+    })  # fmt: skip
     errors.install(app)
     app.add_middleware(errors.BodySizeLimit, limit=settings.max_body_bytes)
     instrumentator = Instrumentator(
@@ -117,5 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                        registry=metrics.registry))  # fmt: skip
     instrumentator.add(instrumentator_metrics.latency(
         metric_namespace="api", buckets=LATENCY_BUCKETS, registry=metrics.registry))  # fmt: skip
-    instrumentator.instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    instrumentator.instrument(app).expose(
+        app, endpoint="/metrics", tags=["monitoring"], summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text exposition format",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )  # fmt: skip
     return app

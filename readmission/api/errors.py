@@ -1,17 +1,23 @@
 """How the API refuses: every bad request is a 4xx naming the field and the reason.
 
-Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`; a body over
-the size limit is a 413 before it is read; an unexpected error is a 500 without a trace.
+Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`, a body that
+cannot be read as JSON too (not UTF-8, nested too deeply); a body over the size limit is a
+413, whether its Content-Length says so or it streams past the limit; an unexpected error
+is a 500 without a trace.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from readmission.api.predictor import NoModelError
@@ -24,19 +30,32 @@ NO_MODEL = (
 )
 
 
+def _printable(text: str) -> str:
+    """Lone surrogates (JSON allows "\\ud800") cannot be encoded as UTF-8: replaced."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _shown(value: Any) -> Any:
     """The offending input, shortened so an error never echoes megabytes; always JSON-able."""
     if isinstance(value, bytes | bytearray):
         value = bytes(value[:200]).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        value = _printable(value)
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)
     if isinstance(value, str) and len(value) > 80:
         return value[:80] + f"... ({len(value):,} characters)"
-    if isinstance(value, dict | list) and len(str(value)) > 200:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    if value is None or isinstance(value, bool | int | float | str | dict | list):
+    if isinstance(value, dict | list):
+        try:
+            shown = json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError, RecursionError):  # NaN inside, a lone surrogate...
+            shown = None
+        if shown is None or len(shown) > 200:
+            return f"<{type(value).__name__} of {len(value)} items>"
         return value
-    return str(value)[:80]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return _printable(str(value)[:80])
 
 
 def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -58,8 +77,18 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
         elif kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
             reason = "must be a JSON object"
         reason = reason.removeprefix("Value error, ")
-        out.append({"field": field, "reason": reason, "input": _shown(error.get("input"))})
+        out.append({"field": _printable(field), "reason": _printable(reason),
+                    "input": _shown(error.get("input"))})  # fmt: skip
     return out
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body (it says only "error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"invalid JSON: the body is not UTF-8 text (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "invalid JSON: nested too deeply"
+    return "invalid JSON: the body cannot be parsed"
 
 
 class BodySizeLimit:
@@ -78,7 +107,7 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
-        refused = False
+        refused = started = False
 
         async def counted() -> Message:
             nonlocal received, refused
@@ -90,9 +119,18 @@ class BodySizeLimit:
                     raise _TooLargeError
             return message
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLargeError:
+        async def guarded(message: Message) -> None:
+            # FastAPI turns the error raised while it reads the body into its own 400
+            # answer: once the body is refused, the app's answer is dropped for the 413.
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_TooLargeError):
+            await self.app(scope, counted, guarded)
+        if refused and not started:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
@@ -115,6 +153,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": problems(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # the body could not be read
+            problem = {"field": "body", "reason": _unreadable(exc.__cause__), "input": None}
+            return JSONResponse({"detail": [problem]}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(NoModelError)
     async def no_model(_request: Request, _exc: NoModelError) -> JSONResponse:

@@ -2,13 +2,19 @@
 
 A request carries one encounter keyed by the UCI column names (`A1Cresult`,
 `glyburide-metformin`, ...) or the spellings the original project's clients sent
-(`a1cresult`, `glyburide_metformin`). Missing values may be `null`, `"?"` or absent.
+(`a1cresult`, `glyburide_metformin`). Missing values may be `null`, `"?"`, `""` or absent.
 Values are checked here, so a bad one is a 422 naming the field and the reason; the
 accepted encounter is then cleaned by `readmission.cleaning.clean`, like the DAG's rows.
+
+The OpenAPI schema documents exactly what is accepted (categories and codes as enums, the
+ICD-9-CM shape as a pattern, the missing markers), and nothing else is: the schema is the
+contract that clients and the property-based fuzzing (tests/reliability) rely on. Unlike
+the raw file's cleaning, a request is not forgiven a wrong case or stray blanks.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -19,27 +25,40 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     create_model,
 )
 
 from readmission import schema
 from readmission.cleaning import icd9_chapter
 
-MISSING_TEXT = frozenset({"", schema.MISSING_MARKER})
+MISSING_TEXT = ("", schema.MISSING_MARKER)
 MAX_TEXT = 64  # longer than any category or code; a longer string is refused
+#: The ICD-9-CM codes `cleaning.icd9_chapter` places in a chapter, as the file writes them:
+#: 001-999 (leading zeros dropped) with up to 2 decimals, V01-V91 with up to 2, E800-E999
+#: with 1. No lookarounds, so that every JSON Schema tool (and Hypothesis) can use it.
+DIAGNOSIS_PATTERN = (
+    r"^(?:(?:[1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9])(?:\.[0-9]{1,2})?"
+    r"|V(?:0[1-9]|[1-8][0-9]|9[01])(?:\.[0-9]{1,2})?|E[89][0-9]{2}(?:\.[0-9])?)$"
+)
+_DIAGNOSIS = re.compile(DIAGNOSIS_PATTERN)
+_MISSING_SCHEMA = {"type": "string", "enum": list(MISSING_TEXT)}
 
 
 def _missing_to_none(value: Any) -> Any:
-    """`"?"` (the raw file's marker) and blank strings mean missing."""
-    if isinstance(value, str) and value.strip() in MISSING_TEXT:
+    """`"?"` (the raw file's marker) and the empty string mean missing."""
+    if isinstance(value, str) and value in MISSING_TEXT:
         return None
     return value
 
 
 def _integer(value: Any) -> Any:
+    """JSON numbers only: a boolean or a string (`"3"`) is refused, not coerced."""
     value = _missing_to_none(value)
     if isinstance(value, bool):
         raise ValueError("must be an integer, not a boolean")
+    if isinstance(value, str):
+        raise ValueError("must be a valid integer, not a string")
     return value
 
 
@@ -50,20 +69,13 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _match(text: str) -> str:
-    return "".join(text.split()).lower()
-
-
 def _category_check(column: schema.Column):
-    canonical = {_match(c): c for c in column.categories}
+    known = frozenset(column.categories)
 
     def check(value: str | None) -> str | None:
-        if value is None:
-            return None
-        found = canonical.get(_match(value))
-        if found is None:
+        if value is not None and value not in known:
             raise ValueError(f"must be one of {', '.join(column.categories)}")
-        return found
+        return value
 
     return check
 
@@ -78,9 +90,15 @@ def _code_check(column: schema.Column):
 
 
 def _diagnosis_check(value: str | None) -> str | None:
-    if value is not None and icd9_chapter(value) is None:
+    # Python's `re.search`, as JSON Schema tools written in Python read the pattern
+    if value is not None and (_DIAGNOSIS.search(value) is None or icd9_chapter(value) is None):
         raise ValueError("must be an ICD-9-CM code such as 428, 250.83, V57 or E885")
     return value
+
+
+def _documented(*accepted: dict[str, Any]) -> WithJsonSchema:
+    """The field's JSON schema: what it accepts, the missing markers and null included."""
+    return WithJsonSchema({"anyOf": [*accepted, _MISSING_SCHEMA, {"type": "null"}]})
 
 
 def _field_type(column: schema.Column) -> Any:
@@ -92,16 +110,27 @@ def _field_type(column: schema.Column) -> Any:
     described = Field(default=None, description=column.description)
     if column.kind is schema.Kind.COUNT:
         bounded = Annotated[int, Field(ge=column.minimum, le=column.maximum)]
-        return Annotated[bounded | None, BeforeValidator(_integer), described]
+        documented = _documented({"type": "integer", "minimum": column.minimum,
+                                  "maximum": column.maximum})  # fmt: skip
+        return Annotated[bounded | None, BeforeValidator(_integer), documented, described]
     if column.kind is schema.Kind.CODE:
         checked = AfterValidator(_code_check(column))
-        return Annotated[int | None, BeforeValidator(_integer), checked, described]
+        documented = _documented({"type": "integer", "enum": sorted(column.codes)})
+        return Annotated[int | None, BeforeValidator(_integer), checked, documented, described]
     if column.kind is schema.Kind.IDENTIFIER:
         bounded = Annotated[int, Field(ge=0, le=2**53)]
-        return Annotated[bounded | None, BeforeValidator(_integer), described]
-    checker = _diagnosis_check if column.kind is schema.Kind.DIAGNOSIS else _category_check(column)
+        documented = _documented({"type": "integer", "minimum": 0, "maximum": 2**53})
+        return Annotated[bounded | None, BeforeValidator(_integer), documented, described]
+    if column.kind is schema.Kind.DIAGNOSIS:
+        checker = _diagnosis_check
+        documented = _documented({"type": "string", "pattern": DIAGNOSIS_PATTERN,
+                                  "maxLength": MAX_TEXT})  # fmt: skip
+    else:
+        checker = _category_check(column)
+        documented = _documented({"type": "string", "enum": list(column.categories)})
     bounded = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-    return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), described]
+    return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), documented,
+                     described]  # fmt: skip
 
 
 def _aliases(column: schema.Column) -> AliasChoices:
