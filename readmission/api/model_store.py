@@ -49,6 +49,11 @@ class RegistryStatus:
     checked_at: str | None = None
     message: str = "not checked yet"
 
+    def to_dict(self) -> dict:
+        """What /model and a 503 from /ready report about the registry."""
+        return {"reachable": self.reachable, "checked_at": self.checked_at,
+                "message": self.message}  # fmt: skip
+
 
 class ModelStore:
     """Holds the Production model and swaps in a newly promoted one."""

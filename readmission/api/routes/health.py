@@ -20,6 +20,7 @@ async def health() -> dict[str, str]:
             responses={503: {"description": "No model loaded"}})  # fmt: skip
 async def ready(services: ServicesDep) -> JSONResponse:
     loaded = services.store.current
-    if loaded is None:
-        return JSONResponse({"detail": NO_MODEL}, status_code=503)
+    if loaded is None:  # says why: nothing promoted yet, or the registry unreachable
+        return JSONResponse({"detail": NO_MODEL, "registry": services.store.status.to_dict()},
+                            status_code=503)  # fmt: skip
     return JSONResponse({"status": "ready", "model": loaded.ref})

@@ -15,9 +15,7 @@ router = APIRouter(tags=["model"])
 
 
 def _registry_status(services) -> dict:
-    status = services.store.status
-    return {"reachable": status.reachable, "checked_at": status.checked_at,
-            "message": status.message}  # fmt: skip
+    return services.store.status.to_dict()
 
 
 @router.get("/model", summary="The model in service, its metrics, when it was loaded")
