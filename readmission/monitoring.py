@@ -40,6 +40,9 @@ class Mode:
     api_target: str
     prometheus_target: str
     rules: str
+    #: A DNS name whose A records are the API's pods, one target each (Kubernetes: a
+    #: headless Service). Unset: the one static target `api_target`.
+    api_pods_dns: str | None = None
 
 
 # Compose and Kubernetes: the API is the service `fast-api` (a Compose service, or a Service
@@ -48,7 +51,12 @@ class Mode:
 # the checkout by absolute path.
 MODES: dict[str, Mode] = {
     "compose": Mode(f"{API_JOB}:8989", "localhost:9090", "prometheus/alerts.yml"),
-    "kubernetes": Mode(f"{API_JOB}:8989", "localhost:9090", "prometheus/alerts.yml"),
+    # Behind the Service fast-api, each scrape would reach whichever replica the Service
+    # picks, and counters would jump between pods; the headless Service fast-api-pods
+    # (kompose/base) resolves to every ready pod, each scraped as its own instance.
+    "kubernetes": Mode(
+        f"{API_JOB}:8989", "localhost:9090", "prometheus/alerts.yml", f"{API_JOB}-pods"
+    ),
     "local": Mode("127.0.0.1:8989", "127.0.0.1:9090", str(RULES_FILE)),
 }
 
@@ -58,8 +66,9 @@ _PROMETHEUS_TEMPLATE = """\
 # readmission/monitoring.py; do not edit by hand (tests/monitoring compares the two).
 #
 # One template, rendered per deployment mode, rather than file-based service discovery:
-# the modes differ not only in the API's address (fast-api:8989, a Compose service or a
-# Kubernetes Service in the same namespace; 127.0.0.1:$API_PORT in local mode) but also in
+# the modes differ not only in how the API is found (fast-api:8989, a Compose service; in
+# Kubernetes each pod behind the headless Service fast-api-pods, through DNS discovery;
+# 127.0.0.1:$API_PORT in local mode) but also in
 # Prometheus's own address and in where the rules file is, and the local port is only known
 # at start-up, so a file per mode would have to be written then anyway. Rendering keeps the
 # scrape and rule settings in one place and lets promtool check each mode's whole file.
@@ -83,8 +92,7 @@ scrape_configs:
   # The inference API (app/, readmission.api): the original project's job name.
   - job_name: {api_job}
     metrics_path: /metrics
-    static_configs:
-      - targets: ["{api_target}"]
+{api_discovery}
 
   # Prometheus itself.
   - job_name: {prometheus_job}
@@ -112,8 +120,18 @@ def render_prometheus(
     rules = str(rules or defaults.rules)
     if '"' in rules or "\n" in rules:
         raise ValueError(f"unusable rules path {rules!r}")
+    if defaults.api_pods_dns and api_target == defaults.api_target:
+        port = api_target.rsplit(":", 1)[1]
+        api_discovery = (
+            f"    # Each API pod: an A record of the headless Service {defaults.api_pods_dns}.\n"
+            f"    dns_sd_configs:\n"
+            f'      - names: ["{defaults.api_pods_dns}"]\n'
+            f"        type: A\n        port: {port}\n        refresh_interval: 15s"
+        )
+    else:
+        api_discovery = f'    static_configs:\n      - targets: ["{api_target}"]'
     return _PROMETHEUS_TEMPLATE.format(
-        mode=mode, api_target=api_target, prometheus_target=prometheus_target, rules=rules,
+        mode=mode, api_discovery=api_discovery, prometheus_target=prometheus_target, rules=rules,
         scrape_interval=scrape_interval, api_job=API_JOB, prometheus_job=PROMETHEUS_JOB,
     )  # fmt: skip
 

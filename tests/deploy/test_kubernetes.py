@@ -62,6 +62,8 @@ WRITABLE_ROOT = {
     "airflow-db-migrate",
     "wait-for-migrations",
 }
+#: Headless Services (no NodePort) and the Deployment whose pods they list.
+HEADLESS = {"fast-api-pods": "fast-api"}
 NEW_NODEPORTS = {"airflow-apiserver": [30880]}  # the overlay's, not in the hybrid table
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY")
 VAR_REF = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")
@@ -242,7 +244,7 @@ def test_base_renders_the_whole_hybrid_deployment(base: list[dict]) -> None:
     workloads = {"mlops-postgres", "minio", "mlflow", "fast-api", "streamlit", "locust",
                  "prometheus", "grafana", "jupyter"}  # fmt: skip
     assert set(_by_kind(base, "Deployment")) == workloads
-    assert set(_by_kind(base, "Service")) == workloads
+    assert set(_by_kind(base, "Service")) == workloads | HEADLESS.keys()
     assert set(_by_kind(base, "Job")) == {"minio-init"}
     assert set(_by_kind(base, "PersistentVolumeClaim")) == {
         "mlops-postgres-data", "minio-data", "prometheus-data"}  # fmt: skip
@@ -318,6 +320,8 @@ def test_nodeports_and_container_ports_match_the_contract(
     deployments = _by_kind(rendered, "Deployment")
     seen_nodeports = []
     for name, service in services.items():
+        if name in HEADLESS:
+            continue  # test_the_api_pods_are_scraped_one_by_one
         row = services_table[name]
         container_ports = _numbers(row["container port"])
         nodeports = NEW_NODEPORTS.get(name) or _numbers(row["NodePort (Kubernetes)"])
@@ -475,9 +479,24 @@ def test_fast_api_scales_out(base: list[dict]) -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_the_api_pods_are_scraped_one_by_one(rendered: list[dict]) -> None:
+    """Prometheus resolves the headless Service to every API pod (dns_sd_configs): through
+    the Service fast-api each scrape would hit one replica at random."""
+    service = _by_kind(rendered, "Service")["fast-api-pods"]
+    assert service["spec"]["clusterIP"] == "None"
+    assert [p["port"] for p in service["spec"]["ports"]] == [8989]
+    config = yaml.safe_load((KOMPOSE / "base" / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "fast-api")
+    assert job["dns_sd_configs"] == [
+        {"names": ["fast-api-pods"], "type": "A", "port": 8989, "refresh_interval": "15s"}
+    ]
+    assert "static_configs" not in job
+
+
 def test_service_selectors_match_one_deployment(rendered: list[dict]) -> None:
     deployments = _by_kind(rendered, "Deployment")
-    for name, service in _by_kind(rendered, "Service").items():
+    for service_name, service in _by_kind(rendered, "Service").items():
+        name = HEADLESS.get(service_name, service_name)
         selector = service["spec"]["selector"]
         matching = [
             d for d, obj in deployments.items()

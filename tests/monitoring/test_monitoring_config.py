@@ -44,10 +44,18 @@ def test_committed_dashboard_is_the_builders_output():
     )
 
 
+def _targets(job: dict) -> list[str]:
+    """A job's static targets, or its DNS discovery spelled `dns TYPE NAME:PORT`."""
+    if "dns_sd_configs" in job:
+        (dns,) = job["dns_sd_configs"]
+        return [f"dns {dns['type']} {name}:{dns['port']}" for name in dns["names"]]
+    return job["static_configs"][0]["targets"]
+
+
 @pytest.mark.parametrize(
     ("mode", "api_target", "prometheus_target"),
     [("compose", "fast-api:8989", "localhost:9090"),
-     ("kubernetes", "fast-api:8989", "localhost:9090"),
+     ("kubernetes", "dns A fast-api-pods:8989", "localhost:9090"),
      ("local", "127.0.0.1:8989", "127.0.0.1:9090")],
 )  # fmt: skip
 def test_each_mode_scrapes_its_api_every_5_seconds_and_loads_the_rules(
@@ -56,8 +64,7 @@ def test_each_mode_scrapes_its_api_every_5_seconds_and_loads_the_rules(
     config = yaml.safe_load(monitoring.render_prometheus(mode))
     assert config["global"]["scrape_interval"] == "5s"
     assert config["global"]["external_labels"] == {"deployment": mode}
-    jobs = {job["job_name"]: job["static_configs"][0]["targets"]
-            for job in config["scrape_configs"]}  # fmt: skip
+    jobs = {job["job_name"]: _targets(job) for job in config["scrape_configs"]}
     assert jobs == {"fast-api": [api_target], "prometheus": [prometheus_target]}
     (rules,) = config["rule_files"]
     assert rules.endswith("prometheus/alerts.yml")
