@@ -45,6 +45,9 @@ lock: | $(UV) ## Re-resolve requirements/lock.txt from pyproject.toml (then each
 	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 -o $(LOCK)
 	$(MAKE) --no-print-directory requirements
 
+# The images' Python (their python:<version>-slim-bookworm base): the lock has entries
+# that differ by patch release (e.g. soupsieve for < 3.11.5).
+IMAGE_PYTHON := 3.11.16
 # Each image's pinned set (requirements file=extras): the lock's versions for exactly the
 # packages those extras need on Linux, so an image installs no more than its component uses.
 IMAGE_REQUIREMENTS := \
@@ -60,7 +63,7 @@ requirements: | $(UV) ## Regenerate each image's pinned requirements file from t
 	@set -e; for pair in $(IMAGE_REQUIREMENTS); do \
 	  out=$${pair%%=*}; extras=$${pair#*=}; \
 	  $(UV) pip compile pyproject.toml --quiet $$(printf -- '--extra %s ' $${extras//,/ }) \
-	    -c $(LOCK) --python-version 3.11 --python-platform linux \
+	    -c $(LOCK) --python-version $(IMAGE_PYTHON) --python-platform linux \
 	    --custom-compile-command 'make requirements' -o $$out; \
 	  echo "$$out: $$(grep -c '^[a-zA-Z0-9]' $$out) pins (extras $$extras)"; \
 	done
