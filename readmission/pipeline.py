@@ -112,13 +112,16 @@ def train_candidate(family: str, profile: str | None = None, run_id: str | None 
 
 def promote_best(candidates: list[dict], run_id: str | None = None,
                  settings: Settings | None = None) -> dict:  # fmt: skip
-    """Register the best candidate and promote it if it beats the Production model."""
+    """Register the best candidate and promote it if it beats the Production model; under
+    the store's promotion lock, so concurrent training runs cannot both promote."""
     from readmission import training
 
     settings = settings or get_settings()
     _tracking(settings)
-    data = training.load_training_data(engine(settings))
-    return training.promote_best(candidates, data, {"orchestrator_run_id": run_id or "cli"})
+    store = engine(settings)
+    data = training.load_training_data(store)
+    return training.promote_best(candidates, data, {"orchestrator_run_id": run_id or "cli"},
+                                 lock=training.promotion_lock(store))  # fmt: skip
 
 
 def train_and_promote(families: list[str] | None = None, profile: str | None = None,

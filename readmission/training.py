@@ -15,10 +15,12 @@ classes the platform actually serves. ROC-AUC of `<30` and log-loss are reported
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -241,17 +243,82 @@ def _log_bytes(content: bytes, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
-def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str]) -> dict:
+#: Advisory-lock key of promotions on PostgreSQL (any constant shared by every trainer).
+PROMOTION_LOCK_KEY = 0x5EAD_0001
+PROMOTION_LOCK_TIMEOUT_SECONDS = 900.0
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    engine: Engine, timeout: float = PROMOTION_LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
+    """Hold the platform-wide promotion lock: one trainer at a time reads the champion,
+    compares and moves the alias.
+
+    Why a lock in the data store and not in MLflow: the registry's API has no conditional
+    update (an alias is set unconditionally, last writer wins), so two trainers that both
+    read champion v1 would both promote, and the slower, possibly worse one would stay in
+    Production. A lock record kept in the registry (say a registered model used as a
+    mutex) would stay held forever by a trainer killed while holding it. Every trainer
+    already shares the data store (it reads its training data there), and its locks die
+    with their holder: on PostgreSQL a session advisory lock (released when the connection
+    closes), on the embedded SQLite store an `flock` on a file beside the database (released
+    when the process exits). Trainers with separate data stores are not serialized.
+    """
+    deadline = time.monotonic() + timeout
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            while not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:key)"),
+                                  {"key": PROMOTION_LOCK_KEY}):  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"promotion lock still held after {timeout:.0f} s")
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                conn.scalar(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": PROMOTION_LOCK_KEY})
+                conn.commit()
+        return
+    import fcntl
+
+    path = Path(engine.url.database).with_name("promotion.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    message = f"promotion lock {path} still held after {timeout:.0f} s"
+                    raise TimeoutError(message) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str],
+                 lock: contextlib.AbstractContextManager | None = None) -> dict:  # fmt: skip
     """Register the best candidate; promote it only if it beats the current champion.
 
     The champion is re-scored on the current valid split, the one the candidates were
     judged on, so both scores compare like with like. Equal or worse is never promoted;
     a first model always is. Retrying is safe: a run registered before is not again.
+    With `lock` (see `promotion_lock`), reading the champion, the decision and the
+    promotion happen under it, so concurrent trainers decide one after the other, each
+    against the champion the previous one left.
     """
     best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
     version = registry.version_of_run(best["run_id"]) or registry.register(
         best["model_uri"], tags={**tags, "family": best["family"], "run_id": best["run_id"]}
     )
+    with lock or contextlib.nullcontext():
+        return _decide(best, version, data)
+
+
+def _decide(best: dict, version, data: TrainingData) -> dict:
     current = registry.champion()
     champion_score = None
     if current is not None and current.version != version.version:

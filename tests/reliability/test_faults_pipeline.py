@@ -1,0 +1,292 @@
+"""Faults injected into the pipeline's real processes.
+
+- The CLI's raw load and cleaning run (`python -m readmission load-raw` / `clean`, real
+  subprocesses against a real PostgreSQL) are killed with SIGKILL once some rows are in,
+  then run again: every row of the file is stored exactly once and the control tables
+  agree with the rows.
+- Two trainers promote at the same time against one MLflow server (`mlflow server`
+  subprocess): exactly one Production model at the end, and it is the best candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from readmission import dataset, db, pipeline, registry, synthetic, training
+from readmission.settings import Settings, get_settings
+from tests.support.processes import PROJECT_ROOT, MlflowServer
+from tests.support.served import build_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+ROWS = 12_000
+BATCH = 150  # small batches: the kill lands among many committed transactions
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return synthetic.write_csv(synthetic.encounters(ROWS, seed=11),
+                               tmp_path_factory.mktemp("source") / "encounters.csv.gz")  # fmt: skip
+
+
+def cli_env(csv: Path, database_url: str, state: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DIABETES_CSV": str(csv),
+        "DIABETES_CSV_SHA256": dataset.sha256_of(csv),
+        "DATA_DATABASE_URL": database_url,
+        "READMISSION_STATE_DIR": str(state),
+        "RAW_BATCH_SIZE": str(BATCH),
+        "RAW_LOAD_WORKERS": "2",
+    }
+
+
+def count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(sa.func.count()).select_from(table))
+
+
+def kill_when(command: str, env: dict[str, str], engine: sa.Engine, table: sa.Table,
+              log: Path) -> int:  # fmt: skip
+    """Run `python -m readmission <command>`; SIGKILL it as soon as `table` has rows.
+    Returns the rows found right after the kill."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "readmission", command],
+            env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while count(engine, table) == 0:
+                assert process.poll() is None, f"{command} ended first:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"{command} stored nothing in 120 s"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(30)
+    assert process.returncode == -signal.SIGKILL
+    return count(engine, table)
+
+
+def run_to_end(command: str, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "readmission", command],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def file_ids(csv: Path) -> list[int]:
+    return sorted(pd.read_csv(csv, usecols=["encounter_id"])["encounter_id"].tolist())
+
+
+def test_a_raw_load_killed_mid_run_and_run_again_stores_every_row_once(
+    source, postgres_url, tmp_path
+):
+    engine = db.make_engine(postgres_url)
+    db.create_tables(engine)
+    env = cli_env(source, postgres_url, tmp_path / "state")
+    stored = kill_when("load-raw", env, engine, db.raw_encounters, tmp_path / "load.log")
+    assert 0 < stored < ROWS, f"the kill did not land mid-run ({stored} of {ROWS} rows)"
+    run_to_end("load-raw", env)
+
+    raw, batches = db.raw_encounters, db.raw_batches
+    with engine.connect() as conn:
+        ids = sorted(conn.scalars(sa.select(raw.c.encounter_id)))
+        per_batch = dict(conn.execute(
+            sa.select(raw.c.batch_id, sa.func.count()).group_by(raw.c.batch_id)).all())  # fmt: skip
+        control = pd.read_sql(sa.select(batches), conn).set_index("batch_id").sort_index()
+        quarantined = conn.scalar(sa.select(sa.func.count()).select_from(db.raw_quarantine))
+    engine.dispose()
+    assert ids == file_ids(source), "a row is missing or stored twice"
+    assert quarantined == 0
+    expected_batches = -(-ROWS // BATCH)
+    assert list(control.index) == list(range(expected_batches))
+    assert control["rows_read"].sum() == ROWS
+    assert (control["rows_already_present"] == 0).all()
+    # each batch's control row describes exactly the rows stored under it
+    assert control["rows_inserted"].to_dict() == per_batch
+
+
+def test_a_cleaning_run_killed_mid_run_and_run_again_cleans_every_row_once(
+    source, postgres_url, tmp_path
+):
+    settings = Settings(DIABETES_CSV=source, DIABETES_CSV_SHA256=dataset.sha256_of(source),
+                        DATA_DATABASE_URL=postgres_url, READMISSION_STATE_DIR=tmp_path / "state",
+                        RAW_BATCH_SIZE=5_000)  # fmt: skip
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
+    engine = db.make_engine(postgres_url)
+    env = cli_env(source, postgres_url, tmp_path / "state")  # cleans BATCH rows a transaction
+    cleaned = kill_when("clean", env, engine, db.clean_encounters, tmp_path / "clean.log")
+    assert 0 < cleaned < ROWS, f"the kill did not land mid-run ({cleaned} of {ROWS} rows)"
+    run_to_end("clean", env)
+
+    clean = db.clean_encounters
+    with engine.connect() as conn:
+        ids = sorted(conn.scalars(sa.select(clean.c.encounter_id)))
+        raw_ids = sorted(conn.scalars(sa.select(db.raw_encounters.c.encounter_id)))
+        recorded = conn.scalar(sa.select(sa.func.sum(db.clean_runs.c.rows_cleaned)))
+    engine.dispose()
+    assert raw_ids == file_ids(source)
+    assert ids == raw_ids, "a row is missing from clean_data or cleaned twice"
+    assert recorded == ROWS  # the run log counts each committed chunk once
+
+
+# --- two trainers promoting at once ---------------------------------------------------------
+
+RACER = """
+import json, sys, time
+from pathlib import Path
+
+from readmission import pipeline, training
+
+candidates, delay, go = json.loads(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+scored = training.score
+
+
+def slow_score(*args, **kwargs):
+    # widens the window between reading the champion and moving the alias, where two
+    # unsynchronized trainers would both decide against the same champion
+    value = scored(*args, **kwargs)
+    time.sleep(delay)
+    return value
+
+
+training.score = slow_score
+while not go.exists():
+    time.sleep(0.01)
+print(json.dumps(pipeline.promote_best(candidates), default=str))
+"""
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[MlflowServer]:
+    """A real MLflow server; this process's MLflow globals point at it, restored afterwards."""
+    from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), template=mlflow_empty_store)
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                     "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
+            patch.setenv(name, "")
+            patch.delenv(name)
+        patch.setattr(_tracking_service.utils, "_tracking_uri", None)
+        patch.setattr(_model_registry.utils, "_registry_uri", None)
+        patch.setattr(fluent, "_active_experiment_id", None)
+        patch.setenv("MLFLOW_TRACKING_URI", server.url)
+        registry.use_tracking(server.url)
+        registry.ensure_experiment()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory, tracking_server) -> tuple[Settings, list[dict]]:
+    """A synthetic store and one logged candidate per family, worst first."""
+    settings = build_store(tmp_path_factory.mktemp("store"), tracking_server.url, rows=1_500)
+    get_settings.cache_clear()
+    logged = [pipeline.train_candidate(family, "quick", settings=settings)
+              for family in pipeline.model_families()]  # fmt: skip
+    logged.sort(key=lambda c: c[registry.PRIMARY_METRIC])
+    scores = [c[registry.PRIMARY_METRIC] for c in logged]
+    assert len(set(scores)) == len(scores), f"candidates tie, no order to check: {scores}"
+    return settings, logged
+
+
+def race(settings: Settings, racers: list[tuple[dict, float]], work: Path) -> list[dict]:
+    """Start one promoting process per (candidate, delay) and release them together."""
+    go = work / "go"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
+           "DATA_DATABASE_URL": settings.database_url,
+           "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+           "READMISSION_STATE_DIR": str(settings.state_dir)}  # fmt: skip
+    command = [sys.executable, "-c", RACER]
+    processes = [
+        subprocess.Popen([*command, json.dumps([candidate]), str(delay), str(go)], env=env,
+                         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for candidate, delay in racers
+    ]  # fmt: skip
+    time.sleep(8)  # both imported and waiting at the barrier (imports take seconds)
+    go.touch()
+    decisions = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        decisions.append(json.loads(out.strip().splitlines()[-1]))
+    return decisions
+
+
+def production_versions() -> list[str]:
+    return [v["version"] for v in registry.list_versions() if v["stage"] == "Production"]
+
+
+def test_two_trainers_promoting_at_once_leave_exactly_one_production_model_the_best(
+    candidates, tmp_path
+):
+    settings, (worst, middle, best) = candidates
+    first = pipeline.promote_best([worst], settings=settings)
+    assert first["promoted"]
+    # the better racer decides fast, the worse one slowly: without the lock both decide
+    # against the worst champion and the slower, worse one would move the alias last
+    decisions = race(settings, [(best, 0.2), (middle, 3.0)], tmp_path)
+    by_run = {d["run_id"]: d for d in decisions}
+    best_version = by_run[best["run_id"]]["version"]
+    champion = registry.champion()
+    assert champion.version == best_version, f"v{champion.version} serves, not the best"
+    assert production_versions() == [best_version], "not exactly one Production version"
+    # the decisions were taken one after the other: the second saw the first's result
+    against_first = [d for d in decisions if d["champion_version"] == first["version"]]
+    assert len(against_first) == 1, "both trainers decided against the same champion"
+    earlier = against_first[0]
+    (later,) = [d for d in decisions if d is not earlier]
+    assert earlier["promoted"]  # both candidates beat the worst one
+    assert later["champion_version"] == earlier["version"]
+    assert later["promoted"] == (later["run_id"] == best["run_id"])
+
+
+HOLDER = """
+import sys, time
+from readmission import db, training
+
+with training.promotion_lock(db.make_engine(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_promotion_lock_excludes_a_second_holder_and_dies_with_its_holder(store_url):
+    """The lock behind the race above, on both stores: a second trainer waits while one
+    holds it, and a trainer killed while holding it (SIGKILL) does not leave it held."""
+    engine = db.make_engine(store_url)
+    db.create_tables(engine)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, store_url], cwd=PROJECT_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError), training.promotion_lock(engine, timeout=1.0):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(30)
+    started = time.monotonic()
+    with training.promotion_lock(engine, timeout=10.0):
+        waited = time.monotonic() - started
+    assert waited < 5
+    engine.dispose()
