@@ -24,7 +24,7 @@ endif
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(BIN)/python:
@@ -144,7 +144,7 @@ define newline
 endef
 
 .PHONY: docker-check
-docker-check:
+docker-check: ## Check that docker and its engine answer (images and push run it first)
 	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make: '$(DOCKER)' is not installed; \
 	install Docker (docs.docker.com/get-docker) to build or push the images" >&2; exit 1; }
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make: no Docker engine answers ('$(DOCKER) \
@@ -165,6 +165,26 @@ image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
 .PHONY: hadolint
 hadolint: venv ## Lint the seven Dockerfiles with hadolint
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(call image_file,$(i)))
+
+.PHONY: data
+data: venv ## Put the verified data file in data/, which the containers mount (copy or UCI download)
+	$(BIN)/python -m readmission locate --into data
+
+.PHONY: k8s-secrets
+k8s-secrets: ## Write kompose/**/secrets/*.env (the Kubernetes Secrets) from .env, refusing weak passwords
+	python3 kompose/secrets_from_env.py
+
+.PHONY: k8s-sync
+k8s-sync: venv ## Refresh kompose/base's copies of the Prometheus config and rules and the Grafana files
+	$(BIN)/python -m readmission.monitoring render-prometheus --mode kubernetes \
+	  --out kompose/base/prometheus/prometheus.yml
+	cp prometheus/alerts.yml kompose/base/prometheus/alerts.yml
+	rm -rf kompose/base/grafana && mkdir -p kompose/base/grafana
+	cp -r grafana/provisioning grafana/dashboards kompose/base/grafana/
+
+.PHONY: k8s-apply
+k8s-apply: k8s-secrets ## Deploy the cluster side: kubectl apply -k kompose/
+	kubectl apply -k kompose/
 
 .PHONY: clean-state
 clean-state: ## Delete the local mode's state (.local: SQLite stores, Airflow home)

@@ -9,8 +9,10 @@ file; the process environment wins over the file, as with `docker compose`. Exam
 taken from the env file when set there (under the key itself or under the name after a colon,
 `<generate:AIRFLOW_FERNET_KEY>`, the name Compose reads), else kept from the secrets file
 already written, else drawn at random. A key missing from the env file stops the script,
-naming it; so does a password that is not URL-safe where it ends up in a connection URL.
-Values still holding `change-me` (the .env development defaults) are deployed with a warning.
+naming it; so does a password that is not URL-safe where it ends up in a connection URL,
+and one that readmission/credentials.py refuses (the rules of Compose's credentials check):
+a well-known default always; a development value of .env (`...change-me`) or one shorter
+than 12 characters unless the env file sets READMISSION_DEV_CREDENTIALS=true (then a warning).
 
 Standard library only: runs with any python3 >= 3.8, without the project's venv.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import os
 import re
 import secrets
@@ -89,15 +92,48 @@ def secret_values(example: Path, source: dict[str, str]) -> dict[str, str]:
     return values
 
 
+def credentials_rules():
+    """readmission/credentials.py, the rules `python -m readmission check-credentials`
+    applies in Compose: loaded by path from the checkout (standard library only, so this
+    script needs no venv), else from an installed `readmission`."""
+    path = KOMPOSE.parent / "readmission" / "credentials.py"
+    if path.is_file():
+        spec = importlib.util.spec_from_file_location("readmission_credentials", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        return module
+    try:
+        from readmission import credentials
+    except ImportError as exc:
+        raise SystemExit(f"cannot find readmission/credentials.py next to {KOMPOSE}") from exc
+    return credentials
+
+
+def check_credentials(source: dict[str, str], secrets_values: dict[str, str]) -> None:
+    """Refuse well-known passwords always, and development ones unless the env file sets
+    READMISSION_DEV_CREDENTIALS=true (then warn): the same rules as Compose."""
+    rules = credentials_rules()
+    keys = tuple(k for k in rules.SECRET_KEYS if k in secrets_values)
+    env = {**source, **secrets_values}
+    for problem in rules.problems(env, keys):
+        refused = problem in rules.refused(env, keys)
+        print(f"{'error' if refused else 'warning'}: {problem}", file=sys.stderr)
+    if rules.refused(env, keys):
+        raise SystemExit(
+            "refusing to write the Secrets: set real values in the env file (development "
+            f"values pass only with {rules.DEV_FLAG}=true)"
+        )
+
+
 def write_secrets(env_file: Path, root: Path = KOMPOSE) -> list[Path]:
     """Write every secrets/*.env under `root` from `env_file`; the paths written."""
     source = {**read_env_file(env_file), **os.environ}
+    examples = sorted(root.glob("**/secrets/*.env.example"))
+    planned = {example: secret_values(example, source) for example in examples}
+    check_credentials(source, {k: v for values in planned.values() for k, v in values.items()})
     written = []
-    for example in sorted(root.glob("**/secrets/*.env.example")):
-        values = secret_values(example, source)
-        for key, value in values.items():
-            if "change-me" in value:
-                print(f"warning: {key} is still a development value from .env", file=sys.stderr)
+    for example, values in planned.items():
         target = example.with_suffix("")
         target.write_text(
             f"# Written by kompose/secrets_from_env.py from {env_file.name}: never commit.\n"

@@ -63,6 +63,13 @@ def _cmd_model(args: argparse.Namespace) -> None:  # noqa: ARG001
     _print(described)
 
 
+def _cmd_check_credentials(args: argparse.Namespace) -> None:
+    from readmission import credentials
+
+    keys = tuple(args.key) if args.key else credentials.SECRET_KEYS
+    sys.exit(credentials.main(keys=keys))
+
+
 def _cmd_local(args: argparse.Namespace) -> None:
     from readmission import localstack
 
@@ -113,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="the Production model and its metrics")
     model.set_defaults(run=_cmd_model)
+
+    check = commands.add_parser(
+        "check-credentials",
+        help="refuse well-known or development passwords (READMISSION_DEV_CREDENTIALS=true allows"
+        " the development ones)",
+    )
+    check.add_argument("--key", action="append", help="check only this variable (repeatable)")
+    check.set_defaults(run=_cmd_check_credentials)
 
     local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
     local.add_argument(

@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
+from readmission import credentials
 from readmission.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +40,17 @@ OWN_IMAGE = re.compile(r"^(?P<registry>.+)/(?P<name>[a-z]+)-mlops-p3:(?P<tag>[^:
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET")
 #: Environment keys that are no setting of ours: read by a third-party program in the image.
 CONTAINER_KEYS = {"JUPYTER_TOKEN", "AIRFLOW_ADMIN_USER", "AIRFLOW_ADMIN_PASSWORD"}
+#: ... or what the credentials check reads (readmission/credentials.py).
+CONTAINER_KEYS |= {*credentials.SECRET_KEYS, *credentials.USER_KEYS, credentials.DEV_FLAG}
 CONTAINER_PREFIXES = ("AIRFLOW__",)
 #: Services that run our code and so may only be given our settings (or container keys).
 OWN_CODE = ("fast-api", "streamlit", "locust", "jupyter", "airflow-")
-ONE_SHOT = ("airflow-init", "minio-init")
+ONE_SHOT = ("airflow-init", "minio-init", "airflow-credentials", "credentials-check")
+#: The credentials check each runtime project runs before its services start.
+CREDENTIALS_CHECK = {
+    "docker-compose-airflow.yaml": ("airflow-credentials", ["mlops-postgres"]),
+    "docker-compose-resto-back.yaml": ("credentials-check", ["minio", "mlflow", "grafana"]),
+}
 #: Where each stateful service keeps its data: a named volume in every file it appears in.
 DATA_PATHS = {
     "mlops-postgres": "/var/lib/postgresql/data",
@@ -532,10 +540,10 @@ def test_every_documented_health_endpoint_is_probed():
     kube = services(KOMPOSE)
     for service, doc in documented().items():
         if doc.one_shot:
-            for name, spec in (
-                (runtime[service][0], runtime[service][1]),
-                (KOMPOSE, kube[service]),
-            ):
+            places = [(runtime[service][0], runtime[service][1])]
+            if doc.nodeports or service in kube:  # a cluster service (minio-init: a Job)
+                places.append((KOMPOSE, kube[service]))
+            for name, spec in places:
                 command = " ".join(spec.get("command") or [])
                 assert doc.one_shot in command, f"{name}: {service} does not make {doc.one_shot}"
             continue
@@ -687,3 +695,19 @@ def test_readme_port_table_matches_the_contract():
         assert tuple(numbers(row["container port"])) == doc.container, service
         assert tuple(numbers(row["host port (compose)"])) == doc.host, service
         assert tuple(numbers(row["nodeport (kubernetes)"])) == doc.nodeports, service
+
+
+@pytest.mark.parametrize("name", sorted(CREDENTIALS_CHECK))
+def test_no_password_is_used_before_the_credentials_check_passed(name):
+    """The services that hold the admin and database passwords wait for the check, which
+    gets every credential of .env (the three projects share it)."""
+    check, guarded = CREDENTIALS_CHECK[name]
+    spec = services(name)
+    command = spec[check]["command"]
+    assert command[-3:] == ["-m", "readmission", "check-credentials"], command
+    given = set(environment(spec[check]))
+    assert set(credentials.SECRET_KEYS) | {credentials.DEV_FLAG} <= given
+    for service in guarded:
+        condition = (spec[service].get("depends_on") or {}).get(check, {}).get("condition")
+        assert condition == "service_completed_successfully", f"{name}: {service}"
+    assert OWN_IMAGE.match(spec[check]["image"]), "the check runs our package"

@@ -591,3 +591,15 @@ def test_make_help_lists_the_image_targets():
     listed = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
     for target in ("images", "push", "image-names", "requirements", "hadolint"):
         assert re.search(rf"\b{target}\b", listed), target
+
+
+def test_make_help_lists_every_target():
+    """Every .PHONY target of the Makefile has a `## ` description, so `make help` shows it."""
+    phony = set()
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith(".PHONY:"):
+            phony.update(line.split(":", 1)[1].split())
+    listed = re.sub(r"\x1b\[[0-9;]*m", "", make("help").stdout)
+    shown = {line.split()[0] for line in listed.splitlines() if line.strip()}
+    assert {"run", "test", "images", "k8s-apply", "data"} <= phony
+    assert phony - shown == set(), "targets without a ## description"

@@ -229,6 +229,32 @@ def test_secrets_script_refuses_a_password_unfit_for_urls(tmp_path: Path) -> Non
         _load_script().write_secrets(tmp_path / ".env", root)
 
 
+@pytest.mark.parametrize(
+    ("replace", "by", "flag", "message"),
+    [
+        ("GF_SECURITY_ADMIN_PASSWORD=dev-grafana-change-me", "GF_SECURITY_ADMIN_PASSWORD=admin",
+         "true", "GF_SECURITY_ADMIN_PASSWORD: a well-known default password"),
+        ("MINIO_ROOT_PASSWORD=dev-minio-change-me", "MINIO_ROOT_PASSWORD=minioadmin",
+         "true", "MINIO_ROOT_PASSWORD: a well-known default password"),
+        ("READMISSION_DEV_CREDENTIALS=true", "READMISSION_DEV_CREDENTIALS=false",
+         "false", "POSTGRES_PASSWORD: the development value of .env"),
+    ],
+)  # fmt: skip
+def test_secrets_script_refuses_weak_credentials_and_writes_nothing(
+    tmp_path: Path, capsys, replace: str, by: str, flag: str, message: str
+) -> None:
+    root = tmp_path / "k"
+    shutil.copytree(BASE / "secrets", root / "secrets")
+    env = (ROOT / ".env").read_text()
+    assert replace in env
+    (tmp_path / ".env").write_text(env.replace(replace, by))
+    with pytest.raises(SystemExit, match="refusing to write the Secrets"):
+        _load_script().write_secrets(tmp_path / ".env", root)
+    assert message in capsys.readouterr().err
+    assert not list((root / "secrets").glob("*.env")), "nothing written"
+    assert f"READMISSION_DEV_CREDENTIALS={flag}" in (tmp_path / ".env").read_text()
+
+
 def test_no_secret_values_are_tracked_by_git() -> None:
     tracked = subprocess.run(
         ["git", "ls-files", "kompose"], cwd=ROOT, capture_output=True, text=True, check=True
