@@ -228,7 +228,15 @@ def read_header(path: Path) -> list[str]:
         except UnicodeDecodeError as exc:
             raise DatasetError(f"{path} is not UTF-8 text: {exc}") from exc
     header = [name.strip() for name in header]
-    schema.check_header(header)
+    if not set(header) & set(schema.COLUMN_NAMES):
+        raise schema.SchemaError(
+            f"{path}: the first line is not the UCI header (no column name of the schema in "
+            f"it; it starts {','.join(header[:3])[:60]!r}): the header row is missing"
+        )
+    try:
+        schema.check_header(header)
+    except schema.SchemaError as exc:
+        raise schema.SchemaError(f"{path}: {exc}") from None  # says which file
     return header
 
 

@@ -78,10 +78,19 @@ def batch_count(source: Source, batch_size: int) -> int:
     return math.ceil(source.rows / batch_size)
 
 
-def loaded_batches(engine: Engine) -> set[int]:
-    """Batch ids already recorded in `raw_data.batches`."""
+def loaded_batches(engine: Engine, source_sha256: str | None = None) -> set[int]:
+    """Batch ids already recorded in `raw_data.batches`; with `source_sha256`, only those
+    read from that version of the file.
+
+    A batch read from another version (a truncated copy, one whose rows were quarantined)
+    is thus read again once the right file is back: its rows already stored are skipped,
+    the missing ones added, so no row of the file is lost to an earlier bad copy.
+    """
+    query = sa.select(db.raw_batches.c.batch_id)
+    if source_sha256 is not None:
+        query = query.where(db.raw_batches.c.source_sha256 == source_sha256)
     with engine.connect() as conn:
-        return set(conn.scalars(sa.select(db.raw_batches.c.batch_id)))
+        return set(conn.scalars(query))
 
 
 def plan_batches(
@@ -89,7 +98,7 @@ def plan_batches(
 ) -> list[int]:
     """Batches of the file not loaded yet, in file order; at most `limit` if given (> 0)."""
     read_header(source.path)  # refuse a wrong header before anything is written
-    done = loaded_batches(engine)
+    done = loaded_batches(engine, source.sha256)
     pending = [b for b in range(batch_count(source, batch_size)) if b not in done]
     return pending[:limit] if limit else pending
 
@@ -254,7 +263,7 @@ def load_batches(
     With `workers` > 1 (PostgreSQL), that many batches are written at once, each on its own
     connection, as Airflow's mapped tasks do; SQLite has one writer, so it loads one by one.
     """
-    done = loaded_batches(engine)
+    done = loaded_batches(engine, source.sha256)
     reports = {b: BatchReport(b, 0, 0, 0, 0, skipped=True) for b in batch_ids if b in done}
     for batch_id in reports:
         log.info("batch %d already loaded, nothing to do", batch_id)
@@ -308,6 +317,11 @@ def _store_batch(
             "started_at": started,
             "finished_at": datetime.now(UTC),
         }
+        # the control row of this batch read from another version of the file, replaced
+        conn.execute(sa.delete(db.raw_batches).where(
+            db.raw_batches.c.batch_id == batch.batch_id,
+            db.raw_batches.c.source_sha256 != source.sha256,
+        ))  # fmt: skip
         recorded = db.insert_new(conn, db.raw_batches, pd.DataFrame([control]))
     if not recorded:  # a concurrent run loaded it first; our inserts added nothing new
         log.info("batch %d was loaded concurrently by another run", batch.batch_id)

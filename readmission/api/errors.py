@@ -72,11 +72,15 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
             reason = "a JSON object is required"
         elif kind == "extra_forbidden":
             reason = "unknown field"
-        elif kind == "model_attributes_type" and isinstance(error.get("input"), bytes | str):
+        elif kind == "model_attributes_type" and isinstance(error.get("input"), bytes):
             reason = "must be a JSON object sent with Content-Type: application/json"
         elif kind == "model_attributes_type" or (kind == "dict_type" and field == "body"):
             reason = "must be a JSON object"
+        elif kind == "string_unicode":
+            reason = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
         reason = reason.removeprefix("Value error, ")
+        if len(field) > 120:  # an unknown key of megabytes is named, not echoed
+            field = field[:120] + f"... ({len(field):,} characters)"
         out.append({"field": _printable(field), "reason": _printable(reason),
                     "input": _shown(error.get("input"))})  # fmt: skip
     return out
