@@ -166,6 +166,12 @@ image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
 hadolint: venv ## Lint the seven Dockerfiles with hadolint
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(call image_file,$(i)))
 
+AUDIT_FLAGS ?=
+.PHONY: audit
+audit: venv ## Check every locked package against known vulnerabilities (pip-audit; needs PyPI or OSV)
+	$(BIN)/pip-audit --requirement $(LOCK) --no-deps --disable-pip --strict \
+	  --progress-spinner off $(AUDIT_FLAGS)
+
 .PHONY: data
 data: venv ## Put the verified data file in data/, which the containers mount (copy or UCI download)
 	$(BIN)/python -m readmission locate --into data
