@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     })  # fmt: skip
     errors.install(app)
     app.add_middleware(errors.BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(errors.UnexpectedErrors)  # outside the size limit, inside the metrics
     instrumentator = Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics.registry
     )

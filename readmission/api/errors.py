@@ -3,7 +3,7 @@
 Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`, a body that
 cannot be read as JSON too (not UTF-8, nested too deeply); a body over the size limit is a
 413, whether its Content-Length says so or it streams past the limit; an unexpected error
-is a 500 without a trace.
+is a 500 without a trace (`UnexpectedErrors`).
 """
 
 from __future__ import annotations
@@ -143,6 +143,38 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_body, send)
 
 
+class UnexpectedErrors:
+    """An unexpected error is a 500 without a trace, and the connection stays usable.
+
+    Not an `exception_handler(Exception)`: Starlette re-raises after such a handler, and
+    uvicorn then closes the connection, so a client's next request on it (keep-alive) fails.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for an answer of our own
+                raise
+            response = JSONResponse({"detail": "internal error; it has been logged"},
+                                    status_code=500)  # fmt: skip
+            await response(scope, receive, send)
+
+
 class _TooLargeError(Exception):
     pass
 
@@ -168,8 +200,3 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NoModelError)
     async def no_model(_request: Request, _exc: NoModelError) -> JSONResponse:
         return JSONResponse({"detail": NO_MODEL}, status_code=503)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)

@@ -23,9 +23,11 @@ Decisions the table records:
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import socket
 import threading
+import time
 
 import psutil
 import pytest
@@ -250,14 +252,23 @@ def test_an_internal_error_is_a_500_without_a_trace(world):
     store = world.server.server.config.app.state.services.store
     serving = store.current
     store.current = dataclasses.replace(serving, model=BrokenModel())
+    # one keep-alive connection: the 500 must not close it under the client's next request
+    connection = http.client.HTTPConnection("127.0.0.1", world.server.port, timeout=30)
+    body, headers = _json(EXAMPLE), JSON
     try:
-        answer = world.client.post("/predict", json=EXAMPLE)
+        connection.request("POST", "/predict", body=body, headers=headers)
+        answer = connection.getresponse()
+        status, text = answer.status, answer.read().decode()
     finally:
         store.current = serving
-    assert answer.status_code == 500
-    assert answer.json() == {"detail": "internal error; it has been logged"}
-    assert not any(leak in answer.text for leak in LEAKS)
-    assert world.client.post("/predict", json=EXAMPLE).status_code == 200
+    assert status == 500
+    assert json.loads(text) == {"detail": "internal error; it has been logged"}
+    assert not any(leak in text for leak in LEAKS)
+    time.sleep(0.2)  # were the server to close the connection, it would have by now
+    connection.request("POST", "/predict", body=body, headers=headers)
+    assert connection.getresponse().status == 200
+    connection.close()
+    assert 'handler="/predict",method="POST",status="500"' in world.client.get("/metrics").text
 
 
 def test_the_process_is_alive_and_its_memory_did_not_run_away(world, memory):
