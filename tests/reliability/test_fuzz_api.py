@@ -11,15 +11,20 @@ proves how many cases ran: at least 1,000 across the operations.
 from __future__ import annotations
 
 import collections
+import tempfile
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from readmission.api import create_app
 from readmission.settings import Settings
 
 pytestmark = pytest.mark.slow
+
+# Hypothesis keeps caches in ./.hypothesis: not in the repository (tests write to tmp only)
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="readmission-hypothesis-"))
 
 RAN: collections.Counter[str] = collections.Counter()
 SLOWEST: dict[str, float] = {}
@@ -44,7 +49,7 @@ def test_the_fuzzed_schema_is_the_one_served(world):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))  # fmt: skip
 def test_every_documented_operation_holds_its_contract(case, world):
     response = case.call_and_validate(base_url=world.url, timeout=30)
