@@ -711,3 +711,23 @@ def test_no_password_is_used_before_the_credentials_check_passed(name):
         condition = (spec[service].get("depends_on") or {}).get(check, {}).get("condition")
         assert condition == "service_completed_successfully", f"{name}: {service}"
     assert OWN_IMAGE.match(spec[check]["image"]), "the check runs our package"
+
+
+#: Services that write inside their image: Airflow (logs and state under AIRFLOW_HOME) and
+#: JupyterLab (its runtime files and workspaces in the home folder).
+WRITABLE_ROOT = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer", "airflow-init", "jupyter")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RUNTIME)
+def test_containers_are_read_only_without_capabilities(name):
+    for service, spec in services(name).items():
+        if service in WRITABLE_ROOT:
+            continue
+        assert spec.get("read_only") is True, f"{name}: {service} root filesystem is writable"
+        assert "/tmp" in (spec.get("tmpfs") or []), f"{name}: {service} has no tmpfs /tmp"
+        assert spec.get("cap_drop") == ["ALL"], f"{name}: {service} keeps capabilities"
+        assert "no-new-privileges:true" in (spec.get("security_opt") or []), service
+        for volume in spec.get("volumes") or []:  # the project's files: mounted read-only
+            if isinstance(volume, str) and volume.startswith("."):
+                assert volume.endswith(":ro"), f"{name}: {service} mounts {volume} writable"
