@@ -85,6 +85,7 @@ def main() -> int:
     args = parser.parse_args()
 
     import mlflow
+
     from readmission import pipeline, registry
     from readmission.settings import get_settings
     from tests.support.processes import ApiProcess, MlflowServer

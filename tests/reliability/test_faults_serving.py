@@ -163,7 +163,7 @@ def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_
     api = api_factory(api_env(served))
     serving = httpx.get(f"{api.url}/ready").json()["model"]["version"]
     # the next model is registered now, promoted only once the registry is back
-    candidate = pipeline.train_candidate("hist_gradient_boosting", "quick", settings=served)
+    candidate = pipeline.train_candidate("logistic_regression", "quick", settings=served)
     new = registry.register(candidate["model_uri"]).version
     assert new != serving
     with Traffic(api.url) as traffic:
