@@ -166,6 +166,12 @@ image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
 hadolint: venv ## Lint the seven Dockerfiles with hadolint
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(call image_file,$(i)))
 
+SOAK_USERS ?= 50
+SOAK_SECONDS ?= 300
+.PHONY: soak
+soak: venv ## Soak (~7 min, loopback): Locust at SOAK_USERS users for SOAK_SECONDS, a model promoted half-way
+	$(BIN)/python bench/soak.py --users $(SOAK_USERS) --seconds $(SOAK_SECONDS)
+
 AUDIT_FLAGS ?=
 .PHONY: audit
 audit: venv ## Check every locked package against known vulnerabilities (pip-audit; needs PyPI or OSV)
