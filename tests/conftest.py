@@ -139,17 +139,10 @@ def mlflow_tracking(mlflow_empty_store: Path, tmp_path: Path,
     from contextlib import closing
 
     import mlflow
-    from mlflow.tracking import _model_registry, _tracking_service, fluent
 
     from readmission import registry
+    from tests.support.served import point_mlflow_at
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                 "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
-        monkeypatch.setenv(name, "")  # so that teardown restores what MLflow sets
-        monkeypatch.delenv(name)
-    monkeypatch.setattr(_tracking_service.utils, "_tracking_uri", None)
-    monkeypatch.setattr(_model_registry.utils, "_registry_uri", None)
-    monkeypatch.setattr(fluent, "_active_experiment_id", None)
     database = tmp_path / "mlflow.db"
     with (
         closing(sqlite3.connect(mlflow_empty_store)) as source,
@@ -157,8 +150,7 @@ def mlflow_tracking(mlflow_empty_store: Path, tmp_path: Path,
     ):
         source.backup(copy)
     uri = f"sqlite:///{database}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    registry.use_tracking(uri)
+    point_mlflow_at(monkeypatch, uri)
     registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
     get_settings.cache_clear()
     yield uri

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +24,7 @@ import sqlalchemy as sa
 
 from readmission import dataset, db, pipeline, registry, synthetic, training
 from readmission.settings import Settings, get_settings
-from tests.support.processes import PROJECT_ROOT, MlflowServer
+from tests.support.processes import PROJECT_ROOT
 from tests.support.served import build_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -169,30 +168,6 @@ while not go.exists():
     time.sleep(0.01)
 print(json.dumps(pipeline.promote_best(candidates), default=str))
 """
-
-
-@pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[MlflowServer]:
-    """A real MLflow server; this process's MLflow globals point at it, restored afterwards."""
-    from mlflow.tracking import _model_registry, _tracking_service, fluent
-
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), template=mlflow_empty_store)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                     "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
-            patch.setenv(name, "")
-            patch.delenv(name)
-        patch.setattr(_tracking_service.utils, "_tracking_uri", None)
-        patch.setattr(_model_registry.utils, "_registry_uri", None)
-        patch.setattr(fluent, "_active_experiment_id", None)
-        patch.setenv("MLFLOW_TRACKING_URI", server.url)
-        registry.use_tracking(server.url)
-        registry.ensure_experiment()
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -99,30 +99,6 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[MlflowServer]:
-    """A real MLflow server; this process's MLflow globals point at it, restored afterwards."""
-    from mlflow.tracking import _model_registry, _tracking_service, fluent
-
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), template=mlflow_empty_store)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                     "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
-            patch.setenv(name, "")
-            patch.delenv(name)
-        patch.setattr(_tracking_service.utils, "_tracking_uri", None)
-        patch.setattr(_model_registry.utils, "_registry_uri", None)
-        patch.setattr(fluent, "_active_experiment_id", None)
-        patch.setenv("MLFLOW_TRACKING_URI", server.url)
-        registry.use_tracking(server.url)
-        registry.ensure_experiment()
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
 def served(tmp_path_factory, tracking_server: MlflowServer) -> Settings:
     """A synthetic store and a first Production model in the server's registry."""
     settings = build_store(tmp_path_factory.mktemp("store"), tracking_server.url, rows=1_500)

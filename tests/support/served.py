@@ -15,6 +15,7 @@ import pytest
 from readmission import pipeline, registry, synthetic
 from readmission.api import create_app
 from readmission.settings import Settings, get_settings
+from tests.support.processes import MlflowServer
 from tests.support.servers import ServerThread
 
 
@@ -47,25 +48,45 @@ def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Sett
     return settings
 
 
+def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
+    """Point this process's MLflow (environment and process-wide globals) at `uri`;
+    `patch` puts back what was there when it is undone."""
+    from mlflow.tracking import _model_registry, _tracking_service, fluent
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
+                 "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
+        patch.setenv(name, "")  # so that undoing restores what MLflow sets meanwhile
+        patch.delenv(name)
+    patch.setattr(_tracking_service.utils, "_tracking_uri", None)
+    patch.setattr(_model_registry.utils, "_registry_uri", None)
+    patch.setattr(fluent, "_active_experiment_id", None)
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    registry.use_tracking(uri)
+
+
 @pytest.fixture(scope="module")
 def mlflow_module(tmp_path_factory) -> Iterator[str]:
     """A module-wide throwaway MLflow; MLflow's process-wide state restored afterwards."""
-    from mlflow.tracking import _model_registry, _tracking_service, fluent
-
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                     "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
-            patch.setenv(name, "")
-            patch.delenv(name)
-        patch.setattr(_tracking_service.utils, "_tracking_uri", None)
-        patch.setattr(_model_registry.utils, "_registry_uri", None)
-        patch.setattr(fluent, "_active_experiment_id", None)
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        registry.use_tracking(uri)
+        point_mlflow_at(patch, uri)
         registry.ensure_experiment(artifact_location=(root / "artifacts").as_uri())
         yield uri
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[MlflowServer]:
+    """A real MLflow server process; this process's MLflow points at it, restored after."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), template=mlflow_empty_store)
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        point_mlflow_at(patch, server.url)
+        registry.ensure_experiment()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
