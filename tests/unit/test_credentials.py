@@ -81,7 +81,9 @@ def test_the_committed_env_file_is_development_only():
 
 
 def test_the_command_exits_2_naming_the_keys():
-    env = {**os.environ, **_env(GF_SECURITY_ADMIN_PASSWORD="admin", MINIO_ROOT_PASSWORD="x")}
+    well_known, too_short = min(credentials.WELL_KNOWN), STRONG[: credentials.MIN_LENGTH - 1]
+    weak = _env(GF_SECURITY_ADMIN_PASSWORD=well_known, MINIO_ROOT_PASSWORD=too_short)
+    env = {**os.environ, **weak}
     env.pop("READMISSION_DEV_CREDENTIALS", None)
     done = subprocess.run([sys.executable, "-m", "readmission", "check-credentials"], env=env,
                           capture_output=True, text=True, check=False)  # fmt: skip
