@@ -26,6 +26,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.envfile import project_env
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "deployment.md"
 LOCK = ROOT / "requirements" / "lock.txt"
@@ -526,7 +528,7 @@ def expected_refs(registry: str, tag: str) -> list[str]:
 
 
 def env_file_value(key: str) -> str:
-    return re.search(rf"^{key}=(.*)$", (ROOT / ".env").read_text(), re.M).group(1)
+    return project_env()[key]
 
 
 def test_make_image_names_prints_the_seven_refs():

@@ -10,7 +10,6 @@ Secret names), plus the hardening rules: probes, resources, non-root, no secret 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from readmission import monitoring
+from tests.support.envfile import secrets_script
 
 ROOT = Path(__file__).resolve().parents[2]
 KOMPOSE = ROOT / "kompose"
@@ -76,14 +76,7 @@ IP_LITERAL = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "secrets_from_env", KOMPOSE / "secrets_from_env.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return secrets_script()
 
 
 def _table(markdown: str, first_header: str) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from readmission import credentials
+from tests.support.envfile import project_env
 
 ROOT = Path(__file__).resolve().parents[2]
 STRONG = "q7Vx-2mLp_9RtZ4k"
@@ -22,15 +23,6 @@ def _env(**overrides: str) -> dict[str, str]:
                GF_SECURITY_ADMIN_USER="admin", AIRFLOW_ADMIN_USER="admin")  # fmt: skip
     env.update(overrides)
     return env
-
-
-def _dotenv() -> dict[str, str]:
-    values = {}
-    for line in (ROOT / ".env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
-    return values
 
 
 def test_strong_credentials_pass():
@@ -73,7 +65,7 @@ def test_development_values_pass_only_with_the_flag(value):
 
 def test_the_committed_env_file_is_development_only():
     """.env's values are development ones: refused without the flag, accepted with it."""
-    env = _dotenv()
+    env = project_env()
     assert env.get("READMISSION_DEV_CREDENTIALS") == "true"
     assert credentials.refused(env) == []
     production = {**env, "READMISSION_DEV_CREDENTIALS": "false"}
