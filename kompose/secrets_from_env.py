@@ -116,10 +116,10 @@ def check_credentials(source: dict[str, str], secrets_values: dict[str, str]) ->
     rules = credentials_rules()
     keys = tuple(k for k in rules.SECRET_KEYS if k in secrets_values)
     env = {**source, **secrets_values}
+    refused = rules.refused(env, keys)
     for problem in rules.problems(env, keys):
-        refused = problem in rules.refused(env, keys)
-        print(f"{'error' if refused else 'warning'}: {problem}", file=sys.stderr)
-    if rules.refused(env, keys):
+        print(f"{'error' if problem in refused else 'warning'}: {problem}", file=sys.stderr)
+    if refused:
         raise SystemExit(
             "refusing to write the Secrets: set real values in the env file (development "
             f"values pass only with {rules.DEV_FLAG}=true)"
