@@ -39,9 +39,9 @@ overhead: ~0.3 s for the whole file, ~1 ms for one row. Rules, each with its rea
     ~700 values, too many for most encoders, the chapters 19 (plus diabetes).
 11. Derived `age_years` is the midpoint of the age bracket (`"[70-80)"` -> 75.0), NaN if
     missing: lets a model use age as a number.
-12. Derived `expired_or_hospice` is True when the raw `discharge_disposition_id` (before
-    rule 6) is in `schema.EXPIRED_OR_HOSPICE_DISPOSITIONS`: such encounters cannot be
-    readmitted, and training decides what to do with them.
+12. Derived `expired` is True when the raw `discharge_disposition_id` (before rule 6) is
+    in `schema.EXPIRED_DISPOSITIONS` (the patient died): such encounters cannot be
+    readmitted, and training decides what to do with them. Hospice (13, 14) is not death.
 13. Idempotent: `clean(clean(x))` equals `clean(x)`: the output keys are accepted
     aliases, derived columns are recomputed, and rules 3 and 4 give invalid values the
     default so that a second pass does not change them again.
@@ -140,7 +140,7 @@ DIAGNOSIS_GROUPS: Mapping[str, str] = {
     c.key: f"{c.key}_group" for c in schema.COLUMNS if c.kind is Kind.DIAGNOSIS
 }
 AGE_YEARS = "age_years"
-EXPIRED_OR_HOSPICE = "expired_or_hospice"
+EXPIRED = "expired"
 #: Midpoint of each age bracket, in years ("[70-80)" -> 75.0).
 AGE_MIDPOINTS: Mapping[str, float] = {
     bracket: sum(int(bound) for bound in re.findall(r"\d+", bracket)) / 2
@@ -168,11 +168,7 @@ CLEAN_COLUMNS: tuple[CleanColumn, ...] = (
         for key, group in DIAGNOSIS_GROUPS.items()
     ),
     CleanColumn(AGE_YEARS, "double", "Midpoint of the age bracket, in years"),
-    CleanColumn(
-        EXPIRED_OR_HOSPICE,
-        "boolean",
-        "Discharged expired or to hospice (cannot be readmitted)",
-    ),
+    CleanColumn(EXPIRED, "boolean", "Discharged expired: the patient died (cannot be readmitted)"),
 )
 CLEAN_KEYS: tuple[str, ...] = tuple(c.key for c in CLEAN_COLUMNS)
 _DERIVED_KEYS = frozenset(CLEAN_KEYS) - set(schema.COLUMN_KEYS)
@@ -247,7 +243,7 @@ _CODE_SETS: Mapping[str, tuple[np.ndarray, np.ndarray]] = {
     for key, column in _KEYED
     if column.kind is Kind.CODE
 }
-_EXPIRED_OR_HOSPICE = np.array(sorted(schema.EXPIRED_OR_HOSPICE_DISPOSITIONS), dtype=float)
+_EXPIRED = np.array(sorted(schema.EXPIRED_DISPOSITIONS), dtype=float)
 
 
 @dataclass(frozen=True)
@@ -327,7 +323,7 @@ def clean_with_report(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport
         elif column.kind is Kind.CODE:
             cleaned[key], flags, codes = _codes(raw, key)
             if key == "discharge_disposition_id":
-                cleaned[EXPIRED_OR_HOSPICE] = np.isin(codes, _EXPIRED_OR_HOSPICE)
+                cleaned[EXPIRED] = np.isin(codes, _EXPIRED)
         elif column.kind is Kind.DIAGNOSIS:
             codes, groups, flags = _diagnoses(raw)
             cleaned[key] = pd.array(codes, dtype=_STR)
