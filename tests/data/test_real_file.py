@@ -51,8 +51,8 @@ def test_none_is_a_category_of_the_lab_results_not_a_missing_value(frame):
 @needs_file
 def test_only_the_expired_dispositions_are_never_readmitted(frame):
     """The premise of the estimator's rule: death rules out a readmission, hospice does not."""
-    outcome = frame.groupby("discharge_disposition_id")["readmitted"].value_counts().unstack(
-        fill_value=0
+    outcome = (
+        frame.groupby("discharge_disposition_id")["readmitted"].value_counts().unstack(fill_value=0)
     )
     expired = outcome.reindex(sorted(schema.EXPIRED_DISPOSITIONS), fill_value=0)  # 21: absent
     assert expired[["<30", ">30"]].to_numpy().sum() == 0
