@@ -32,7 +32,8 @@ overhead: ~0.3 s for the whole file, ~1 ms for one row. Rules, each with its rea
     anything else becomes NaN, counted only when a value was given: a request carries no
     target, which is not an error.
 10. ICD-9-CM codes (`diag_1..3`) are stripped, upper-cased and lose a trailing `"."`; a
-    numeric code keeps its text (`"250.83"`, `"250.0"`, `"38"`, the file's form of 038);
+    numeric code keeps its decimals as written (`"250.83"`, `"250.0"`) and gets the three
+    digits ICD-9-CM writes (`"38"`, the file's form, becomes `"038"`, as a client writes it);
     each gets a `diag_N_group` with its chapter of the ICD-9-CM tabular list, diabetes
     (250.x) split out of endocrine as Strack et al. (2014) did (`ICD9_CHAPTERS`); a code
     that is not ICD-9 becomes NaN (code and group) and is counted: the raw codes have
@@ -535,6 +536,9 @@ def _diagnosis(value: object) -> tuple[str | None, str | None]:
         return code, None
     if match["number"] is not None:
         prefix, number = "", int(match["number"])
+        # one spelling per code: the file drops leading zeros ("38"), ICD-9-CM and clients
+        # write three digits ("038"); the 3-digit category must not depend on it
+        code = code.zfill(3 + len(code) - len(match["number"]))
     elif match["v"] is not None:
         prefix, number = "V", int(match["v"])
     else:

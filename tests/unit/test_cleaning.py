@@ -467,9 +467,12 @@ def test_unparseable_identifiers_become_na_and_are_counted(raw: object) -> None:
         (428, "428", "circulatory"),
         (428.0, "428", "circulatory"),
         (250.83, "250.83", "diabetes"),
-        ("38", "38", "infectious"),  # the file drops leading zeros: 038
-        ("8", "8", "infectious"),
+        ("38", "038", "infectious"),  # the file drops leading zeros: 038
+        ("8", "008", "infectious"),
+        ("08", "008", "infectious"),
         ("038", "038", "infectious"),
+        ("70.1", "070.1", "infectious"),
+        (38.0, "038", "infectious"),
         (" v57 ", "V57", "supplementary"),
         ("V01", "V01", "supplementary"),
         ("V91", "V91", "supplementary"),
@@ -485,6 +488,16 @@ def test_diagnoses_are_normalised_and_grouped_by_chapter(
     row, report = clean_one(diag_1=raw)
     assert (row["diag_1"], row["diag_1_group"]) == (code, group)
     assert report.invalid == {}
+
+
+@pytest.mark.parametrize(("written", "padded"), [("38", "038"), ("8", "008"), ("79.1", "079.1")])
+def test_both_spellings_of_a_code_give_the_same_model_inputs(written: str, padded: str) -> None:
+    from readmission.features import EncounterFeatures
+
+    frame = pd.DataFrame([raw_row(diag_1=written), raw_row(diag_1=padded)])
+    inputs = EncounterFeatures().fit(clean(frame)).transform(clean(frame))
+    assert inputs.iloc[0].equals(inputs.iloc[1])
+    assert inputs["diag_1_category"].iloc[0] == padded.split(".")[0]
 
 
 @pytest.mark.parametrize(

@@ -82,3 +82,20 @@ def test_identifiers_never_reach_the_model_inputs():
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown model family 'svm'"):
         features.build_pipeline("svm")
+
+
+def test_a_code_written_with_or_without_its_leading_zero_scores_the_same():
+    """The file writes 038 as "38"; a client writes "038". The linear model one-hot encodes
+    the 3-digit category, so both spellings must reach it as one category."""
+    from readmission.estimator import ReadmissionModel
+
+    raw = synthetic.encounters(3_000, seed=4)
+    assert (raw["diag_1"] == "38").sum() >= 30  # a category the encoder keeps
+    train = features.add_history(clean(raw))
+    model = ReadmissionModel(features.build_pipeline("logistic_regression", {"C": 1.0}))
+    model.fit(train.drop(columns=["readmitted"]), train["readmitted"])
+    request = raw.head(20).drop(columns=["readmitted"]).assign(diag_1="38", diag_2="8")
+    padded = request.assign(diag_1="038", diag_2="008")
+    np.testing.assert_array_equal(
+        model.predict_proba(clean(request)), model.predict_proba(clean(padded))
+    )
