@@ -69,6 +69,12 @@ from readmission.schema import Column, Kind
 
 SqlType = Literal["bigint", "integer", "double", "text", "boolean"]
 
+#: The version of these rules. Change it with any rule or derived column: clean_data is then
+#: rebuilt from raw_data (in one transaction), so one table never mixes two versions.
+#: 1: the first rules; 2: `expired` (death only, hospice is not death) replaces
+#: `expired_or_hospice`, and ICD-9 codes get their three digits ("38" -> "038").
+RULES_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class CleanColumn:

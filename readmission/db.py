@@ -131,6 +131,15 @@ clean_runs = sa.Table(
     comment="One row per cleaning chunk committed.",
 )
 
+clean_rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    schema=CLEAN_SCHEMA,
+    comment="The version of readmission.cleaning's rules that made every clean row (one row).",
+)
+
 
 predictions = sa.Table(
     "predictions",

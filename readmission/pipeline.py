@@ -63,12 +63,9 @@ def load_raw_batches(batch_ids: list[int], run_id: str | None = None,
 
 def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
                    settings: Settings | None = None) -> dict:  # fmt: skip
-    """Clean every raw row not cleaned yet (all rows again if `full_refresh`)."""
-    settings = settings or get_settings()
-    store = engine(settings)
-    if full_refresh:
-        log.info("full refresh: deleted %d clean rows", warehouse.reset_clean(store))
-    report = warehouse.clean_pending(store, chunk_size=settings.batch_size, run_id=run_id)
+    """Clean every raw row not cleaned yet; all rows again, in one transaction, if
+    `full_refresh` or the cleaning rules changed since the table was made."""
+    report = warehouse.clean_pending(engine(settings), run_id=run_id, full_refresh=full_refresh)
     return report.to_dict()
 
 

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from readmission import dataset, db, ingest, pipeline, synthetic, warehouse
+from readmission.cleaning import RULES_VERSION
 from readmission.schema import SchemaError
 
 SALT = "diabetes-130-v1"  # the default split salt
@@ -220,10 +221,10 @@ def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypa
 
     monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
     with pytest.raises(RuntimeError, match="worker killed"):
-        warehouse.clean_pending(pipeline.engine(settings), chunk_size=BATCH)
+        warehouse.clean_pending(pipeline.engine(settings))
     assert _count(settings.database_url, db.clean_encounters) == 2 * BATCH
     monkeypatch.setattr(warehouse, "clean_with_report", original)
-    report = warehouse.clean_pending(pipeline.engine(settings), chunk_size=BATCH)
+    report = warehouse.clean_pending(pipeline.engine(settings))
     assert report.rows_cleaned == 1_000 - 2 * BATCH
     clean = _frame(settings.database_url, db.clean_encounters)
     assert len(clean) == clean["encounter_id"].nunique() == 1_000
@@ -234,6 +235,81 @@ def test_full_refresh_cleans_everything_again(settings):
     pipeline.clean_new_rows(settings=settings)
     again = pipeline.clean_new_rows(full_refresh=True, settings=settings)
     assert again["rows_cleaned"] == 1_000
+    assert _count(settings.database_url, db.clean_encounters) == 1_000
+
+
+def test_a_full_refresh_is_seen_whole_or_not_at_all(settings, monkeypatch):
+    """Readers (the API's history look-up, a training run) never see a half-rebuilt table."""
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    original = warehouse.clean_with_report
+    seen: list[int] = []
+
+    def watched(frame):
+        seen.append(_count(settings.database_url, db.clean_encounters))  # another connection
+        return original(frame)
+
+    monkeypatch.setattr(warehouse, "clean_with_report", watched)
+    again = pipeline.clean_new_rows(full_refresh=True, settings=settings)
+    assert again["rows_cleaned"] == 1_000
+    assert len(seen) == 7  # one chunk per batch
+    assert set(seen) == {1_000}
+    assert _count(settings.database_url, db.clean_encounters) == 1_000
+
+
+def test_a_full_refresh_that_fails_half_way_leaves_the_old_rows(settings, monkeypatch):
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    before = _frame(settings.database_url, db.clean_encounters)
+    original = warehouse.clean_with_report
+    calls = {"n": 0}
+
+    def fail_on_third_chunk(frame):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        return original(frame)
+
+    monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        pipeline.clean_new_rows(full_refresh=True, settings=settings)
+    after = _frame(settings.database_url, db.clean_encounters)
+    pd.testing.assert_frame_equal(after, before)
+
+
+def test_rows_cleaned_by_earlier_rules_are_all_cleaned_again(settings):
+    """A change of the cleaning rules (their version) rebuilds clean_data by itself, in one
+    transaction, so that old and new rules never mix in one table."""
+    _load_all(settings, limit=3)
+    pipeline.clean_new_rows(settings=settings)
+    engine = pipeline.engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.update(db.clean_encounters).values(diag_1="stale"))
+        conn.execute(sa.update(db.clean_rules).values(version="0"))
+    _load_all(settings)
+    report = pipeline.clean_new_rows(settings=settings)
+    assert report["rows_cleaned"] == 1_000
+    assert report["rebuilt"] == f"cleaning rules changed (version 0 -> {RULES_VERSION})"
+    clean = _frame(settings.database_url, db.clean_encounters)
+    assert len(clean) == 1_000
+    assert "stale" not in set(clean["diag_1"].dropna())
+    assert pipeline.clean_new_rows(settings=settings)["rows_cleaned"] == 0
+
+
+def test_a_clean_table_of_an_older_layout_is_rebuilt_in_the_new_one(settings):
+    """Before the hospice fix the derived column was `expired_or_hospice`."""
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    engine = pipeline.engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE clean_data.diabetes RENAME COLUMN expired "
+                             "TO expired_or_hospice"))  # fmt: skip
+        conn.execute(sa.delete(db.clean_rules))  # built before the rules had a version
+    report = pipeline.clean_new_rows(settings=settings)
+    assert report["rows_cleaned"] == 1_000
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("diabetes", "clean_data")}
+    assert "expired" in columns
+    assert "expired_or_hospice" not in columns
     assert _count(settings.database_url, db.clean_encounters) == 1_000
 
 
