@@ -33,7 +33,9 @@ def plan_raw_load(limit: int | None = None, settings: Settings | None = None) ->
     """Batch ids still to load: all of them, or the next `limit` (> 0)."""
     settings = settings or get_settings()
     source = dataset.locate(settings)
-    pending = ingest.plan_batches(engine(settings), source, settings.batch_size, limit or None)
+    pending = ingest.plan_batches(
+        engine(settings), source, settings.batch_size, settings.split_salt, limit or None
+    )
     log.info("source %s (sha256 %s): pending batches %s", source.path, source.sha256, pending)
     return pending
 

@@ -67,6 +67,54 @@ def test_postgres_loads_through_copy_and_sqlite_through_executemany(settings, mo
     assert set(calls) == {expected}
 
 
+@pytest.mark.parametrize("size", [200, 1_000, 5_000])
+def test_every_batch_size_loads_every_row_once(settings_for, sample_csv, store_url, size):
+    settings = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=size)
+    reports = _load_all(settings)
+    assert len(reports) == -(-1_000 // size)
+    assert _count(settings.database_url, db.raw_encounters) == 1_000
+    assert _load_all(settings) == []
+
+
+def test_another_batch_size_is_refused_before_anything_is_written(
+    settings_for, sample_csv, store_url
+):
+    """Batch k is rows k*size to (k+1)*size - 1: with another size, ids loaded before would
+    name other rows, and rows would be taken as loaded that never were."""
+    first = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH)
+    _load_all(first, limit=2)
+    other = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=200)
+    message = "raw_data was loaded in batches of 150 rows.*RAW_BATCH_SIZE=150"
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.plan_raw_load(settings=other)
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.load_raw_batch(2, settings=other)
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.load_raw_batches([2, 3], settings=other)
+    assert _count(first.database_url, db.raw_encounters) == 2 * BATCH
+    _load_all(first)  # the store's own size goes on
+    assert _count(first.database_url, db.raw_encounters) == 1_000
+
+
+def test_another_split_salt_is_refused_so_no_patient_lands_in_two_splits(
+    settings_for, sample_csv, store_url
+):
+    """The split is fixed when a row is loaded: a new salt would reshuffle nothing stored and
+    put the stored patients' new encounters in other splits."""
+    first = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH)
+    _load_all(first, limit=3)
+    other = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH, SPLIT_SALT="another")
+    message = "raw_data's patients were split with another SPLIT_SALT"
+    with pytest.raises(ingest.SplitSaltError, match=message):
+        pipeline.plan_raw_load(settings=other)
+    with pytest.raises(ingest.SplitSaltError, match=message):
+        pipeline.load_raw_batch(3, settings=other)
+    _load_all(first)
+    raw = _frame(first.database_url, db.raw_encounters)
+    assert len(raw) == 1_000
+    assert (raw.groupby("patient_nbr")["split"].nunique() == 1).all()
+
+
 def test_running_the_load_again_adds_nothing(settings):
     _load_all(settings)
     assert pipeline.plan_raw_load(settings=settings) == []
