@@ -364,11 +364,22 @@ def load_batch(
     return load_batches(engine, source, [batch_id], batch_size, salt, run_id)[0]
 
 
+def _forget_other_versions_quarantine(conn: Connection, batch_id: int, sha256: str) -> None:
+    batches = db.raw_batches
+    other_version = sa.select(sa.literal(1)).where(
+        batches.c.batch_id == batch_id, batches.c.source_sha256 != sha256
+    )
+    if conn.scalar(other_version) is not None:
+        conn.execute(sa.delete(db.raw_quarantine).where(db.raw_quarantine.c.batch_id == batch_id))
+
+
 def _store_batch(
     engine: Engine, source: Source, batch: Batch, salt: str, run_id: str | None
 ) -> BatchReport:
     started = datetime.now(UTC)
     with engine.begin() as conn:
+        # rows quarantined by a read of another version of the file: this read decides
+        _forget_other_versions_quarantine(conn, batch.batch_id, source.sha256)
         inserted = None
         if batch.lines is not None and conn.dialect.name == "postgresql":
             inserted = _copy_plain(conn, batch, salt)
