@@ -110,6 +110,8 @@ clean_encounters = sa.Table(
         for c in CLEAN_COLUMNS
     ),
     *_lineage(),
+    sa.Column("chunk_id", sa.Integer, nullable=False,
+              comment="The clean_data.runs row of the transaction that cleaned this row"),
     sa.Column("cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
               nullable=False),
     sa.Index("ix_clean_diabetes_split", "split"),

@@ -131,21 +131,18 @@ def _clean_next_batch(conn: Connection, run_id: str | None, report: CleanRunRepo
         return False
     columns = [c.key for c in CLEAN_COLUMNS]
     cleaned, chunk_report = clean_with_report(raw)
-    inserted = db.insert_new(conn, db.clean_encounters, cleaned[[*columns, *LINEAGE]])
+    invalid = {k: v for k, v in chunk_report.to_dict()["invalid"].items() if v}
+    runs = db.clean_runs
+    chunk_id = conn.execute(sa.insert(runs).values(
+        run_id=run_id, rows_cleaned=0, invalid_values=json.dumps(invalid, sort_keys=True),
+        started_at=started, finished_at=started,
+    )).inserted_primary_key[0]  # fmt: skip
+    rows = cleaned[[*columns, *LINEAGE]].assign(chunk_id=chunk_id)
+    inserted = db.insert_new(conn, db.clean_encounters, rows)
     if inserted == 0:  # cannot happen for pending rows; never loop forever on it
         raise RuntimeError("cleaning made no progress: pending rows were not inserted")
-    invalid = {k: v for k, v in chunk_report.to_dict()["invalid"].items() if v}
-    db.insert_new(
-        conn,
-        db.clean_runs,
-        pd.DataFrame([{
-            "run_id": run_id,
-            "rows_cleaned": inserted,
-            "invalid_values": json.dumps(invalid, sort_keys=True),
-            "started_at": started,
-            "finished_at": datetime.now(UTC),
-        }]),
-    )  # fmt: skip
+    conn.execute(sa.update(runs).where(runs.c.id == chunk_id)
+                 .values(rows_cleaned=inserted, finished_at=datetime.now(UTC)))  # fmt: skip
     report.rows_cleaned += inserted
     report.chunks += 1
     report.invalid_values.update(invalid)

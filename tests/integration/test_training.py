@@ -112,3 +112,67 @@ def test_every_candidate_run_carries_its_lineage_and_artifacts(settings):
     assert len(run.inputs.dataset_inputs) == 1
     frame = pd.DataFrame(mlflow.artifacts.load_dict(f"runs:/{run_id}/data.json")["rows"], index=[0])
     assert set(frame.columns) == {"train", "valid", "test"}
+
+
+@pytest.fixture
+def growing(tmp_path, settings_for, mlflow_tracking, sqlite_url):
+    """A store holding two of the file's three batches, cleaned; the third comes later."""
+    csv = synthetic.write_csv(synthetic.encounters(3_000, seed=11), tmp_path / "g.csv.gz")
+    settings = settings_for(csv, sqlite_url, MLFLOW_TRACKING_URI=mlflow_tracking,
+                            RAW_BATCH_SIZE=1_000)  # fmt: skip
+    pipeline.load_raw_batches(pipeline.plan_raw_load(2, settings=settings), settings=settings)
+    pipeline.clean_new_rows(settings=settings)
+    return settings
+
+
+def test_champion_and_challenger_are_judged_on_the_snapshot_pinned_at_the_start(growing):
+    """A second raw load cleaned while candidates train changes neither the rows the
+    candidates were measured on nor those the champion is re-scored on."""
+    first = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", growing)["decision"]
+    assert first["promoted"] is True
+    snapshot = pipeline.pin_data(growing)
+    assert snapshot["batches"] == [0, 1]
+    candidate = pipeline.train_candidate("hist_gradient_boosting", "quick",
+                                         snapshot=snapshot, settings=growing)  # fmt: skip
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=growing), settings=growing)
+    assert pipeline.clean_new_rows(settings=growing)["rows_cleaned"] == 1_000
+    decision = pipeline.promote_best([candidate], snapshot=snapshot, settings=growing)
+    assert decision["snapshot"] == snapshot["id"]
+    # the same configuration and seed on the same rows: exactly the champion's score
+    assert decision["candidate_score"] == pytest.approx(decision["champion_score"], abs=1e-12)
+    assert decision["promoted"] is False
+    import mlflow
+
+    tags = mlflow.get_run(candidate["run_id"]).data.tags
+    assert tags["data.snapshot"] == snapshot["id"]
+    assert tags["data.batches"] == "0,1"
+    assert int(tags["data.rows_valid"]) == snapshot["rows_by_split"]["valid"]
+    version = {v["version"]: v for v in registry.list_versions()}[decision["version"]]
+    assert version["tags"]["data.snapshot"] == snapshot["id"]
+
+
+def test_a_snapshot_whose_rows_were_cleaned_again_is_refused(growing):
+    snapshot = pipeline.pin_data(growing)
+    pipeline.clean_new_rows(full_refresh=True, settings=growing)
+    with pytest.raises(training.SnapshotChangedError, match="changed since training started"):
+        pipeline.train_candidate("logistic_regression", "quick", snapshot=snapshot,
+                                 settings=growing)  # fmt: skip
+
+
+def test_candidates_of_another_snapshot_are_not_compared(growing):
+    snapshot = pipeline.pin_data(growing)
+    candidate = pipeline.train_candidate("logistic_regression", "quick", snapshot=snapshot,
+                                         settings=growing)  # fmt: skip
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=growing), settings=growing)
+    pipeline.clean_new_rows(settings=growing)
+    later = pipeline.pin_data(growing)
+    with pytest.raises(ValueError, match="trained on another snapshot"):
+        pipeline.promote_best([candidate], snapshot=later, settings=growing)
+
+
+def test_the_profile_defaults_to_the_training_profile_setting(growing, monkeypatch):
+    import mlflow
+
+    quick = growing.model_copy(update={"training_profile": "quick"})
+    candidate = pipeline.train_candidate("logistic_regression", "default", settings=quick)
+    assert mlflow.get_run(candidate["run_id"]).data.tags["profile"] == "quick"
