@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -413,29 +414,72 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
 
 def _decide(best: dict, version, data: TrainingData) -> dict:
     current = registry.champion()
-    champion_score = None
-    if current is not None and current.version != version.version:
-        try:
-            champion_model, _ = registry.load_version(current.version)
-            champion_score = score(champion_model, data)
-        except Exception as exc:  # noqa: BLE001 - an unloadable champion loses, it does not crash
-            log.warning("champion v%s could not be scored: %s", current.version, exc)
-            champion_score = float("nan")
     if current is not None and current.version == version.version:
-        promoted, reason = False, "already the production model"
+        return _finish(best, version, data)
+    champion_score, unscorable = None, None
+    if current is not None:
+        champion_score, unscorable = _rescore(current.version, data)
+    if unscorable:
+        promoted = math.isfinite(best[PRIMARY_METRIC])
+        reason = f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs {unscorable}"
     else:
         promoted = registry.should_promote(best[PRIMARY_METRIC], champion_score)
         reason = (
-            "first model" if current is None else
-            f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
+            "first model"
+            if current is None
+            else f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
             f"{champion_score:.4f}"
-        )  # fmt: skip
+        )
+    champion_version = current.version if current else None
+    # recorded before the alias moves: a retry after a failure part-way reads it back
     registry.record_decision(
-        version.version, promoted=promoted, candidate_score=best[PRIMARY_METRIC],
-        champion_version=current.version if current else None, champion_score=champion_score,
-    )  # fmt: skip
+        version.version,
+        promoted=promoted,
+        candidate_score=best[PRIMARY_METRIC],
+        champion_version=champion_version,
+        champion_score=champion_score,
+        reason=reason,
+    )
     if promoted:
-        registry.promote(version.version, reason=reason)
+        registry.promote(version.version, reason=reason, previous=champion_version)
+    return _decision(best, version, data, promoted, reason, champion_version, champion_score)
+
+
+def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, str | None]:
+    """The champion's primary metric on the snapshot, or why it cannot be scored.
+
+    Fetching its files can fail for a while (registry or artifact store unreachable): that
+    error propagates, so the task fails and is retried, and the champion stays. Files that
+    no longer make a working model in this code (a class it needs is gone) will never score:
+    that is a decision, returned with its reason."""
+    with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+        path = registry.download_version(champion_version, folder)
+        try:
+            model = registry.load_model(path)
+            return score(model, data), None
+        except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
+            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            log.error("champion v%s cannot be scored, it will be replaced: %s",
+                      champion_version, why)  # fmt: skip
+            return None, f"champion v{champion_version} which cannot be scored ({why})"
+
+
+def _finish(best: dict, version, data: TrainingData) -> dict:
+    """The version already holds the alias: a retry after a promotion failed part-way, or a
+    rerun after it completed. Complete what the recorded decision started; never record a
+    decision of the version against itself."""
+    tags = version.tags or {}
+    recorded = tags.get("champion_version", "none")
+    previous = None if recorded == "none" else recorded
+    reason = tags.get("decision_reason") or tags.get("promotion_reason") or "already in production"
+    registry.promote(version.version, reason=reason, previous=previous)
+    champion_score = tags.get(f"champion_{PRIMARY_METRIC}", "none")
+    score_value = None if champion_score == "none" else float(champion_score)
+    log.info("v%s already holds the production alias: promotion completed", version.version)
+    return _decision(best, version, data, True, reason, previous, score_value)
+
+
+def _decision(best, version, data, promoted, reason, champion_version, champion_score) -> dict:
     decision = {
         "family": best["family"],
         "run_id": best["run_id"],
@@ -443,7 +487,7 @@ def _decide(best: dict, version, data: TrainingData) -> dict:
         "promoted": promoted,
         "reason": reason,
         "candidate_score": best[PRIMARY_METRIC],
-        "champion_version": current.version if current else None,
+        "champion_version": champion_version,
         "champion_score": champion_score,
         "snapshot": data.snapshot.id,
     }
