@@ -248,6 +248,29 @@ PATIENT_ID = "patient_nbr"
 TARGET = "readmitted"
 IDENTIFIERS: tuple[str, ...] = tuple(c.key for c in COLUMNS if c.kind is Kind.IDENTIFIER)
 FEATURES: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_feature)
+#: What a request must carry: what every real encounter records (the UCI file never lacks
+#: it) and whose absence has no documented meaning. Absent lab results mean "not taken"
+#: and absent drugs "not prescribed" (cleaning rules 3 and 4); race, weight, payer,
+#: specialty and the diagnoses are missing in the file itself. Keys, not UCI names.
+REQUIRED_IN_REQUEST: frozenset[str] = frozenset(
+    {
+        "gender",
+        "age",
+        "admission_type_id",
+        "discharge_disposition_id",
+        "admission_source_id",
+        "time_in_hospital",
+        "num_lab_procedures",
+        "num_procedures",
+        "num_medications",
+        "number_outpatient",
+        "number_emergency",
+        "number_inpatient",
+        "number_diagnoses",
+        "change",
+        "diabetesmed",
+    }
+)
 
 
 def columns_of(kind: Kind) -> Iterator[Column]:

@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from readmission import schema
 from readmission.api.predictor import NoModelError
+from readmission.api.schemas import REQUIRED_REASON
 
 log = logging.getLogger(__name__)
 NO_MODEL = (
@@ -79,6 +81,8 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
         elif kind == "string_unicode":
             reason = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
         reason = reason.removeprefix("Value error, ")
+        if reason.startswith(REQUIRED_REASON) and field in schema.BY_KEY:
+            field = schema.BY_KEY[field].name  # an absent field is located by its key
         if len(field) > 120:  # an unknown key of megabytes is named, not echoed
             field = field[:120] + f"... ({len(field):,} characters)"
         out.append({"field": _printable(field), "reason": _printable(reason),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from readmission import schema, synthetic
+from readmission.api.schemas import EXAMPLE
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
 
     _send(world, _encounters(1_000, seed=21))
     world.wait_for(lambda: len(_psi(world)) > 40)  # scores are published at most once a second
-    world.client.post("/predict", json={"race": "Asian"})
+    world.client.post("/predict", json=EXAMPLE)
     calm = _psi(world)
     assert max(calm.values()) < threshold, sorted(calm.items(), key=lambda kv: -kv[1])[:3]
 
@@ -62,7 +63,7 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
     _send(world, old_and_often_admitted)
 
     def shifted() -> bool:
-        world.client.post("/predict", json={"race": "Asian"})  # triggers a fresh score
+        world.client.post("/predict", json=EXAMPLE)  # triggers a fresh score
         scores = _psi(world)
         return scores.get("age", 0) > threshold and scores.get("number_inpatient", 0) > threshold
 
