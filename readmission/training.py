@@ -36,6 +36,7 @@ from readmission import db, drift, evaluation, registry, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +459,7 @@ def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, s
             model = registry.load_model(path)
             return score(model, data), None
         except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
-            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            why = short_error(exc, limit=300)
             log.error("champion v%s cannot be scored, it will be replaced: %s",
                       champion_version, why)  # fmt: skip
             return None, f"champion v{champion_version} which cannot be scored ({why})"

@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = ModelStore(metrics, settings.drift_window, settings.drift_min_rows)
         metrics.drift_threshold.set(settings.drift_psi_threshold)
         history = partial(lookup, engine) if settings.patient_history else None
-        predictor = Predictor(store, metrics, history)
+        predictor = Predictor(store, metrics, history, max_queued_rows=settings.predict_queue_rows)
         prediction_log = (
             PredictionLog(engine, metrics, settings.prediction_log_queue,
                           settings.prediction_log_flush_seconds)

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from readmission import schema
-from readmission.api.predictor import NoModelError
+from readmission.api.predictor import NoModelError, QueueFullError
 from readmission.api.schemas import REQUIRED_REASON
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ NO_MODEL = (
     "no model loaded: no model is in Production yet, or the registry cannot be reached. "
     "Train one with `make run` or `python -m readmission train`, then retry (the API picks "
     "it up by itself, or at once with POST /model/reload)."
+)
+RETRY_AFTER_SECONDS = 1
+QUEUE_FULL = (
+    "the scoring queue is full (API_PREDICT_QUEUE_ROWS encounters wait already): retry in "
+    f"{RETRY_AFTER_SECONDS} s"
 )
 
 
@@ -200,6 +205,11 @@ def install(app: FastAPI) -> None:
             problem = {"field": "body", "reason": _unreadable(exc.__cause__), "input": None}
             return JSONResponse({"detail": [problem]}, status_code=422)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(_request: Request, _exc: QueueFullError) -> JSONResponse:
+        return JSONResponse({"detail": QUEUE_FULL}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
 
     @app.exception_handler(NoModelError)
     async def no_model(_request: Request, _exc: NoModelError) -> JSONResponse:

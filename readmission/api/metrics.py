@@ -69,6 +69,25 @@ class ApiMetrics:
             "api_prediction_log_queue_rows", "Predictions waiting to be written",
             registry=self.registry,
         )  # fmt: skip
+        self.without_history = Counter(
+            "api_predictions_without_history_total",
+            "Encounters scored without their patient's history: the look-up was unavailable",
+            registry=self.registry,
+        )
+        self.predict_failures = Counter(
+            "api_predict_failures_total",
+            "Requests whose encounters could not be scored (others batched with them are "
+            "scored apart)",
+            registry=self.registry,
+        )
+        self.queue_full = Counter(
+            "api_predict_queue_full_total",
+            "Requests refused with 503 because the scoring queue was full",
+            registry=self.registry,
+        )
+        self.queue_rows = Gauge(
+            "api_predict_queue_rows", "Encounters waiting to be scored", registry=self.registry
+        )
         self.history_failures = Counter(
             "api_history_lookup_failures_total",
             "Patient-history look-ups that failed (the prediction used no history)",

@@ -20,6 +20,7 @@ from readmission import registry
 from readmission.api.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.drift import DriftMonitor
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class ModelStore:
         try:
             champion = registry.champion()
         except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
-            self.status = RegistryStatus(False, now, f"registry unreachable: {_short(exc)}")
+            self.status = RegistryStatus(False, now, f"registry unreachable: {short_error(exc)}")
             self.metrics.reloads.labels("failure").inc()
             log.warning("model check failed, %s keeps serving: %s", self._serving(), exc)
             return self.status.message
@@ -95,7 +96,7 @@ class ModelStore:
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
             self.status = RegistryStatus(True, now, f"v{champion.version} failed to load: "
-                                         f"{_short(exc)}")  # fmt: skip
+                                         f"{short_error(exc)}")  # fmt: skip
             self.metrics.reloads.labels("failure").inc()
             log.error("loading model v%s failed, %s keeps serving: %s", champion.version,
                       self._serving(), exc)  # fmt: skip
@@ -120,8 +121,3 @@ class ModelStore:
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

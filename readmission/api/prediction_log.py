@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from readmission import db
 from readmission.api.metrics import ApiMetrics
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 MAX_ROWS_PER_WRITE = 5_000
@@ -123,7 +124,7 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 - the database being down must not stop serving
             self.metrics.log_write_failures.inc()
             log.warning("prediction log: %d rows not written yet (%s); retrying", len(batch),
-                        str(exc).splitlines()[0][:200])  # fmt: skip
+                        short_error(exc))  # fmt: skip
             return False
         self.metrics.log_written.inc(len(batch))
         log.debug("prediction log: wrote %d rows in %.1f ms", len(batch),

@@ -15,7 +15,7 @@ the raw file's cleaning, a request is not forgiven a wrong case or stray blanks.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -245,12 +245,28 @@ class ModelRef(BaseModel):
     alias: str
 
 
+class HistoryUsed(BaseModel):
+    """The patient's history the answer was scored with."""
+
+    status: Literal["looked_up", "no_patient", "unavailable", "disabled"] = Field(
+        description="looked_up: the patient's earlier encounters were read (stored ones and "
+        "those sent in the same request); no_patient: no patient_nbr was sent; unavailable: "
+        "the store could not be read, the answer counts no history; disabled: the API does "
+        "not look history up (API_PATIENT_HISTORY=false)"
+    )
+    earlier_encounters: int = Field(
+        description="Encounters of the patient before this one (lower encounter_id; all "
+        "known ones when the request has no encounter_id) that the figures count"
+    )
+
+
 class Prediction(BaseModel):
     """The model's answer for one encounter."""
 
     prediction: str = Field(description="NO, >30 or <30")
     probabilities: dict[str, float] = Field(description="Probability of each class")
     readmission_30d_risk: float = Field(description="Probability of readmission within 30 days")
+    history: HistoryUsed
 
 
 class PredictionResponse(Prediction):

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from readmission import registry
 from readmission.api.deps import ServicesDep
 from readmission.api.errors import NO_MODEL
+from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
 
@@ -33,7 +34,7 @@ async def versions(services: ServicesDep) -> JSONResponse:  # noqa: ARG001
     try:
         found = await asyncio.to_thread(registry.list_versions)
     except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
-        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+        message = short_error(exc)
         return JSONResponse({"detail": f"model registry unreachable: {message}"},
                             status_code=503)  # fmt: skip
     return JSONResponse({"versions": found})

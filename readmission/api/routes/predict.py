@@ -70,13 +70,18 @@ REFUSALS = {
         "model": ValidationProblems,
         "description": "Invalid input: each problem names the field and the reason",
     },
-    503: {"model": Message, "description": "No model loaded yet"},
+    503: {
+        "model": Message,
+        "description": "No model loaded yet, or the scoring queue is full (Retry-After)",
+    },
 }
 
 
 def _answer(scored: Scored) -> dict:
+    history = {"status": scored.history.status,
+               "earlier_encounters": scored.history.earlier_encounters}  # fmt: skip
     return {"prediction": scored.prediction, "probabilities": scored.probabilities,
-            "readmission_30d_risk": scored.risk_30d}  # fmt: skip
+            "readmission_30d_risk": scored.risk_30d, "history": history}  # fmt: skip
 
 
 async def _score(services: Services, records: list[dict]):
