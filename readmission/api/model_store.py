@@ -66,6 +66,9 @@ class ModelStore:
         self.drift_min_rows = drift_min_rows
         self.current: LoadedModel | None = None
         self.status = RegistryStatus()
+        # what the registry says of the serving version: (version, description, when read),
+        # refreshed at every check, so /model shows tags, stage and aliases as they are now
+        self._described: tuple[str, dict, str] | None = None
         self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
 
     def check(self) -> str:
@@ -86,6 +89,7 @@ class ModelStore:
         if champion is None:
             self.status = RegistryStatus(True, now, "no Production model in the registry")
             return self.status.message
+        self._refresh_description(champion, now)
         if self.current is not None and self.current.version == str(champion.version):
             self.status = RegistryStatus(True, now, f"v{champion.version} already in service")
             return self.status.message
@@ -118,6 +122,27 @@ class ModelStore:
         log.info("now serving %s v%s (was %s), loaded in %.1f s", loaded.name, loaded.version,
                  was, time.perf_counter() - started)  # fmt: skip
         return self.status.message
+
+    def description(self) -> tuple[dict, str] | None:
+        """What the registry said of the serving version at the last check, and when."""
+        current, described = self.current, self._described
+        if current is None:
+            return None
+        if described is not None and described[0] == current.version:
+            return described[1], described[2]
+        return current.described, current.loaded_at
+
+    def _refresh_description(self, champion, now: str) -> None:
+        current = self.current
+        if current is None:
+            return
+        try:
+            same = current.version == str(champion.version)
+            entry = champion if same else registry.entry(current.version)
+            self._described = (current.version, registry.describe(entry), now)
+        except Exception as exc:  # noqa: BLE001 - /model then shows the last description
+            log.warning("could not refresh what the registry says of v%s: %s", current.version,
+                        short_error(exc))  # fmt: skip
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"

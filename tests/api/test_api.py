@@ -93,7 +93,8 @@ def test_identifiers_and_the_target_are_accepted_and_ignored_by_the_model(world)
 
 
 def test_served_predictions_equal_in_process_ones_nulls_included(world):
-    records = _records(60)
+    # without patients: their history (stored, or sent together) is tested on its own
+    records = [{**r, "patient_nbr": None} for r in _records(60)]
     for record in records[::3]:  # JSON nulls, which pandas receives as None
         record.update({"race": None, "diag_2": None, "A1Cresult": None})
     response = world.client.post("/predict/batch", json={"encounters": records})
@@ -110,7 +111,8 @@ def test_served_predictions_equal_in_process_ones_nulls_included(world):
 
 
 def test_batch_keeps_request_order_and_equals_single_predictions(world):
-    records = _records(25, seed=8)
+    # one encounter per patient: encounters of one patient sent together are history
+    records = [{**r, "patient_nbr": 10**9 + i} for i, r in enumerate(_records(25, seed=8))]
     batch = world.client.post("/predict/batch", json={"encounters": records}).json()
     singles = [world.client.post("/predict", json=r).json() for r in records]
     assert [b["probabilities"] for b in batch["predictions"]] == \

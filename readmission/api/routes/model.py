@@ -25,7 +25,9 @@ async def model(services: ServicesDep) -> JSONResponse:
     if loaded is None:
         return JSONResponse({"detail": NO_MODEL, "registry": _registry_status(services)},
                             status_code=503)  # fmt: skip
-    return JSONResponse({**loaded.described, "alias": loaded.alias, "loaded_at": loaded.loaded_at,
+    described, described_at = services.store.description() or (loaded.described, None)
+    return JSONResponse({**described, "alias": loaded.alias, "loaded_at": loaded.loaded_at,
+                         "described_at": described_at or loaded.loaded_at,
                          "registry": _registry_status(services)})  # fmt: skip
 
 
