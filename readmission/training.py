@@ -161,6 +161,9 @@ class TrainingData:
     def target(self, split: str) -> pd.Series:
         return self.frames[split][schema.TARGET]
 
+    def patients(self, split: str) -> pd.Series:
+        return self.frames[split][schema.PATIENT_ID]
+
 
 def load_training_data(engine: Engine, snapshot: Snapshot | None = None) -> TrainingData:
     """The clean encounters of `snapshot` (pinned now if not given) with a known target,
@@ -225,11 +228,12 @@ def tune(family: Family, data: TrainingData, profile: Profile = "full",
         )
     )
     x, y = data.inputs("train"), data.target("train")
+    patients = data.patients("train")
     results = []
     for params in space:
         started = time.perf_counter()
         model = ReadmissionModel(build_pipeline(family, params, seed)).fit(
-            x.iloc[inner], y.iloc[inner]
+            x.iloc[inner], y.iloc[inner], groups=patients.iloc[inner]
         )
         proba = model.predict_proba(x.iloc[holdout])
         loss = evaluation.metrics(y.iloc[holdout], proba, list(model.classes_),
@@ -247,7 +251,7 @@ def fit_candidate(family: Family, data: TrainingData, profile: Profile = "full",
     started = time.perf_counter()
     params, search = tune(family, data, profile, seed)
     model = ReadmissionModel(build_pipeline(family, params, seed))
-    model.fit(data.inputs("train"), data.target("train"))
+    model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
     model.tune_decision(data.inputs("valid"), data.target("valid"))
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
