@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -277,3 +278,16 @@ def test_predictions_are_logged_with_their_model_version(world):
     assert row.prediction in CLASSES
     assert np.isclose(row.probability_no + row.probability_gt30 + row.probability_lt30, 1)
     assert '"race":"Caucasian"' in row.inputs
+
+
+def test_the_readmes_curl_examples_are_answered(world):
+    """Every `curl ... /predict -d '{...}'` of the README is a request the API answers."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    pattern = r"/predict -H 'Content-Type: application/json' \\\n\s+-d '(\{.*?\})'"
+    bodies = re.findall(pattern, readme, flags=re.S)
+    assert len(bodies) >= 2
+    for body in bodies:
+        answer = world.client.post("/predict", json=json.loads(body))
+        assert answer.status_code == 200, (body, answer.text)
