@@ -256,8 +256,8 @@ def test_clean_rows_keep_the_raw_rows_split_and_batch(settings):
     assert clean["diag_1_group"].notna().mean() > 0.95
 
 
-def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypatch):
-    _load_all(settings)
+def _kill_cleaning_at_third_chunk(monkeypatch):
+    """The cleaning worker dies at its third chunk; returns the real cleaning function."""
     original = warehouse.clean_with_report
     calls = {"n": 0}
 
@@ -268,6 +268,12 @@ def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypa
         return original(frame)
 
     monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    return original
+
+
+def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypatch):
+    _load_all(settings)
+    original = _kill_cleaning_at_third_chunk(monkeypatch)
     with pytest.raises(RuntimeError, match="worker killed"):
         warehouse.clean_pending(pipeline.engine(settings))
     assert _count(settings.database_url, db.clean_encounters) == 2 * BATCH
@@ -309,16 +315,7 @@ def test_a_full_refresh_that_fails_half_way_leaves_the_old_rows(settings, monkey
     _load_all(settings)
     pipeline.clean_new_rows(settings=settings)
     before = _frame(settings.database_url, db.clean_encounters)
-    original = warehouse.clean_with_report
-    calls = {"n": 0}
-
-    def fail_on_third_chunk(frame):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("worker killed")
-        return original(frame)
-
-    monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    _kill_cleaning_at_third_chunk(monkeypatch)
     with pytest.raises(RuntimeError, match="worker killed"):
         pipeline.clean_new_rows(full_refresh=True, settings=settings)
     after = _frame(settings.database_url, db.clean_encounters)
