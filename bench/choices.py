@@ -119,10 +119,11 @@ class _CategoricalFrame(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, frame):
-        columns = {
-            name: pd.Categorical(frame[name].astype(object), categories=categories)
-            for name, categories in self.categories_.items()
-        }
+        columns = {}
+        for name, categories in self.categories_.items():
+            values = frame[name].astype(object)
+            known = values.where(values.isin(categories))  # unseen ones: missing
+            columns[name] = pd.Categorical(known, categories=categories)
         columns.update({name: frame[name].astype(float) for name in NUMERIC})
         return pd.DataFrame(columns, index=frame.index)
 
