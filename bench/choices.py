@@ -60,8 +60,9 @@ def main() -> int:
         model.tune_decision(data.inputs("valid"), data.target("valid"))
         for split in ("valid", "test"):
             proba = model.predict_proba(data.inputs(split))
-            scores = evaluation.metrics(data.target(split), proba, list(model.classes_),
-                                        model.decide(proba))  # fmt: skip
+            scores = evaluation.metrics(
+                data.target(split), proba, list(model.classes_), model.decide(proba)
+            )
             out[f"{split}_macro_f1"] = scores["macro_f1"]
             out[f"{split}_roc_auc_lt30"] = scores["roc_auc_lt30"]
         return out
@@ -84,11 +85,15 @@ def main() -> int:
     average = _Averaged([c.model for c in candidates.values()])
     rows.append(("average of the three families", figures(average)))
 
-    print(f"{'model':<44}{'valid macro-F1':>16}{'valid AUC <30':>15}"
-          f"{'test macro-F1':>15}{'test AUC <30':>14}")  # fmt: skip
+    print(
+        f"{'model':<44}{'valid macro-F1':>16}{'valid AUC <30':>15}"
+        f"{'test macro-F1':>15}{'test AUC <30':>14}"
+    )
     for name, found in rows:
-        print(f"{name:<44}{found['valid_macro_f1']:>16.4f}{found['valid_roc_auc_lt30']:>15.4f}"
-              f"{found['test_macro_f1']:>15.4f}{found['test_roc_auc_lt30']:>14.4f}")  # fmt: skip
+        print(
+            f"{name:<44}{found['valid_macro_f1']:>16.4f}{found['valid_roc_auc_lt30']:>15.4f}"
+            f"{found['test_macro_f1']:>15.4f}{found['test_roc_auc_lt30']:>14.4f}"
+        )
     print(
         "\nchosen on valid: codes as numbers vs native categories, best single family vs "
         "the average (test: report only)"

@@ -280,8 +280,14 @@ def version_of_run(run_id: str) -> ModelVersion | None:
         entry = _await_registration(client, entry.version)  # with its aliases
         if entry.status == "READY":
             return entry
-        log.warning("%s v%s of run %s is %s, not reused: %s", MODEL_NAME, entry.version, run_id,
-                    entry.status, entry.status_message or "no message")  # fmt: skip
+        log.warning(
+            "%s v%s of run %s is %s, not reused: %s",
+            MODEL_NAME,
+            entry.version,
+            run_id,
+            entry.status,
+            entry.status_message or "no message",
+        )
     return None
 
 

@@ -90,8 +90,13 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
             field = schema.BY_KEY[field].name  # an absent field is located by its key
         if len(field) > 120:  # an unknown key of megabytes is named, not echoed
             field = field[:120] + f"... ({len(field):,} characters)"
-        out.append({"field": _printable(field), "reason": _printable(reason),
-                    "input": _shown(error.get("input"))})  # fmt: skip
+        out.append(
+            {
+                "field": _printable(field),
+                "reason": _printable(reason),
+                "input": _shown(error.get("input")),
+            }
+        )
     return out
 
 
@@ -147,8 +152,9 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body larger than {self.limit:,} bytes"},
-                                status_code=413)  # fmt: skip
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.limit:,} bytes"}, status_code=413
+        )
         await response({"type": "http"}, _no_body, send)
 
 
@@ -179,8 +185,9 @@ class UnexpectedErrors:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # too late for an answer of our own
                 raise
-            response = JSONResponse({"detail": "internal error; it has been logged"},
-                                    status_code=500)  # fmt: skip
+            response = JSONResponse(
+                {"detail": "internal error; it has been logged"}, status_code=500
+            )
             await response(scope, receive, send)
 
 
@@ -208,8 +215,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(QueueFullError)
     async def queue_full(_request: Request, _exc: QueueFullError) -> JSONResponse:
-        return JSONResponse({"detail": QUEUE_FULL}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)})  # fmt: skip
+        return JSONResponse(
+            {"detail": QUEUE_FULL},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(NoModelError)
     async def no_model(_request: Request, _exc: NoModelError) -> JSONResponse:

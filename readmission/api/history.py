@@ -48,8 +48,9 @@ def lookup(engine: Engine, records: list[dict]) -> list[History]:
 
     Plain rows and dicts, no data frame: a request holds a few encounters, and this runs
     on the request path."""
-    patients = sorted({r[schema.PATIENT_ID] for r in records
-                       if r.get(schema.PATIENT_ID) is not None})  # fmt: skip
+    patients = sorted(
+        {r[schema.PATIENT_ID] for r in records if r.get(schema.PATIENT_ID) is not None}
+    )
     if not patients:
         return [History.none("no_patient") for _ in records]
     table = db.clean_encounters
@@ -74,8 +75,11 @@ def _history(record: dict, known: dict[int, dict[int, tuple]]) -> History:
     if patient is None:
         return History.none("no_patient")
     before = record.get(schema.ENCOUNTER_ID)
-    rows = [row for encounter, row in known.get(patient, {}).items()
-            if before is None or encounter < before]  # fmt: skip
+    rows = [
+        row
+        for encounter, row in known.get(patient, {}).items()
+        if before is None or encounter < before
+    ]
     figures = {
         "prior_encounters": float(len(rows)),
         "prior_readmitted_lt30": float(sum(row[1] == "<30" for row in rows)),

@@ -52,15 +52,15 @@ class RegistryStatus:
 
     def to_dict(self) -> dict:
         """What /model and a 503 from /ready report about the registry."""
-        return {"reachable": self.reachable, "checked_at": self.checked_at,
-                "message": self.message}  # fmt: skip
+        return {"reachable": self.reachable, "checked_at": self.checked_at, "message": self.message}
 
 
 class ModelStore:
     """Holds the Production model and swaps in a newly promoted one."""
 
-    def __init__(self, metrics: ApiMetrics, drift_window: int = 1_000,
-                 drift_min_rows: int = 200) -> None:  # fmt: skip
+    def __init__(
+        self, metrics: ApiMetrics, drift_window: int = 1_000, drift_min_rows: int = 200
+    ) -> None:
         self.metrics = metrics
         self.drift_window = drift_window
         self.drift_min_rows = drift_min_rows
@@ -99,16 +99,27 @@ class ModelStore:
             described = registry.describe(version)
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
-            self.status = RegistryStatus(True, now, f"v{champion.version} failed to load: "
-                                         f"{short_error(exc)}")  # fmt: skip
+            self.status = RegistryStatus(
+                True, now, f"v{champion.version} failed to load: {short_error(exc)}"
+            )
             self.metrics.reloads.labels("failure").inc()
-            log.error("loading model v%s failed, %s keeps serving: %s", champion.version,
-                      self._serving(), exc)  # fmt: skip
+            log.error(
+                "loading model v%s failed, %s keeps serving: %s",
+                champion.version,
+                self._serving(),
+                exc,
+            )
             return self.status.message
         profile = getattr(model, "reference_profile_", None)
         monitor = DriftMonitor(profile, self.drift_window, self.drift_min_rows) if profile else None
-        loaded = LoadedModel(model, registry.MODEL_NAME, str(version.version),
-                             registry.PRODUCTION_ALIAS, described, monitor)  # fmt: skip
+        loaded = LoadedModel(
+            model,
+            registry.MODEL_NAME,
+            str(version.version),
+            registry.PRODUCTION_ALIAS,
+            described,
+            monitor,
+        )
         previous = self.current
         self.current = loaded  # the swap: one reference assignment
         # The long-lived objects (libraries, the model's trees) leave the garbage collector's
@@ -119,8 +130,13 @@ class ModelStore:
         self.metrics.serving(loaded.name, loaded.version, time.time())
         self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
         was = previous.version if previous else "none"
-        log.info("now serving %s v%s (was %s), loaded in %.1f s", loaded.name, loaded.version,
-                 was, time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "now serving %s v%s (was %s), loaded in %.1f s",
+            loaded.name,
+            loaded.version,
+            was,
+            time.perf_counter() - started,
+        )
         return self.status.message
 
     def description(self) -> tuple[dict, str] | None:
@@ -141,8 +157,11 @@ class ModelStore:
             entry = champion if same else registry.entry(current.version)
             self._described = (current.version, registry.describe(entry), now)
         except Exception as exc:  # noqa: BLE001 - /model then shows the last description
-            log.warning("could not refresh what the registry says of v%s: %s", current.version,
-                        short_error(exc))  # fmt: skip
+            log.warning(
+                "could not refresh what the registry says of v%s: %s",
+                current.version,
+                short_error(exc),
+            )
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"

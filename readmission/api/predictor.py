@@ -141,8 +141,11 @@ class Predictor:
             answers = self._score(loaded, records)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(jobs) > 1 and not isinstance(exc, NoModelError):
-                log.warning("a call of %d requests failed, scoring them one by one: %s",
-                            len(jobs), short_error(exc))  # fmt: skip
+                log.warning(
+                    "a call of %d requests failed, scoring them one by one: %s",
+                    len(jobs),
+                    short_error(exc),
+                )
                 for job in jobs:  # so that one bad record fails only its own request
                     self._score_jobs([job])
                 return
@@ -178,8 +181,7 @@ class Predictor:
             if time.monotonic() >= self._drift_due:  # scores at most once a second
                 self._drift_due = time.monotonic() + 1.0
                 self.metrics.drift(loaded.drift.scores(), loaded.drift.rows)
-        for label, count in zip(*np.unique(predicted.astype(str), return_counts=True),
-                                strict=True):  # fmt: skip
+        for label, count in zip(*np.unique(predicted.astype(str), return_counts=True), strict=True):
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))
         log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
         return answers
@@ -196,8 +198,11 @@ class Predictor:
             except Exception as exc:  # noqa: BLE001 - a prediction without history beats none
                 self.metrics.history_failures.inc()
                 self._history_paused_until = time.monotonic() + HISTORY_RETRY_SECONDS
-                log.warning("patient history look-up failed, scoring without it for %.0f s: %s",
-                            HISTORY_RETRY_SECONDS, short_error(exc))  # fmt: skip
+                log.warning(
+                    "patient history look-up failed, scoring without it for %.0f s: %s",
+                    HISTORY_RETRY_SECONDS,
+                    short_error(exc),
+                )
         answers = [History.none("unavailable") for _ in records]
         self.metrics.without_history.inc(len(answers))
         return answers

@@ -147,35 +147,59 @@ def _annotated(column: schema.Column, required: bool) -> Any:
         return Annotated[bounded | None, BeforeValidator(_integer), documented, described]
     if column.kind is schema.Kind.DIAGNOSIS:
         checker = _diagnosis_check
-        documented = _documented({"type": "string", "pattern": DIAGNOSIS_PATTERN,
-                                  "maxLength": MAX_TEXT})  # fmt: skip
+        documented = _documented(
+            {"type": "string", "pattern": DIAGNOSIS_PATTERN, "maxLength": MAX_TEXT}
+        )
     else:
         checker = _category_check(column)
         documented = _documented({"type": "string", "enum": list(column.categories)}, required)
     bounded = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-    return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), documented,
-                     described]  # fmt: skip
+    return Annotated[
+        bounded | None, BeforeValidator(_text), AfterValidator(checker), documented, described
+    ]
 
 
 def _aliases(column: schema.Column) -> AliasChoices:
-    spellings = dict.fromkeys([column.name, column.key, column.name.lower(),
-                               column.name.replace("-", "_")])  # fmt: skip
+    spellings = dict.fromkeys(
+        [column.name, column.key, column.name.lower(), column.name.replace("-", "_")]
+    )
     return AliasChoices(*spellings)
 
 
 def _example() -> dict[str, Any]:
     """A real encounter of the UCI file (encounter 149190), as the file writes it."""
     record = {c.name: c.typical for c in schema.COLUMNS if c.kind is not schema.Kind.TARGET}
-    record.update({
-        "encounter_id": 149190, "patient_nbr": 55629189, "race": "Caucasian",
-        "gender": "Female", "age": "[10-20)", "weight": "?", "admission_type_id": 1,
-        "discharge_disposition_id": 1, "admission_source_id": 7, "time_in_hospital": 3,
-        "payer_code": "?", "medical_specialty": "?", "num_lab_procedures": 59,
-        "num_procedures": 0, "num_medications": 18, "number_outpatient": 0,
-        "number_emergency": 0, "number_inpatient": 0, "diag_1": "276", "diag_2": "250.01",
-        "diag_3": "255", "number_diagnoses": 9, "max_glu_serum": "None", "A1Cresult": "None",
-        "insulin": "Up", "change": "Ch", "diabetesMed": "Yes",
-    })  # fmt: skip
+    record.update(
+        {
+            "encounter_id": 149190,
+            "patient_nbr": 55629189,
+            "race": "Caucasian",
+            "gender": "Female",
+            "age": "[10-20)",
+            "weight": "?",
+            "admission_type_id": 1,
+            "discharge_disposition_id": 1,
+            "admission_source_id": 7,
+            "time_in_hospital": 3,
+            "payer_code": "?",
+            "medical_specialty": "?",
+            "num_lab_procedures": 59,
+            "num_procedures": 0,
+            "num_medications": 18,
+            "number_outpatient": 0,
+            "number_emergency": 0,
+            "number_inpatient": 0,
+            "diag_1": "276",
+            "diag_2": "250.01",
+            "diag_3": "255",
+            "number_diagnoses": 9,
+            "max_glu_serum": "None",
+            "A1Cresult": "None",
+            "insulin": "Up",
+            "change": "Ch",
+            "diabetesMed": "Yes",
+        }
+    )
     return record
 
 

@@ -60,10 +60,20 @@ def _without(*names: str) -> dict:
 
 
 def test_the_original_clients_spellings_give_the_same_answer(world):
-    uci = {"A1Cresult": ">8", "diabetesMed": "Yes", "glyburide-metformin": "Steady",
-           "max_glu_serum": ">200", "age": "[60-70)"}  # fmt: skip
-    original = {"a1cresult": ">8", "diabetesmed": "Yes", "glyburide_metformin": "Steady",
-                "max_glu_serum": ">200", "age": "[60-70)"}  # fmt: skip
+    uci = {
+        "A1Cresult": ">8",
+        "diabetesMed": "Yes",
+        "glyburide-metformin": "Steady",
+        "max_glu_serum": ">200",
+        "age": "[60-70)",
+    }
+    original = {
+        "a1cresult": ">8",
+        "diabetesmed": "Yes",
+        "glyburide_metformin": "Steady",
+        "max_glu_serum": ">200",
+        "age": "[60-70)",
+    }
     base = _without(*uci)
     answers = [world.client.post("/predict", json={**base, **body}) for body in (uci, original)]
     assert [a.status_code for a in answers] == [200, 200], answers[1].text
@@ -85,9 +95,15 @@ def test_null_question_mark_and_absent_are_the_same_missing_value(world):
 
 def test_identifiers_and_the_target_are_accepted_and_ignored_by_the_model(world):
     plain = world.client.post("/predict", json=_without("encounter_id", "patient_nbr"))
-    with_ids = world.client.post("/predict", json={
-        **EXAMPLE, "encounter_id": 999_999_999, "patient_nbr": 999_999_999, "readmitted": "<30",
-    })  # fmt: skip
+    with_ids = world.client.post(
+        "/predict",
+        json={
+            **EXAMPLE,
+            "encounter_id": 999_999_999,
+            "patient_nbr": 999_999_999,
+            "readmitted": "<30",
+        },
+    )
     assert plain.status_code == with_ids.status_code == 200
     # an unknown patient has no history: the same answer but for the history report
     assert {**plain.json(), "history": None} == {**with_ids.json(), "history": None}
@@ -116,8 +132,9 @@ def test_batch_keeps_request_order_and_equals_single_predictions(world):
     records = [{**r, "patient_nbr": 10**9 + i} for i, r in enumerate(_records(25, seed=8))]
     batch = world.client.post("/predict/batch", json={"encounters": records}).json()
     singles = [world.client.post("/predict", json=r).json() for r in records]
-    assert [b["probabilities"] for b in batch["predictions"]] == \
-        [s["probabilities"] for s in singles]  # fmt: skip
+    assert [b["probabilities"] for b in batch["predictions"]] == [
+        s["probabilities"] for s in singles
+    ]
     assert batch["model"]["version"] == "1"
 
 
@@ -208,8 +225,9 @@ def test_bad_fields_are_422_naming_the_field_and_the_reason(world, body, field, 
     ],
     ids=["empty", "not-json", "array", "text-plain", "nan"],
 )
-def test_unreadable_bodies_are_422_and_the_service_answers_right_after(world, content, headers,
-                                                                         reason):  # fmt: skip
+def test_unreadable_bodies_are_422_and_the_service_answers_right_after(
+    world, content, headers, reason
+):
     answer = world.client.post("/predict", content=content, headers=headers)
     assert answer.status_code == 422, answer.text
     assert reason in answer.json()["detail"][0]["reason"]
@@ -218,8 +236,9 @@ def test_unreadable_bodies_are_422_and_the_service_answers_right_after(world, co
 
 def test_a_body_over_the_limit_is_413(world):
     huge = b'{"race": "' + b"x" * (world.settings.max_body_bytes + 10) + b'"}'
-    answer = world.client.post("/predict", content=huge,
-                               headers={"content-type": "application/json"})  # fmt: skip
+    answer = world.client.post(
+        "/predict", content=huge, headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 413
     assert "larger than" in answer.json()["detail"]
 
@@ -228,11 +247,18 @@ def test_metrics_are_exported_with_service_prefixed_names(world):
     world.client.post("/predict", json=EXAMPLE)
     world.client.post("/predict", json={**EXAMPLE, "race": "Martian"})
     text = world.client.get("/metrics").text
-    for name in ("api_http_requests_total", "api_http_request_duration_seconds_bucket",
-                 "api_predictions_total", "api_model_info", "api_model_version",
-                 "api_model_reloads_total", "api_prediction_log_write_failures_total",
-                 "api_prediction_log_dropped_rows_total", "process_resident_memory_bytes",
-                 "process_cpu_seconds_total"):  # fmt: skip
+    for name in (
+        "api_http_requests_total",
+        "api_http_request_duration_seconds_bucket",
+        "api_predictions_total",
+        "api_model_info",
+        "api_model_version",
+        "api_model_reloads_total",
+        "api_prediction_log_write_failures_total",
+        "api_prediction_log_dropped_rows_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ):
         assert f"\n{name}" in text, name
     assert 'handler="/predict",method="POST",status="422"' in text
     assert 'api_model_info{name="diabetes-readmission",version="1"} 1.0' in text
@@ -267,13 +293,20 @@ def test_predictions_are_logged_with_their_model_version(world):
 
     def logged() -> bool:
         with engine.connect() as conn:
-            return conn.scalar(sa.select(sa.func.count()).select_from(db.predictions).where(
-                db.predictions.c.encounter_id == 424242)) == 1  # fmt: skip
+            return (
+                conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(db.predictions)
+                    .where(db.predictions.c.encounter_id == 424242)
+                )
+                == 1
+            )
 
     world.wait_for(logged)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.predictions).where(
-            db.predictions.c.encounter_id == 424242)).one()  # fmt: skip
+        row = conn.execute(
+            sa.select(db.predictions).where(db.predictions.c.encounter_id == 424242)
+        ).one()
     assert row.model_version == "1"
     assert row.prediction in CLASSES
     assert np.isclose(row.probability_no + row.probability_gt30 + row.probability_lt30, 1)

@@ -56,8 +56,10 @@ def test_a_stored_encounter_rescored_counts_only_the_encounters_before_it(world)
         assert answer.json()["history"] == {"status": "looked_up", "earlier_encounters": position}
     first = {**EXAMPLE, "patient_nbr": int(patient), "encounter_id": int(encounters[0])}
     unknown = {**EXAMPLE, "patient_nbr": 1, "encounter_id": int(encounters[0])}
-    assert world.client.post("/predict", json=first).json()["probabilities"] == \
-        world.client.post("/predict", json=unknown).json()["probabilities"]  # fmt: skip
+    assert (
+        world.client.post("/predict", json=first).json()["probabilities"]
+        == world.client.post("/predict", json=unknown).json()["probabilities"]
+    )
 
 
 def test_a_request_without_an_encounter_id_is_a_new_encounter_after_every_stored_one(world):
@@ -75,8 +77,14 @@ def test_earlier_encounters_sent_in_the_same_batch_count_as_training_counts_them
     """Two encounters of a patient the store does not know, sent together: the later one's
     history holds the earlier one (its outcome included), exactly as `add_history` says."""
     engine = pipeline.engine(trained)
-    first = {**EXAMPLE, "patient_nbr": 1, "encounter_id": 10, "readmitted": "<30",
-             "number_inpatient": 3, "number_emergency": 1}  # fmt: skip
+    first = {
+        **EXAMPLE,
+        "patient_nbr": 1,
+        "encounter_id": 10,
+        "readmitted": "<30",
+        "number_inpatient": 3,
+        "number_emergency": 1,
+    }
     second = {**EXAMPLE, "patient_nbr": 1, "encounter_id": 20, "readmitted": None}
     other = {**EXAMPLE, "patient_nbr": 2, "encounter_id": 15, "readmitted": ">30"}
     records = encounter_records([Encounter.model_validate(r) for r in (second, other, first)])
@@ -109,8 +117,9 @@ def own_postgres():
 
 
 def test_predictions_succeed_while_postgres_is_down_and_the_log_catches_up(trained, own_postgres):
-    settings = trained.model_copy(update={"data_database_url": own_postgres.url(),
-                                          "prediction_log_flush_seconds": 0.2})  # fmt: skip
+    settings = trained.model_copy(
+        update={"data_database_url": own_postgres.url(), "prediction_log_flush_seconds": 0.2}
+    )
     server = ServerThread(create_app(settings)).start()
     client = httpx.Client(base_url=server.url, timeout=30)
     engine = db.make_engine(own_postgres.url())
@@ -137,11 +146,17 @@ def test_predictions_succeed_while_postgres_is_down_and_the_log_catches_up(train
         assert {a.json()["history"]["status"] for a in answers} == {"unavailable"}
         time.sleep(1.0)
         metrics = client.get("/metrics").text
-        failures = next(float(line.split()[-1]) for line in metrics.splitlines()
-                        if line.startswith("api_prediction_log_write_failures_total "))  # fmt: skip
+        failures = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("api_prediction_log_write_failures_total ")
+        )
         assert failures >= 1
-        without = next(float(line.split()[-1]) for line in metrics.splitlines()
-                       if line.startswith("api_predictions_without_history_total "))  # fmt: skip
+        without = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("api_predictions_without_history_total ")
+        )
         assert without == 30
         own_postgres.restart()
         deadline = time.monotonic() + 60  # the writer backs off, then retries
@@ -153,8 +168,11 @@ def test_predictions_succeed_while_postgres_is_down_and_the_log_catches_up(train
                 pass
             assert time.monotonic() < deadline, "queued predictions were not written"
             time.sleep(0.5)
-        dropped = next(float(line.split()[-1]) for line in client.get("/metrics").text.splitlines()
-                       if line.startswith("api_prediction_log_dropped_rows_total "))  # fmt: skip
+        dropped = next(
+            float(line.split()[-1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("api_prediction_log_dropped_rows_total ")
+        )
         assert dropped == 0
     finally:
         client.close()

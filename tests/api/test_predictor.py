@@ -77,8 +77,10 @@ def test_one_bad_record_fails_only_the_request_that_sent_it():
     async def scenario():
         first = asyncio.ensure_future(predictor.score(_records(1)))
         await asyncio.to_thread(model.entered.wait, 30)  # the worker holds the first call
-        queued = [asyncio.ensure_future(predictor.score(r))
-                  for r in (_records(2), _records(1, labs=POISON), _records(3))]  # fmt: skip
+        queued = [
+            asyncio.ensure_future(predictor.score(r))
+            for r in (_records(2), _records(1, labs=POISON), _records(3))
+        ]
         await asyncio.sleep(0.2)  # they queue behind the gate
         model.gate.set()
         return await asyncio.gather(first, *queued, return_exceptions=True)
@@ -148,8 +150,11 @@ def test_a_full_queue_is_a_503_with_retry_after_over_http(trained):
         assert all(a.headers["retry-after"] == "1" for a in refused)
         assert all("queue" in a.json()["detail"] for a in refused)
         metrics = client.get("/metrics").text
-        full = next(float(line.split()[-1]) for line in metrics.splitlines()
-                    if line.startswith("api_predict_queue_full_total "))  # fmt: skip
+        full = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("api_predict_queue_full_total ")
+        )
         assert full == len(refused)
     finally:
         client.close()

@@ -47,8 +47,9 @@ def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requ
     sender.start()
     try:
         new = _promote_new_version(world.settings, "logistic_regression")
-        world.wait_for(lambda: world.client.get("/ready").json()["model"]["version"] == new,
-                       timeout=10)  # fmt: skip
+        world.wait_for(
+            lambda: world.client.get("/ready").json()["model"]["version"] == new, timeout=10
+        )
         world.wait_for(lambda: len(versions) > 0 and versions[-1] == new, timeout=10)
     finally:
         stop.set()

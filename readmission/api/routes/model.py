@@ -23,12 +23,19 @@ def _registry_status(services) -> dict:
 async def model(services: ServicesDep) -> JSONResponse:
     loaded = services.store.current
     if loaded is None:
-        return JSONResponse({"detail": NO_MODEL, "registry": _registry_status(services)},
-                            status_code=503)  # fmt: skip
+        return JSONResponse(
+            {"detail": NO_MODEL, "registry": _registry_status(services)}, status_code=503
+        )
     described, described_at = services.store.description() or (loaded.described, None)
-    return JSONResponse({**described, "alias": loaded.alias, "loaded_at": loaded.loaded_at,
-                         "described_at": described_at or loaded.loaded_at,
-                         "registry": _registry_status(services)})  # fmt: skip
+    return JSONResponse(
+        {
+            **described,
+            "alias": loaded.alias,
+            "loaded_at": loaded.loaded_at,
+            "described_at": described_at or loaded.loaded_at,
+            "registry": _registry_status(services),
+        }
+    )
 
 
 @router.get("/model/versions", summary="Every registered version with its metrics")
@@ -37,8 +44,7 @@ async def versions(services: ServicesDep) -> JSONResponse:  # noqa: ARG001
         found = await asyncio.to_thread(registry.list_versions)
     except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
         message = short_error(exc)
-        return JSONResponse({"detail": f"model registry unreachable: {message}"},
-                            status_code=503)  # fmt: skip
+        return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
     return JSONResponse({"versions": found})
 
 
