@@ -92,12 +92,13 @@ def main() -> int:
 
     import mlflow
 
-    registry.use_tracking(os.environ["MLFLOW_TRACKING_URI"])
-    experiment = mlflow.get_experiment_by_name(registry.EXPERIMENT_NAME)
-    runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+    models = registry.Registry(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = models.client.get_experiment_by_name(registry.EXPERIMENT_NAME)
+    with models.activate():
+        runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
     data = training.load_training_data(pipeline.engine())
     baseline = evaluation.majority_baseline(data.target("train"), data.target("test"))
-    production = registry.describe(registry.champion())
+    production = models.describe(models.champion())
     print(
         f"training DAG ({args.profile} search, dag.test in one process): {wall:.0f} s wall "
         f"on {os.cpu_count()} cores; rows {json.dumps(data.lineage['rows'])}\n"

@@ -92,7 +92,8 @@ def main() -> int:
 
     import mlflow
 
-    from readmission import pipeline, registry
+    from readmission import pipeline
+    from readmission.registry import Registry
     from readmission.settings import get_settings
     from tests.support.processes import ApiProcess, MlflowServer
     from tests.support.served import build_store
@@ -106,9 +107,8 @@ def main() -> int:
     api: ApiProcess | None = None
     locust: subprocess.Popen | None = None
     try:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking.url
-        registry.use_tracking(tracking.url)
-        registry.ensure_experiment()
+        models = Registry(tracking.url)
+        models.ensure_experiment()
         print(f"training on {args.rows:,} synthetic encounters ...", flush=True)
         settings = build_store(work / "store", tracking.url, rows=args.rows)
         get_settings.cache_clear()
@@ -116,7 +116,7 @@ def main() -> int:
         old = old["decision"]["version"]
         # the next version: same family and size, so that memory compares like with like
         candidate = pipeline.train_candidate("hist_gradient_boosting", "quick", settings=settings)
-        new = registry.register(candidate["model_uri"]).version
+        new = models.register(candidate["model_uri"]).version
         api = ApiProcess(
             work / "api",
             {
@@ -168,7 +168,7 @@ def main() -> int:
                 rss_warm = rss_samples[-1][1]
                 print(f"  {elapsed:5.0f} s  warm: API resident set {rss_warm:.0f} MB", flush=True)
             if swapped_at is None and elapsed >= swap_at:
-                registry.promote(new, reason="soak: promoted half-way through the load")
+                models.promote(new, reason="soak: promoted half-way through the load")
                 swapped_at = time.monotonic()
                 print(f"  {elapsed:5.0f} s  promoted v{new}", flush=True)
             if swapped_at is not None and served_at is None:

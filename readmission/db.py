@@ -1,4 +1,5 @@
-"""The data store: engines, table definitions and fast idempotent inserts.
+"""The data store: engines, table definitions, fast idempotent inserts, and the lock that
+serializes promotions.
 
 Two back ends run the same code. PostgreSQL (Docker Compose, Kubernetes) holds the
 schemas `raw_data` and `clean_data`; the embedded mode uses SQLite files, one per schema,
@@ -9,9 +10,11 @@ duplicate a row: they skip primary keys already stored (COPY into a staging tabl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -382,3 +385,62 @@ def _records(frame: pd.DataFrame, utc_offsets: bool = False) -> Iterable[tuple]:
         values[pd.isna(values)] = None
         columns.append(values)
     return zip(*columns, strict=True)
+
+
+# --- locks ---------------------------------------------------------------------------------
+
+#: Advisory-lock key of promotions on PostgreSQL (any constant shared by every trainer).
+PROMOTION_LOCK_KEY = 0x5EAD_0001
+PROMOTION_LOCK_TIMEOUT_SECONDS = 900.0
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    engine: Engine, timeout: float = PROMOTION_LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
+    """Hold the platform-wide promotion lock: one trainer at a time reads the champion,
+    compares and moves the alias.
+
+    Why a lock in the data store and not in MLflow: the registry's API has no conditional
+    update (an alias is set unconditionally, last writer wins), so two trainers that both
+    read champion v1 would both promote, and the slower, possibly worse one would stay in
+    Production. A lock record kept in the registry (say a registered model used as a
+    mutex) would stay held forever by a trainer killed while holding it. Every trainer
+    already shares the data store (it reads its training data there), and its locks die
+    with their holder: on PostgreSQL a session advisory lock (released when the connection
+    closes), on the embedded SQLite store an `flock` on a file beside the database (released
+    when the process exits). Trainers with separate data stores are not serialized.
+    """
+    deadline = time.monotonic() + timeout
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            while not conn.scalar(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": PROMOTION_LOCK_KEY}
+            ):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"promotion lock still held after {timeout:.0f} s")
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                conn.scalar(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": PROMOTION_LOCK_KEY})
+                conn.commit()
+        return
+    import fcntl
+
+    path = Path(engine.url.database).with_name("promotion.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    message = f"promotion lock {path} still held after {timeout:.0f} s"
+                    raise TimeoutError(message) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -393,18 +393,18 @@ def _next_run(
     return runs[0]["dag_run_id"]
 
 
-def run_pipeline(client: AirflowClient, log: Path) -> None:
+def run_pipeline(client: AirflowClient, log: Path, settings: Settings) -> None:
     """Trigger the raw load and follow what it leads to; start what an earlier, stopped
     run left undone (rows to clean, no Production model yet)."""
     raw_run = client.trigger(RAW_DAG, {"batches": 0})
     print(f"triggered {RAW_DAG} ({raw_run})", flush=True)
     raw = _follow(client, RAW_DAG, raw_run, log, timeout=900)
     clean_run = _next_run(client, CLEAN_DAG, raw, "publish", log)
-    if clean_run is None and pipeline.store_summary()["pending_clean"] > 0:
+    if clean_run is None and pipeline.store_summary(settings)["pending_clean"] > 0:
         clean_run = client.trigger(CLEAN_DAG, {"full_refresh": False})
     clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
     train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
-    if train_run is None and pipeline.production_model() is None:
+    if train_run is None and pipeline.production_model(settings) is None:
         train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
     if train_run is None:
         print("nothing new to load, clean or train", flush=True)
@@ -449,8 +449,8 @@ def main(serve: bool = True) -> int:
     print(f"data file: {source.path} (sha256 verified)", flush=True)
     pipeline.engine(settings)  # create the stores before the services race to
     stack = Stack(settings, airflow_config(settings))
-    os.environ["MLFLOW_TRACKING_URI"] = stack.mlflow_url  # this process asks it too
-    get_settings.cache_clear()
+    # this process asks the stack's MLflow too
+    settings = settings.model_copy(update={"mlflow_tracking_uri": stack.mlflow_url})
     process = None
     try:
         process, log = start_stack(stack)
@@ -458,10 +458,10 @@ def main(serve: bool = True) -> int:
         wait_services(stack, process, log)
         client = AirflowClient(stack.airflow)
         wait_ready(client, process, log)
-        run_pipeline(client, log)
+        run_pipeline(client, log, settings)
         httpx.post(f"{stack.api_url}/model/reload", timeout=120)  # serve the new model now
-        print(warehouse.format_summary(pipeline.store_summary()), flush=True)
-        print(format_model(pipeline.production_model()), flush=True)
+        print(warehouse.format_summary(pipeline.store_summary(settings)), flush=True)
+        print(format_model(pipeline.production_model(settings)), flush=True)
         print(
             f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
             f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"

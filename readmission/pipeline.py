@@ -84,11 +84,13 @@ def store_summary(settings: Settings | None = None) -> dict:
     return warehouse.summary(engine(settings))
 
 
-def _tracking(settings: Settings) -> None:
-    from readmission import registry
+def model_registry(settings: Settings | None = None):
+    """The MLflow registry of the settings, its experiment created if missing."""
+    from readmission.registry import Registry
 
-    registry.use_tracking(settings.mlflow_tracking_uri)
+    registry = Registry.from_settings(settings or get_settings())
     registry.ensure_experiment()
+    return registry
 
 
 def model_families() -> list[str]:
@@ -139,11 +141,11 @@ def train_candidate(
 
     settings = settings or get_settings()
     profile = _profile(profile, settings)
-    _tracking(settings)
+    registry = model_registry(settings)
     data = _training_data(settings, snapshot)
     candidate = training.fit_candidate(family, data, profile, seed=settings.training_seed)
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
-    logged = training.log_candidate(candidate, data, tags)
+    logged = training.log_candidate(candidate, data, tags, registry)
     return {
         **logged,
         "test_macro_f1": candidate.metrics["test_macro_f1"],
@@ -163,25 +165,27 @@ def promote_best(
     from readmission import training
 
     settings = settings or get_settings()
-    _tracking(settings)
+    registry = model_registry(settings)
     if snapshot is None:  # the candidates' own (all must share it)
-        snapshot = _snapshot_of(candidates)
+        snapshot = _snapshot_of(candidates, registry)
     data = _training_data(settings, snapshot)
     return training.promote_best(
         candidates,
         data,
         {"orchestrator_run_id": run_id or "cli"},
-        lock=training.promotion_lock(engine(settings)),
+        registry,
+        lock=db.promotion_lock(engine(settings)),
     )
 
 
-def _snapshot_of(candidates: list[dict]) -> dict:
+def _snapshot_of(candidates: list[dict], registry) -> dict:
     import mlflow
 
     ids = {c.get("snapshot") for c in candidates}
     if len(ids) != 1 or None in ids:
         raise ValueError(f"candidates of several or unknown snapshots: {sorted(map(str, ids))}")
-    lineage = mlflow.artifacts.load_dict(f"runs:/{candidates[0]['run_id']}/data.json")
+    with registry.activate():
+        lineage = mlflow.artifacts.load_dict(f"runs:/{candidates[0]['run_id']}/data.json")
     return lineage["snapshot"]
 
 
@@ -201,8 +205,6 @@ def train_and_promote(
 
 def production_model(settings: Settings | None = None) -> dict | None:
     """What the registry serves: the Production version with its metrics, or None."""
-    from readmission import registry
-
-    _tracking(settings or get_settings())
+    registry = model_registry(settings)
     current = registry.champion()
     return registry.describe(current) if current else None

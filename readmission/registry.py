@@ -1,7 +1,11 @@
 """The MLflow model registry: logging, registration, champion/challenger promotion, loading.
 
-Training logs each candidate with `log_sklearn_model`, registers the best with `register`,
-asks `should_promote` against `champion()` and records the answer with `record_decision`;
+`Registry` is the one door to MLflow: built from the settings (`Registry.from_settings`)
+and handed to the pipeline, the API and the local mode, it holds one `MlflowClient` for the
+tracking server and registry at its URI. Training logs each candidate inside
+`registry.activate()` (MLflow's fluent API, runs and model logging, reads process-wide
+state: that block is the one place that sets it), registers the best with `register`, asks
+`should_promote` against `champion()` and records the answer with `record_decision`;
 `promote` moves the alias `production` (and, while MLflow still has stages, the stage
 `Production`). The API loads whatever holds the alias with `load_champion`. Every name
 lives here, and mlflow is imported inside the functions: importing this module is cheap.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from readmission.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,46 +90,8 @@ def should_promote(candidate_score: float, champion_score: float | None) -> bool
     return candidate_score > champion_score
 
 
-# --- tracking and experiment -------------------------------------------------------------
-
-
-def use_tracking(uri: str) -> None:
-    """Point MLflow tracking and the model registry at `uri` (same store for both)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-
-
 def _error_code(exc: Exception) -> str | None:
     return getattr(exc, "error_code", None)
-
-
-def ensure_experiment(name: str = EXPERIMENT_NAME, artifact_location: str | None = None) -> str:
-    """The experiment's id, created if missing (`artifact_location` applies only then) and
-    made the active one. Safe when processes race to create it; a deleted one is restored."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            experiment_id = client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)  # another process won the race
-            if experiment is None:
-                raise
-            experiment_id = experiment.experiment_id
-    else:
-        experiment_id = experiment.experiment_id
-        if experiment.lifecycle_stage == "deleted":
-            log.warning("restoring deleted MLflow experiment %r (%s)", name, experiment_id)
-            client.restore_experiment(experiment_id)
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
 
 
 # --- logging a model ----------------------------------------------------------------------
@@ -225,13 +194,7 @@ def log_sklearn_model(
     return info.model_uri
 
 
-# --- registering and promoting --------------------------------------------------------------
-
-
-def _client() -> MlflowClient:
-    import mlflow
-
-    return mlflow.MlflowClient()
+# --- registering, promoting, loading, describing ---------------------------------------
 
 
 def _entry(client: MlflowClient, version: str | int) -> ModelVersion:
@@ -243,54 +206,6 @@ def _entry(client: MlflowClient, version: str | int) -> ModelVersion:
     return entry
 
 
-def register(model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVersion:
-    """Register `model_uri` as a new version of MODEL_NAME, wait until it is READY, tag it."""
-    import mlflow
-
-    version = mlflow.register_model(
-        model_uri,
-        MODEL_NAME,
-        await_registration_for=int(REGISTRATION_TIMEOUT_SECONDS),
-        tags={key: str(value) for key, value in (tags or {}).items()} or None,
-    )
-    # register_model waits too; a store may still report PENDING after it
-    version = _await_registration(_client(), version.version)
-    if version.status != "READY":
-        raise RuntimeError(
-            f"model version {MODEL_NAME} v{version.version} is {version.status}: "
-            f"{version.status_message or 'no message'}"
-        )
-    log.info("registered %s v%s from %s", MODEL_NAME, version.version, model_uri)
-    return version
-
-
-def entry(version: str) -> ModelVersion:
-    """The registry entry of a version of MODEL_NAME (tags, stage, aliases, status)."""
-    return _entry(_client(), version)
-
-
-def version_of_run(run_id: str) -> ModelVersion | None:
-    """The newest READY version registered from `run_id`, if any: makes retries idempotent.
-
-    A version still registering is waited for; one whose registration failed is ignored
-    (the caller registers the run again), so only a READY version is ever promoted."""
-    client = _client()
-    versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
-    for entry in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        entry = _await_registration(client, entry.version)  # with its aliases
-        if entry.status == "READY":
-            return entry
-        log.warning(
-            "%s v%s of run %s is %s, not reused: %s",
-            MODEL_NAME,
-            entry.version,
-            run_id,
-            entry.status,
-            entry.status_message or "no message",
-        )
-    return None
-
-
 def _await_registration(client: MlflowClient, version: str) -> ModelVersion:
     """The entry of `version` once it is no longer PENDING_REGISTRATION (or the timeout)."""
     deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
@@ -299,27 +214,6 @@ def _await_registration(client: MlflowClient, version: str) -> ModelVersion:
         if entry.status != "PENDING_REGISTRATION" or time.monotonic() > deadline:
             return entry
         time.sleep(0.5)
-
-
-def _aliases() -> dict[str, str]:
-    """Alias -> version of MODEL_NAME; empty when the model is not registered yet."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        model = _client().get_registered_model(MODEL_NAME)
-    except MlflowException as exc:
-        if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
-            return {}
-        raise
-    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
-
-
-def champion() -> ModelVersion | None:
-    """The version holding the `production` alias; None before the first promotion."""
-    version = _aliases().get(PRODUCTION_ALIAS)
-    if version is None:
-        return None
-    return _entry(_client(), version)
 
 
 def _now() -> str:
@@ -368,84 +262,15 @@ def _archive_other_production_versions(client: MlflowClient, version: str) -> No
             _transition(client, str(other.version), ARCHIVED_STAGE, archive=False)
 
 
-def promote(version: str, *, reason: str, previous: str | None = None) -> None:
-    """Make `version` the served model: alias `production`, stage `Production` (the
-    previous Production version archived, tagged `archived_at` and `superseded_by`), tags
-    `promoted_at` and `promotion_reason`.
-
-    The alias moves first (it is what the API follows), then the stages, then the tags.
-    Every step may be repeated, so calling again after a failure part-way completes the
-    promotion. `previous` names the version replaced; by default the one holding the alias
-    (on a retry after the alias moved, the caller passes it: the alias no longer tells).
-    """
-    version = str(version)
-    client = _client()
-    target = _entry(client, version)  # fails early if it is missing
-    if target.status != "READY":
-        raise RuntimeError(f"{MODEL_NAME} v{version} is {target.status}: only READY is served")
-    holder = champion()
-    again = holder is not None and holder.version == version  # a retry or a repeat
-    if previous is None and not again:
-        previous = None if holder is None else holder.version
-    client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
-    has_stages = _transition(client, version, PRODUCTION_STAGE, archive=False)
-    if has_stages:
-        _archive_other_production_versions(client, version)
-    tags = target.tags or {}
-    promoted_at = (again and tags.get("promoted_at")) or _now()
-    reason = (again and tags.get("promotion_reason")) or reason
-    if previous is not None and str(previous) != version:
-        previous = str(previous)
-        old = _entry(client, previous)
-        if has_stages and _stage(old) != ARCHIVED_STAGE:
-            _transition(client, previous, ARCHIVED_STAGE, archive=False)
-        if not has_stages:
-            client.set_model_version_tag(MODEL_NAME, previous, "stage", ARCHIVED_STAGE)
-        archived_at = (old.tags or {}).get("archived_at") or promoted_at
-        client.set_model_version_tag(MODEL_NAME, previous, "archived_at", archived_at)
-        client.set_model_version_tag(MODEL_NAME, previous, "superseded_by", version)
-    if not has_stages:
-        client.set_model_version_tag(MODEL_NAME, version, "stage", PRODUCTION_STAGE)
-    client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
-    client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
-    log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
-
-
 def _score_tag(score: float | None) -> str:
     return "none" if score is None else repr(float(score))
 
 
-def record_decision(
-    version: str,
-    *,
-    promoted: bool,
-    candidate_score: float,
-    champion_version: str | None,
-    champion_score: float | None,
-    reason: str,
-) -> None:
-    """Tag the candidate version with the promotion decision, both scores and the reason,
-    so the registry shows why it was (not) promoted. Absent values are written `none`."""
-    client = _client()
-    tags = {
-        "promotion_decision": "promoted" if promoted else "rejected",
-        "decision_reason": reason,
-        f"candidate_{PRIMARY_METRIC}": _score_tag(candidate_score),
-        f"champion_{PRIMARY_METRIC}": _score_tag(champion_score),
-        "champion_version": "none" if champion_version is None else str(champion_version),
-        "decided_at": _now(),
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(MODEL_NAME, str(version), key, value)
-
-
-# --- loading ---------------------------------------------------------------------------------
-
-
 def load_model(uri: str) -> Any:
-    """The scikit-learn estimator at `uri` (`models:/...`, `runs:/...`); skops trusts the
-    types recorded when it was logged. MLflow 3.17 refuses every format, skops included,
-    when the environment sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false."""
+    """The scikit-learn estimator at `uri` (a local model folder, or `runs:/...` of the
+    active registry); skops trusts the types recorded when it was logged. MLflow 3.17
+    refuses every format, skops included, when the environment sets
+    MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false."""
     import mlflow.sklearn
 
     with _quiet_skops():
@@ -461,40 +286,6 @@ def _quiet_skops() -> Iterator[None]:
         for category in (DeprecationWarning, FutureWarning):  # Airflow's are FutureWarnings
             warnings.filterwarnings("ignore", category=category, module=r"skops(\..*)?$")
         yield
-
-
-def load_version(version: str) -> tuple[Any, ModelVersion]:
-    """A registered version's estimator and its registry entry."""
-    entry = _entry(_client(), version)
-    return load_model(f"models:/{MODEL_NAME}/{entry.version}"), entry
-
-
-def download_version(version: str, folder: str) -> str:
-    """Fetch a version's model files into `folder`; returns the local model path.
-
-    Separate from `load_model` so that callers can tell the two failures apart: fetching
-    fails when the registry or the artifact store cannot be reached (transient: retry),
-    loading fails when the files no longer make a model in this code (permanent)."""
-    import mlflow.artifacts
-
-    return mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=folder
-    )
-
-
-def load_champion() -> tuple[Any, ModelVersion] | None:
-    """The production model and its registry entry; None when nothing is promoted yet.
-
-    The alias is resolved once and the model loaded by that version number, so the
-    estimator and the entry agree even if a promotion happens in between.
-    """
-    current = champion()
-    if current is None:
-        return None
-    return load_version(current.version)
-
-
-# --- describing ------------------------------------------------------------------------------
 
 
 def _iso(millis: int | None) -> str | None:
@@ -544,18 +335,237 @@ def _describe(
     }
 
 
-def describe(version: ModelVersion) -> dict[str, Any]:
-    """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*
-    metrics (non-finite ones as null); what the API's `/model` endpoint returns."""
-    return _describe(_client(), version)
+class Registry:
+    """The tracking server and model registry at `uri`, reached through one MlflowClient."""
 
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._client: MlflowClient | None = None
 
-def list_versions() -> list[dict[str, Any]]:
-    """Every version of MODEL_NAME, newest first, each as `describe` gives it."""
-    client = _client()
-    versions = _all_versions(client)
-    by_version: dict[str, list[str]] = {}
-    for alias, number in _aliases().items():  # search results may lack the aliases
-        by_version.setdefault(number, []).append(alias)
-    versions.sort(key=lambda v: int(v.version), reverse=True)
-    return [_describe(client, v, by_version.get(str(v.version), [])) for v in versions]
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        return cls(settings.mlflow_tracking_uri)
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[Registry]:
+        """Point MLflow's fluent API (runs, logging, `register_model`) at this registry
+        for the block: the one place that sets MLflow's process-wide URIs."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        yield self
+
+    def ensure_experiment(
+        self, name: str = EXPERIMENT_NAME, artifact_location: str | None = None
+    ) -> str:
+        """The experiment's id, created if missing (`artifact_location` applies only then)
+        and made the active one. Safe when processes race to create it; a deleted one is
+        restored."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        client = self.client
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                experiment_id = client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException as exc:
+                if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(name)  # another process won the race
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+            if experiment.lifecycle_stage == "deleted":
+                log.warning("restoring deleted MLflow experiment %r (%s)", name, experiment_id)
+                client.restore_experiment(experiment_id)
+        with self.activate():
+            mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
+
+    def register(self, model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVersion:
+        """Register `model_uri` as a new version of MODEL_NAME, wait until it is READY, tag it."""
+        import mlflow
+
+        with self.activate():
+            version = mlflow.register_model(
+                model_uri,
+                MODEL_NAME,
+                await_registration_for=int(REGISTRATION_TIMEOUT_SECONDS),
+                tags={key: str(value) for key, value in (tags or {}).items()} or None,
+            )
+        # register_model waits too; a store may still report PENDING after it
+        version = _await_registration(self.client, version.version)
+        if version.status != "READY":
+            raise RuntimeError(
+                f"model version {MODEL_NAME} v{version.version} is {version.status}: "
+                f"{version.status_message or 'no message'}"
+            )
+        log.info("registered %s v%s from %s", MODEL_NAME, version.version, model_uri)
+        return version
+
+    def entry(self, version: str) -> ModelVersion:
+        """The registry entry of a version of MODEL_NAME (tags, stage, aliases, status)."""
+        return _entry(self.client, version)
+
+    def version_of_run(self, run_id: str) -> ModelVersion | None:
+        """The newest READY version registered from `run_id`, if any: makes retries idempotent.
+
+        A version still registering is waited for; one whose registration failed is ignored
+        (the caller registers the run again), so only a READY version is ever promoted."""
+        client = self.client
+        versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
+        for entry in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            entry = _await_registration(client, entry.version)  # with its aliases
+            if entry.status == "READY":
+                return entry
+            log.warning(
+                "%s v%s of run %s is %s, not reused: %s",
+                MODEL_NAME,
+                entry.version,
+                run_id,
+                entry.status,
+                entry.status_message or "no message",
+            )
+        return None
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> version of MODEL_NAME; empty when the model is not registered yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(MODEL_NAME)
+        except MlflowException as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def champion(self) -> ModelVersion | None:
+        """The version holding the `production` alias; None before the first promotion."""
+        version = self.aliases().get(PRODUCTION_ALIAS)
+        if version is None:
+            return None
+        return _entry(self.client, version)
+
+    def promote(self, version: str, *, reason: str, previous: str | None = None) -> None:
+        """Make `version` the served model: alias `production`, stage `Production` (the
+        previous Production version archived, tagged `archived_at` and `superseded_by`), tags
+        `promoted_at` and `promotion_reason`.
+
+        The alias moves first (it is what the API follows), then the stages, then the tags.
+        Every step may be repeated, so calling again after a failure part-way completes the
+        promotion. `previous` names the version replaced; by default the one holding the alias
+        (on a retry after the alias moved, the caller passes it: the alias no longer tells).
+        """
+        version = str(version)
+        client = self.client
+        target = _entry(client, version)  # fails early if it is missing
+        if target.status != "READY":
+            raise RuntimeError(f"{MODEL_NAME} v{version} is {target.status}: only READY is served")
+        holder = self.champion()
+        again = holder is not None and holder.version == version  # a retry or a repeat
+        if previous is None and not again:
+            previous = None if holder is None else holder.version
+        client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
+        has_stages = _transition(client, version, PRODUCTION_STAGE, archive=False)
+        if has_stages:
+            _archive_other_production_versions(client, version)
+        tags = target.tags or {}
+        promoted_at = (again and tags.get("promoted_at")) or _now()
+        reason = (again and tags.get("promotion_reason")) or reason
+        if previous is not None and str(previous) != version:
+            previous = str(previous)
+            old = _entry(client, previous)
+            if has_stages and _stage(old) != ARCHIVED_STAGE:
+                _transition(client, previous, ARCHIVED_STAGE, archive=False)
+            if not has_stages:
+                client.set_model_version_tag(MODEL_NAME, previous, "stage", ARCHIVED_STAGE)
+            archived_at = (old.tags or {}).get("archived_at") or promoted_at
+            client.set_model_version_tag(MODEL_NAME, previous, "archived_at", archived_at)
+            client.set_model_version_tag(MODEL_NAME, previous, "superseded_by", version)
+        if not has_stages:
+            client.set_model_version_tag(MODEL_NAME, version, "stage", PRODUCTION_STAGE)
+        client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
+        client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
+        log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
+
+    def record_decision(
+        self,
+        version: str,
+        *,
+        promoted: bool,
+        candidate_score: float,
+        champion_version: str | None,
+        champion_score: float | None,
+        reason: str,
+    ) -> None:
+        """Tag the candidate version with the promotion decision, both scores and the reason,
+        so the registry shows why it was (not) promoted. Absent values are written `none`."""
+        client = self.client
+        tags = {
+            "promotion_decision": "promoted" if promoted else "rejected",
+            "decision_reason": reason,
+            f"candidate_{PRIMARY_METRIC}": _score_tag(candidate_score),
+            f"champion_{PRIMARY_METRIC}": _score_tag(champion_score),
+            "champion_version": "none" if champion_version is None else str(champion_version),
+            "decided_at": _now(),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(MODEL_NAME, str(version), key, value)
+
+    def load_version(self, version: str) -> tuple[Any, ModelVersion]:
+        """A registered version's estimator and its registry entry."""
+        entry = _entry(self.client, version)
+        with tempfile.TemporaryDirectory(prefix="model-") as folder:
+            return load_model(self.download_version(entry.version, folder)), entry
+
+    def download_version(self, version: str, folder: str) -> str:
+        """Fetch a version's model files into `folder`; returns the local model path.
+
+        Separate from `load_model` so that callers can tell the two failures apart: fetching
+        fails when the registry or the artifact store cannot be reached (transient: retry),
+        loading fails when the files no longer make a model in this code (permanent)."""
+        import mlflow.artifacts
+
+        with self.activate():
+            return mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=folder
+            )
+
+    def load_champion(self) -> tuple[Any, ModelVersion] | None:
+        """The production model and its registry entry; None when nothing is promoted yet.
+
+        The alias is resolved once and the model loaded by that version number, so the
+        estimator and the entry agree even if a promotion happens in between.
+        """
+        current = self.champion()
+        if current is None:
+            return None
+        return self.load_version(current.version)
+
+    def describe(self, version: ModelVersion) -> dict[str, Any]:
+        """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*
+        metrics (non-finite ones as null); what the API's `/model` endpoint returns."""
+        return _describe(self.client, version)
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every version of MODEL_NAME, newest first, each as `describe` gives it."""
+        client = self.client
+        versions = _all_versions(client)
+        by_version: dict[str, list[str]] = {}
+        for alias, number in self.aliases().items():  # search results may lack the aliases
+            by_version.setdefault(number, []).append(alias)
+        versions.sort(key=lambda v: int(v.version), reverse=True)
+        return [_describe(client, v, by_version.get(str(v.version), [])) for v in versions]

@@ -7,7 +7,7 @@ train split; the decision rule (per-class weights, see `ReadmissionModel`) is tu
 the valid split; families are compared on the valid split by the primary metric; the test
 split is only reported.
 
-Primary metric: macro-F1 on the valid split (`registry.PRIMARY_METRIC`). Accuracy would
+Primary metric: macro-F1 on the valid split (`PRIMARY_METRIC`, from the registry). Accuracy would
 reward predicting `NO` for everyone (54 % of encounters); macro-F1 weighs the rare `<30`
 class (11 %), the one a hospital acts on, as much as the others, and it judges the
 classes the platform actually serves. ROC-AUC of `<30` and log-loss are reported beside it.
@@ -22,7 +22,6 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,16 +31,23 @@ import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
 
-from readmission import db, drift, evaluation, registry, schema
+from readmission import db, drift, evaluation, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
+from readmission.registry import (
+    PRIMARY_METRIC,
+    Registry,
+    load_model,
+    log_sklearn_model,
+    should_promote,
+    signature_frame,
+)
 from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
 Profile = Literal["full", "quick"]
-PRIMARY_METRIC = registry.PRIMARY_METRIC
 SPLITS = ("train", "valid", "test")
 
 #: What a model reads: the cleaned encounter (no identifier, no target) and its history.
@@ -331,7 +337,9 @@ def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> 
     ]
 
 
-def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]) -> dict:
+def log_candidate(
+    candidate: Candidate, data: TrainingData, tags: dict[str, str], registry: Registry
+) -> dict:
     """One MLflow run per candidate: params, metrics, confusion matrices, the search, the
     data it saw, and the model with its signature and an input example.
 
@@ -339,9 +347,8 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
     import mlflow
 
     registry.ensure_experiment()
-    with mlflow.start_run(
-        run_name=candidate.family, tags={**tags, "family": candidate.family}
-    ) as run:
+    run_tags = {**tags, "family": candidate.family}
+    with registry.activate(), mlflow.start_run(run_name=candidate.family, tags=run_tags) as run:
         mlflow.log_params(
             {
                 "family": candidate.family,
@@ -373,11 +380,9 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
             }
         )
         train_inputs = data.inputs("train")
-        dataset = mlflow.data.from_pandas(
-            registry.signature_frame(train_inputs), name="clean_data.train"
-        )
+        dataset = mlflow.data.from_pandas(signature_frame(train_inputs), name="clean_data.train")
         mlflow.log_input(dataset, context="training")
-        model_uri = registry.log_sklearn_model(
+        model_uri = log_sklearn_model(
             candidate.model,
             training_frame=train_inputs,
             input_example=data.inputs("valid").head(3),
@@ -400,67 +405,11 @@ def _log_bytes(content: bytes, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
-#: Advisory-lock key of promotions on PostgreSQL (any constant shared by every trainer).
-PROMOTION_LOCK_KEY = 0x5EAD_0001
-PROMOTION_LOCK_TIMEOUT_SECONDS = 900.0
-
-
-@contextlib.contextmanager
-def promotion_lock(
-    engine: Engine, timeout: float = PROMOTION_LOCK_TIMEOUT_SECONDS
-) -> Iterator[None]:
-    """Hold the platform-wide promotion lock: one trainer at a time reads the champion,
-    compares and moves the alias.
-
-    Why a lock in the data store and not in MLflow: the registry's API has no conditional
-    update (an alias is set unconditionally, last writer wins), so two trainers that both
-    read champion v1 would both promote, and the slower, possibly worse one would stay in
-    Production. A lock record kept in the registry (say a registered model used as a
-    mutex) would stay held forever by a trainer killed while holding it. Every trainer
-    already shares the data store (it reads its training data there), and its locks die
-    with their holder: on PostgreSQL a session advisory lock (released when the connection
-    closes), on the embedded SQLite store an `flock` on a file beside the database (released
-    when the process exits). Trainers with separate data stores are not serialized.
-    """
-    deadline = time.monotonic() + timeout
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            while not conn.scalar(
-                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": PROMOTION_LOCK_KEY}
-            ):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"promotion lock still held after {timeout:.0f} s")
-                time.sleep(0.2)
-            try:
-                yield
-            finally:
-                conn.scalar(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": PROMOTION_LOCK_KEY})
-                conn.commit()
-        return
-    import fcntl
-
-    path = Path(engine.url.database).with_name("promotion.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    message = f"promotion lock {path} still held after {timeout:.0f} s"
-                    raise TimeoutError(message) from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def promote_best(
     candidates: list[dict],
     data: TrainingData,
     tags: dict[str, str],
+    registry: Registry,
     lock: contextlib.AbstractContextManager | None = None,
 ) -> dict:
     """Register the best candidate; promote it only if it beats the current champion.
@@ -468,7 +417,7 @@ def promote_best(
     The champion is re-scored on the current valid split, the one the candidates were
     judged on, so both scores compare like with like. Equal or worse is never promoted;
     a first model always is. Retrying is safe: a run registered before is not again.
-    With `lock` (see `promotion_lock`), reading the champion, the decision and the
+    With `lock` (see `db.promotion_lock`), reading the champion, the decision and the
     promotion happen under it, so concurrent trainers decide one after the other, each
     against the champion the previous one left.
     """
@@ -489,21 +438,21 @@ def promote_best(
         },
     )
     with lock or contextlib.nullcontext():
-        return _decide(best, version, data)
+        return _decide(best, version, data, registry)
 
 
-def _decide(best: dict, version, data: TrainingData) -> dict:
+def _decide(best: dict, version, data: TrainingData, registry: Registry) -> dict:
     current = registry.champion()
     if current is not None and current.version == version.version:
-        return _finish(best, version, data)
+        return _finish(best, version, data, registry)
     champion_score, unscorable = None, None
     if current is not None:
-        champion_score, unscorable = _rescore(current.version, data)
+        champion_score, unscorable = _rescore(current.version, data, registry)
     if unscorable:
         promoted = math.isfinite(best[PRIMARY_METRIC])
         reason = f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs {unscorable}"
     else:
-        promoted = registry.should_promote(best[PRIMARY_METRIC], champion_score)
+        promoted = should_promote(best[PRIMARY_METRIC], champion_score)
         reason = (
             "first model"
             if current is None
@@ -525,7 +474,9 @@ def _decide(best: dict, version, data: TrainingData) -> dict:
     return _decision(best, version, data, promoted, reason, champion_version, champion_score)
 
 
-def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, str | None]:
+def _rescore(
+    champion_version: str, data: TrainingData, registry: Registry
+) -> tuple[float | None, str | None]:
     """The champion's primary metric on the snapshot, or why it cannot be scored.
 
     Fetching its files can fail for a while (registry or artifact store unreachable): that
@@ -535,7 +486,7 @@ def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, s
     with tempfile.TemporaryDirectory(prefix="champion-") as folder:
         path = registry.download_version(champion_version, folder)
         try:
-            model = registry.load_model(path)
+            model = load_model(path)
             return score(model, data), None
         except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
             why = short_error(exc, limit=300)
@@ -545,7 +496,7 @@ def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, s
             return None, f"champion v{champion_version} which cannot be scored ({why})"
 
 
-def _finish(best: dict, version, data: TrainingData) -> dict:
+def _finish(best: dict, version, data: TrainingData, registry: Registry) -> dict:
     """The version already holds the alias: a retry after a promotion failed part-way, or a
     rerun after it completed. Complete what the recorded decision started; never record a
     decision of the version against itself."""

@@ -141,7 +141,7 @@ def mlflow_tracking(
 
     import mlflow
 
-    from readmission import registry
+    from readmission.registry import Registry
     from tests.support.served import point_mlflow_at
 
     database = tmp_path / "mlflow.db"
@@ -152,8 +152,18 @@ def mlflow_tracking(
         source.backup(copy)
     uri = f"sqlite:///{database}"
     point_mlflow_at(monkeypatch, uri)
-    registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
+    Registry(uri).ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
     get_settings.cache_clear()
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@pytest.fixture
+def model_registry():
+    """The registry the test's MLflow fixture points this process at."""
+    import mlflow
+
+    from readmission.registry import Registry
+
+    return Registry(mlflow.get_tracking_uri())

@@ -15,7 +15,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 from pydantic import Field, create_model
 
-from readmission import __version__, db, registry
+from readmission import __version__, db
 from readmission.api import errors
 from readmission.api.deps import Services
 from readmission.api.history import lookup
@@ -25,6 +25,7 @@ from readmission.api.prediction_log import PredictionLog
 from readmission.api.predictor import Predictor
 from readmission.api.routes import health, model, predict
 from readmission.api.schemas import EXAMPLE, Encounter, Message
+from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,14 @@ is picked up without a restart.
 """
 
 
-def _configure_mlflow(settings: Settings) -> None:
-    """Registry calls fail fast instead of retrying for minutes while serving."""
+def _serving_registry(settings: Settings) -> Registry:
+    """The registry, its calls failing fast instead of retrying for minutes while serving
+    (MLflow reads these two knobs from the environment only; an explicit value wins)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault(
         "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_seconds))
     )
-    registry.use_tracking(settings.mlflow_tracking_uri)
+    return Registry.from_settings(settings)
 
 
 def _store_engine(settings: Settings):
@@ -66,12 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _configure_mlflow(settings)
+        registry = _serving_registry(settings)
         metrics = app.state.metrics
         engine = (
             _store_engine(settings) if settings.patient_history or settings.prediction_log else None
         )
-        store = ModelStore(metrics, settings.drift_window, settings.drift_min_rows)
+        store = ModelStore(registry, metrics, settings.drift_window, settings.drift_min_rows)
         metrics.drift_threshold.set(settings.drift_psi_threshold)
         history = partial(lookup, engine) if settings.patient_history else None
         predictor = Predictor(store, metrics, history, max_queued_rows=settings.predict_queue_rows)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from readmission import registry
 from readmission.api.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.drift import DriftMonitor
+from readmission.registry import MODEL_NAME, PRODUCTION_ALIAS, Registry
 from readmission.text import short_error
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,13 @@ class ModelStore:
     """Holds the Production model and swaps in a newly promoted one."""
 
     def __init__(
-        self, metrics: ApiMetrics, drift_window: int = 1_000, drift_min_rows: int = 200
+        self,
+        registry: Registry,
+        metrics: ApiMetrics,
+        drift_window: int = 1_000,
+        drift_min_rows: int = 200,
     ) -> None:
+        self.registry = registry
         self.metrics = metrics
         self.drift_window = drift_window
         self.drift_min_rows = drift_min_rows
@@ -80,7 +85,7 @@ class ModelStore:
     def _check(self) -> str:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
-            champion = registry.champion()
+            champion = self.registry.champion()
         except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
             self.status = RegistryStatus(False, now, f"registry unreachable: {short_error(exc)}")
             self.metrics.reloads.labels("failure").inc()
@@ -95,8 +100,8 @@ class ModelStore:
             return self.status.message
         started = time.perf_counter()
         try:
-            model, version = registry.load_version(str(champion.version))
-            described = registry.describe(version)
+            model, version = self.registry.load_version(str(champion.version))
+            described = self.registry.describe(version)
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
             self.status = RegistryStatus(
@@ -114,13 +119,16 @@ class ModelStore:
         monitor = DriftMonitor(profile, self.drift_window, self.drift_min_rows) if profile else None
         loaded = LoadedModel(
             model,
-            registry.MODEL_NAME,
+            MODEL_NAME,
             str(version.version),
-            registry.PRODUCTION_ALIAS,
+            PRODUCTION_ALIAS,
             described,
             monitor,
         )
         previous = self.current
+        # what /model reports is in place before the swap makes the model visible
+        self._described = (loaded.version, described, now)
+        self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
         self.current = loaded  # the swap: one reference assignment
         # The long-lived objects (libraries, the model's trees) leave the garbage collector's
         # view: a full collection over them paused requests for ~200 ms (p99, measured).
@@ -128,7 +136,6 @@ class ModelStore:
         gc.freeze()
         self.metrics.reloads.labels("success").inc()
         self.metrics.serving(loaded.name, loaded.version, time.time())
-        self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
         was = previous.version if previous else "none"
         log.info(
             "now serving %s v%s (was %s), loaded in %.1f s",
@@ -154,8 +161,8 @@ class ModelStore:
             return
         try:
             same = current.version == str(champion.version)
-            entry = champion if same else registry.entry(current.version)
-            self._described = (current.version, registry.describe(entry), now)
+            entry = champion if same else self.registry.entry(current.version)
+            self._described = (current.version, self.registry.describe(entry), now)
         except Exception as exc:  # noqa: BLE001 - /model then shows the last description
             log.warning(
                 "could not refresh what the registry says of v%s: %s",

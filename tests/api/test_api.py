@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import registry, schema, synthetic
+from readmission import schema, synthetic
 from readmission.api.schemas import EXAMPLE
 from readmission.cleaning import clean
 from tests.conftest import real_csv
@@ -41,7 +41,7 @@ def test_health_ready_and_model(world):
     assert described["stage"] == "Production"
     for name in ("valid_macro_f1", "test_macro_f1", "test_roc_auc_lt30"):
         assert 0 <= described["metrics"][name] <= 1
-    assert described["registry"]["reachable"] is True
+    assert described["registry"]["reachable"] is True, described
 
 
 def test_predict_answers_with_class_probabilities_risk_and_model(world):
@@ -109,7 +109,7 @@ def test_identifiers_and_the_target_are_accepted_and_ignored_by_the_model(world)
     assert {**plain.json(), "history": None} == {**with_ids.json(), "history": None}
 
 
-def test_served_predictions_equal_in_process_ones_nulls_included(world):
+def test_served_predictions_equal_in_process_ones_nulls_included(world, model_registry):
     # without patients: their history (stored, or sent together) is tested on its own
     records = [{**r, "patient_nbr": None} for r in _records(60)]
     for record in records[::3]:  # JSON nulls, which pandas receives as None
@@ -117,7 +117,7 @@ def test_served_predictions_equal_in_process_ones_nulls_included(world):
     response = world.client.post("/predict/batch", json={"encounters": records})
     assert response.status_code == 200, response.text[:2000]
     served = response.json()
-    model, _ = registry.load_champion()
+    model, _ = model_registry.load_champion()
     local = clean(pd.DataFrame(records))
     proba = model.predict_proba(local)
     classes = list(model.classes_)

@@ -10,8 +10,9 @@ from urllib.parse import urlparse
 
 import pytest
 
-from readmission import pipeline, registry
+from readmission import pipeline
 from readmission.api.schemas import EXAMPLE
+from readmission.registry import MODEL_NAME, Registry
 from tests.support.pgserver import free_port
 
 pytestmark = pytest.mark.slow
@@ -27,7 +28,9 @@ def _failures(world) -> float:
 def _promote_new_version(settings, family: str) -> str:
     result = pipeline.train_and_promote([family], "quick", settings)
     version = result["decision"]["version"]
-    registry.promote(version, reason="test: force a new version into service")
+    Registry.from_settings(settings).promote(
+        version, reason="test: force a new version into service"
+    )
     return version
 
 
@@ -63,7 +66,9 @@ def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requ
 def test_an_unreachable_registry_keeps_the_model_serving_and_is_reported(world):
     before = _failures(world)
     serving = world.client.get("/ready").json()["model"]["version"]
-    registry.use_tracking(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    store = world.server.app.state.services.store
+    serving_registry = store.registry
+    store.registry = Registry(f"http://127.0.0.1:{free_port()}")  # nothing listens there
     try:
         result = world.client.post("/model/reload").json()
         assert "registry unreachable" in result["result"]
@@ -74,17 +79,19 @@ def test_an_unreachable_registry_keeps_the_model_serving_and_is_reported(world):
         assert world.client.get("/model").json()["registry"]["reachable"] is False
         assert _failures(world) > before
     finally:
-        registry.use_tracking(world.settings.mlflow_tracking_uri)
+        store.registry = serving_registry
     world.client.post("/model/reload")
     assert world.client.get("/model").json()["registry"]["reachable"] is True
 
 
-def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world):
+def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world, model_registry):
     serving = world.client.get("/ready").json()["model"]["version"]
     before = _failures(world)
     result = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", world.settings)
     version = result["decision"]["version"]
-    source = registry.describe(registry.version_of_run(result["candidates"][0]["run_id"]))["source"]
+    source = model_registry.describe(
+        model_registry.version_of_run(result["candidates"][0]["run_id"])
+    )["source"]
     import mlflow
 
     model_id = source.split("/")[-1]
@@ -92,7 +99,7 @@ def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world):
         urlparse(mlflow.MlflowClient().get_logged_model(model_id).artifact_location).path
     )
     shutil.rmtree(location)
-    registry.promote(version, reason="test: a model whose files are gone")
+    model_registry.promote(version, reason="test: a model whose files are gone")
     world.wait_for(lambda: _failures(world) > before, timeout=10)
     assert world.client.get("/ready").json()["model"]["version"] == serving
     assert world.client.post("/predict", json=EXAMPLE).status_code == 200
@@ -112,7 +119,7 @@ def test_model_shows_the_registry_as_it_is_now_not_as_it_was_at_load(world):
     serving = world.client.get("/model").json()
     assert "reviewed_by" not in serving["tags"]
     mlflow.MlflowClient().set_model_version_tag(
-        registry.MODEL_NAME, serving["version"], "reviewed_by", "the care team"
+        MODEL_NAME, serving["version"], "reviewed_by", "the care team"
     )
     world.client.post("/model/reload")  # or the next poll
     now = world.client.get("/model").json()

@@ -70,13 +70,11 @@ def test_clean_dag_cleans_what_is_new_and_skips_when_nothing_is(dagbag, sample_e
 
 
 def test_training_dag_trains_every_family_and_promotes_the_first_model(
-    dagbag, sample_env, mlflow_tracking, monkeypatch
+    dagbag, sample_env, mlflow_tracking, monkeypatch, model_registry
 ):
     """An Asset-triggered run has no conf: the workers' TRAINING_PROFILE decides the search,
     and every task works on the snapshot of clean_data pinned when the run started."""
     import mlflow
-
-    from readmission import registry
 
     monkeypatch.setenv("TRAINING_PROFILE", "quick")
     pipeline.get_settings.cache_clear()
@@ -89,10 +87,10 @@ def test_training_dag_trains_every_family_and_promotes_the_first_model(
         "train_candidate": ["success"] * 3,
         "promote": ["success"],
     }
-    production = registry.champion()
+    production = model_registry.champion()
     assert production is not None
     assert production.current_stage == "Production"
-    versions = registry.list_versions()
+    versions = model_registry.list_versions()
     assert len({v["tags"].get("family") for v in versions}) == 1  # the best of the three
     runs = mlflow.search_runs(output_format="list")
     assert len(runs) == 3

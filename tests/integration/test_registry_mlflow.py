@@ -122,29 +122,31 @@ def log_candidate(model: ReadmissionModel, valid_score: float) -> str:
         )
 
 
-def test_champion_is_none_on_an_empty_registry(mlflow_tracking: str) -> None:
-    assert registry.champion() is None
-    assert registry.load_champion() is None
-    assert registry.list_versions() == []
+def test_champion_is_none_on_an_empty_registry(mlflow_tracking: str, model_registry) -> None:
+    assert model_registry.champion() is None
+    assert model_registry.load_champion() is None
+    assert model_registry.list_versions() == []
 
 
-def test_ensure_experiment_is_idempotent(mlflow_tracking: str, tmp_path: Path) -> None:
-    first = registry.ensure_experiment()
-    assert registry.ensure_experiment() == first
+def test_ensure_experiment_is_idempotent(
+    mlflow_tracking: str, tmp_path: Path, model_registry
+) -> None:
+    first = model_registry.ensure_experiment()
+    assert model_registry.ensure_experiment() == first
     experiment = mlflow.MlflowClient().get_experiment(first)
     assert experiment.name == registry.EXPERIMENT_NAME
     assert experiment.artifact_location == (tmp_path / "artifacts").as_uri()
-    other = registry.ensure_experiment("another-experiment")
+    other = model_registry.ensure_experiment("another-experiment")
     assert other != first
     with mlflow.start_run() as run:  # the experiment ensured last is the active one
         assert run.info.experiment_id == other
     mlflow.MlflowClient().delete_experiment(first)
-    assert registry.ensure_experiment() == first  # restored, not created anew
+    assert model_registry.ensure_experiment() == first  # restored, not created anew
     assert mlflow.MlflowClient().get_experiment(first).lifecycle_stage == "active"
 
 
 def test_ensure_experiment_survives_losing_the_creation_race(
-    mlflow_tracking: str, monkeypatch: pytest.MonkeyPatch
+    mlflow_tracking: str, monkeypatch: pytest.MonkeyPatch, model_registry
 ) -> None:
     client_class = mlflow.MlflowClient
     created_elsewhere = client_class().create_experiment("raced")
@@ -156,7 +158,7 @@ def test_ensure_experiment_survives_losing_the_creation_race(
         return None if len(calls) == 1 else real_lookup(self, name)
 
     monkeypatch.setattr(client_class, "get_experiment_by_name", stale_lookup)
-    assert registry.ensure_experiment("raced") == created_elsewhere
+    assert model_registry.ensure_experiment("raced") == created_elsewhere
 
 
 def test_logged_model_signature_accepts_missing_values(
@@ -194,14 +196,14 @@ def test_logged_model_signature_accepts_missing_values(
     assert list(predicted) == list(model.predict(rows))
 
 
-def test_register_and_promote_a_first_model(mlflow_tracking: str) -> None:
+def test_register_and_promote_a_first_model(mlflow_tracking: str, model_registry) -> None:
     model = fit_model(1.0)
-    version = registry.register(log_candidate(model, 0.4), tags={"family": "logistic"})
+    version = model_registry.register(log_candidate(model, 0.4), tags={"family": "logistic"})
     assert version.status == "READY"
     assert version.version == "1"  # a str, as with an MLflow server
     assert version.tags["family"] == "logistic"
     assert registry.should_promote(0.4, None)
-    registry.record_decision(
+    model_registry.record_decision(
         version.version,
         promoted=True,
         candidate_score=0.4,
@@ -209,9 +211,9 @@ def test_register_and_promote_a_first_model(mlflow_tracking: str) -> None:
         champion_score=None,
         reason="first model",
     )
-    registry.promote(version.version, reason="first model")
+    model_registry.promote(version.version, reason="first model")
 
-    current = registry.champion()
+    current = model_registry.champion()
     assert current is not None
     assert current.version == version.version
     assert current.current_stage == registry.PRODUCTION_STAGE
@@ -220,24 +222,26 @@ def test_register_and_promote_a_first_model(mlflow_tracking: str) -> None:
     assert current.tags["promoted_at"].endswith("+00:00")
     assert current.tags["promotion_decision"] == "promoted"
     assert current.tags[f"champion_{registry.PRIMARY_METRIC}"] == "none"
-    assert registry.version_of_run(current.run_id).version == version.version
+    assert model_registry.version_of_run(current.run_id).version == version.version
 
-    registry.promote(version.version, reason="again")  # idempotent
-    again = registry.champion()
+    model_registry.promote(version.version, reason="again")  # idempotent
+    again = model_registry.champion()
     assert again.version == version.version
     assert again.tags["promotion_reason"] == "first model"
 
 
-def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_tracking: str) -> None:
-    first = registry.register(log_candidate(fit_model(1.0), 0.40))
-    registry.promote(first.version, reason="first model")
-    second = registry.register(log_candidate(fit_model(0.1, seed=1), 0.45))
-    worse = registry.register(log_candidate(fit_model(0.01, seed=2), 0.30))
+def test_a_better_version_replaces_the_champion_which_is_archived(
+    mlflow_tracking: str, model_registry
+) -> None:
+    first = model_registry.register(log_candidate(fit_model(1.0), 0.40))
+    model_registry.promote(first.version, reason="first model")
+    second = model_registry.register(log_candidate(fit_model(0.1, seed=1), 0.45))
+    worse = model_registry.register(log_candidate(fit_model(0.01, seed=2), 0.30))
 
-    champion = registry.champion()
+    champion = model_registry.champion()
     assert not registry.should_promote(0.30, 0.45)
     assert registry.should_promote(0.45, 0.40)
-    registry.record_decision(
+    model_registry.record_decision(
         worse.version,
         promoted=False,
         candidate_score=0.30,
@@ -245,7 +249,7 @@ def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_trackin
         champion_score=0.40,
         reason="test",
     )
-    registry.record_decision(
+    model_registry.record_decision(
         second.version,
         promoted=True,
         candidate_score=0.45,
@@ -253,13 +257,13 @@ def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_trackin
         champion_score=0.40,
         reason="test",
     )
-    registry.promote(second.version, reason="valid_macro_f1 0.45 vs 0.40")
+    model_registry.promote(second.version, reason="valid_macro_f1 0.45 vs 0.40")
 
     client = mlflow.MlflowClient()
     old = client.get_model_version(registry.MODEL_NAME, first.version)
     new = client.get_model_version(registry.MODEL_NAME, second.version)
     rejected = client.get_model_version(registry.MODEL_NAME, worse.version)
-    assert registry.champion().version == second.version
+    assert model_registry.champion().version == second.version
     assert (new.current_stage, new.aliases) == ("Production", ["production"])
     assert (old.current_stage, old.aliases) == ("Archived", [])
     assert old.tags["superseded_by"] == second.version
@@ -271,20 +275,22 @@ def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_trackin
 
 
 def test_promote_emits_no_deprecation_warning(
-    mlflow_tracking: str, recwarn: pytest.WarningsRecorder
+    mlflow_tracking: str, recwarn: pytest.WarningsRecorder, model_registry
 ):
-    version = registry.register(log_candidate(fit_model(1.0), 0.4))
+    version = model_registry.register(log_candidate(fit_model(1.0), 0.4))
     recwarn.clear()
-    registry.promote(version.version, reason="first model")
+    model_registry.promote(version.version, reason="first model")
     assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning | FutureWarning)]
 
 
-def test_load_champion_predicts_like_the_model_in_memory(mlflow_tracking: str) -> None:
+def test_load_champion_predicts_like_the_model_in_memory(
+    mlflow_tracking: str, model_registry
+) -> None:
     model = fit_model(1.0)
-    version = registry.register(log_candidate(model, 0.4))
-    registry.promote(version.version, reason="first model")
+    version = model_registry.register(log_candidate(model, 0.4))
+    model_registry.promote(version.version, reason="first model")
 
-    loaded, entry = registry.load_champion()
+    loaded, entry = model_registry.load_champion()
     assert entry.version == version.version
     assert isinstance(loaded, ReadmissionModel)
     frame, _ = encounters(50, seed=9)
@@ -293,14 +299,14 @@ def test_load_champion_predicts_like_the_model_in_memory(mlflow_tracking: str) -
         assert list(loaded.predict(rows)) == list(model.predict(rows))
 
 
-def test_describe_and_list_versions_are_json_ready(mlflow_tracking: str) -> None:
+def test_describe_and_list_versions_are_json_ready(mlflow_tracking: str, model_registry) -> None:
     import json
 
-    first = registry.register(log_candidate(fit_model(1.0), 0.40), tags={"family": "a"})
-    registry.promote(first.version, reason="first model")
-    second = registry.register(log_candidate(fit_model(0.1), 0.45), tags={"family": "b"})
+    first = model_registry.register(log_candidate(fit_model(1.0), 0.40), tags={"family": "a"})
+    model_registry.promote(first.version, reason="first model")
+    second = model_registry.register(log_candidate(fit_model(0.1), 0.45), tags={"family": "b"})
 
-    summary = registry.describe(registry.champion())
+    summary = model_registry.describe(model_registry.champion())
     assert summary["name"] == registry.MODEL_NAME
     assert summary["version"] == first.version
     assert summary["stage"] == "Production"
@@ -311,7 +317,7 @@ def test_describe_and_list_versions_are_json_ready(mlflow_tracking: str) -> None
     assert summary["created_at"].endswith("+00:00")
     json.dumps(summary)
 
-    listed = registry.list_versions()
+    listed = model_registry.list_versions()
     assert [v["version"] for v in listed] == [second.version, first.version]
     assert listed[0]["aliases"] == []
     assert listed[0]["stage"] == "None"
@@ -321,25 +327,25 @@ def test_describe_and_list_versions_are_json_ready(mlflow_tracking: str) -> None
 
 
 def test_promote_without_stages_still_moves_the_alias_and_tags(
-    mlflow_tracking: str, monkeypatch: pytest.MonkeyPatch
+    mlflow_tracking: str, monkeypatch: pytest.MonkeyPatch, model_registry
 ) -> None:
     """What promote does once MLflow drops stages (deprecated since 2.9)."""
-    first = registry.register(log_candidate(fit_model(1.0), 0.40))
-    second = registry.register(log_candidate(fit_model(0.1), 0.45))
+    first = model_registry.register(log_candidate(fit_model(1.0), 0.40))
+    second = model_registry.register(log_candidate(fit_model(0.1), 0.45))
     monkeypatch.delattr(mlflow.MlflowClient, "transition_model_version_stage")
-    registry.promote(first.version, reason="first model")
-    registry.promote(second.version, reason="better")
+    model_registry.promote(first.version, reason="first model")
+    model_registry.promote(second.version, reason="better")
 
     client = mlflow.MlflowClient()
     old = client.get_model_version(registry.MODEL_NAME, first.version)
     new = client.get_model_version(registry.MODEL_NAME, second.version)
-    assert registry.champion().version == second.version
+    assert model_registry.champion().version == second.version
     assert new.tags["stage"] == "Production"
     assert old.tags["stage"] == "Archived"
     assert old.aliases == []
-    assert registry.describe(old)["stage"] == "Archived"
+    assert model_registry.describe(old)["stage"] == "Archived"
     promoted_at = new.tags["promoted_at"]
-    registry.promote(second.version, reason="again")  # idempotent without stages too
+    model_registry.promote(second.version, reason="again")  # idempotent without stages too
     again = client.get_model_version(registry.MODEL_NAME, second.version)
     assert (again.tags["promoted_at"], again.tags["promotion_reason"]) == (promoted_at, "better")
 
@@ -354,7 +360,7 @@ def deployment_store_driver() -> str:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_registry
 ) -> None:
     """MLflow's store on PostgreSQL through the driver the Compose and Kubernetes MLflow use
     (psycopg 3). There, MLflow's own `archive_existing_versions` query fails (`operator does
@@ -362,11 +368,11 @@ def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
     failed part-way, and its retry left version 1 Production by alias but stage None."""
     assert postgres_url.split("://", 1)[0] == deployment_store_driver()
     point_mlflow_at(monkeypatch, postgres_url)
-    registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
-    first = registry.register(log_candidate(fit_model(1.0), 0.40))
-    registry.promote(first.version, reason="first model")
-    second = registry.register(log_candidate(fit_model(0.1, seed=1), 0.45))
-    registry.promote(second.version, reason="better")
+    model_registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
+    first = model_registry.register(log_candidate(fit_model(1.0), 0.40))
+    model_registry.promote(first.version, reason="first model")
+    second = model_registry.register(log_candidate(fit_model(0.1, seed=1), 0.45))
+    model_registry.promote(second.version, reason="better")
 
     client = mlflow.MlflowClient()
     old = client.get_model_version(registry.MODEL_NAME, first.version)

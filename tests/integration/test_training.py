@@ -10,6 +10,7 @@ from sklearn.pipeline import Pipeline
 from readmission import pipeline, registry, synthetic, training
 from readmission.estimator import ReadmissionModel
 from readmission.features import EncounterFeatures
+from readmission.registry import Registry
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def settings(tmp_path, settings_for, mlflow_tracking, sqlite_url):
     return settings
 
 
-def test_first_model_is_promoted_and_an_equal_one_is_not(settings):
+def test_first_model_is_promoted_and_an_equal_one_is_not(settings, model_registry):
     first = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
     decision = first["decision"]
     assert decision["promoted"] is True
@@ -48,11 +49,11 @@ def test_first_model_is_promoted_and_an_equal_one_is_not(settings):
     assert again["promoted"] is False  # same data, same seed: an equal score
     assert again["candidate_score"] == pytest.approx(again["champion_score"])
     assert pipeline.production_model(settings)["version"] == decision["version"]
-    versions = {v["version"]: v for v in registry.list_versions()}
+    versions = {v["version"]: v for v in model_registry.list_versions()}
     assert versions[again["version"]]["tags"]["promotion_decision"] == "rejected"
 
 
-def test_a_better_model_replaces_the_champion_which_is_archived(settings):
+def test_a_better_model_replaces_the_champion_which_is_archived(settings, model_registry):
     data = training.load_training_data(pipeline.engine(settings))
     majority = DummyClassifier(strategy="most_frequent")
     weak = ReadmissionModel(Pipeline([("features", EncounterFeatures()), ("classify", majority)]))
@@ -62,8 +63,10 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings):
     candidate = training.Candidate(
         "logistic_regression", {"dummy": True}, weak, {"valid_macro_f1": weak_score}
     )
-    logged = training.log_candidate(candidate, data, {"test": "weak"})
-    first = training.promote_best([logged], data, {})
+    logged = training.log_candidate(
+        candidate, data, {"test": "weak"}, Registry.from_settings(settings)
+    )
+    first = training.promote_best([logged], data, {}, Registry.from_settings(settings))
     assert first["promoted"] is True
 
     better = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
@@ -71,36 +74,36 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings):
     assert better["promoted"] is True
     assert better["champion_version"] == first["version"]
     assert better["champion_score"] == pytest.approx(weak_score)
-    versions = {v["version"]: v for v in registry.list_versions()}
+    versions = {v["version"]: v for v in model_registry.list_versions()}
     assert versions[first["version"]]["stage"] == "Archived"
     assert "production" not in versions[first["version"]]["aliases"]
     assert versions[better["version"]]["stage"] == "Production"
 
 
-def test_a_retried_promotion_registers_the_run_once(settings):
+def test_a_retried_promotion_registers_the_run_once(settings, model_registry):
     result = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
-    before = registry.list_versions()
+    before = model_registry.list_versions()
     again = pipeline.promote_best(result["candidates"], settings=settings)
     assert again["version"] == result["decision"]["version"]
     # the retry answers the decision recorded, and records none against the version itself
     assert again["promoted"] is True
     assert again["reason"] == "first model"
-    after = registry.list_versions()
+    after = model_registry.list_versions()
     assert len(after) == 1
     assert after[0]["tags"] == before[0]["tags"]
     assert after[0]["tags"]["promotion_decision"] == "promoted"
 
 
-def test_the_production_model_predicts_from_a_cleaned_record(settings):
+def test_the_production_model_predicts_from_a_cleaned_record(settings, model_registry):
     pipeline.train_and_promote(["logistic_regression"], "quick", settings)
-    model, version = registry.load_champion()
+    model, version = model_registry.load_champion()
     record = synthetic.encounters(3, seed=99)
     from readmission.cleaning import clean
 
     proba = model.predict_proba(clean(record))
     assert proba.shape == (3, 3)
     assert set(model.predict(clean(record))) <= {"NO", ">30", "<30"}
-    run = registry.describe(version)
+    run = model_registry.describe(version)
     assert run["tags"]["family"] == "logistic_regression"
 
 
@@ -137,7 +140,9 @@ def growing(tmp_path, settings_for, mlflow_tracking, sqlite_url):
     return settings
 
 
-def test_champion_and_challenger_are_judged_on_the_snapshot_pinned_at_the_start(growing):
+def test_champion_and_challenger_are_judged_on_the_snapshot_pinned_at_the_start(
+    growing, model_registry
+):
     """A second raw load cleaned while candidates train changes neither the rows the
     candidates were measured on nor those the champion is re-scored on."""
     first = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", growing)["decision"]
@@ -160,7 +165,7 @@ def test_champion_and_challenger_are_judged_on_the_snapshot_pinned_at_the_start(
     assert tags["data.snapshot"] == snapshot["id"]
     assert tags["data.batches"] == "0,1"
     assert int(tags["data.rows_valid"]) == snapshot["rows_by_split"]["valid"]
-    version = {v["version"]: v for v in registry.list_versions()}[decision["version"]]
+    version = {v["version"]: v for v in model_registry.list_versions()}[decision["version"]]
     assert version["tags"]["data.snapshot"] == snapshot["id"]
 
 
@@ -203,14 +208,16 @@ def _weak_champion(settings) -> dict:
     candidate = training.Candidate(
         "logistic_regression", {"dummy": True}, weak, {"valid_macro_f1": training.score(weak, data)}
     )
-    logged = training.log_candidate(candidate, data, {"test": "weak"})
-    first = training.promote_best([logged], data, {})
+    logged = training.log_candidate(
+        candidate, data, {"test": "weak"}, Registry.from_settings(settings)
+    )
+    first = training.promote_best([logged], data, {}, Registry.from_settings(settings))
     assert first["promoted"] is True
     return first
 
 
 def test_a_champion_that_cannot_be_fetched_now_fails_the_promotion_and_is_kept(
-    settings, monkeypatch
+    settings, monkeypatch, model_registry
 ):
     """An artifact-store outage is transient: the task fails (Airflow retries it); the
     champion is not replaced because it could not be re-scored."""
@@ -229,8 +236,8 @@ def test_a_champion_that_cannot_be_fetched_now_fails_the_promotion_and_is_kept(
     monkeypatch.setattr(LocalArtifactRepository, "download_artifacts", unreachable)
     with pytest.raises(ConnectionResetError):
         pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
-    assert registry.champion().version == first["version"]
-    versions = {v["version"]: v for v in registry.list_versions()}
+    assert model_registry.champion().version == first["version"]
+    versions = {v["version"]: v for v in model_registry.list_versions()}
     assert all(
         "promotion_decision" not in v["tags"] for k, v in versions.items() if k != first["version"]
     )
@@ -241,7 +248,7 @@ def test_a_champion_that_cannot_be_fetched_now_fails_the_promotion_and_is_kept(
 
 
 def test_a_champion_whose_code_is_gone_loses_with_the_reason_logged(
-    settings, tmp_path, monkeypatch
+    settings, tmp_path, monkeypatch, model_registry
 ):
     """A champion that can never load again (a class its pickle needs no longer exists) is
     replaced, and the decision says why it was not compared."""
@@ -268,8 +275,8 @@ def test_a_champion_whose_code_is_gone_loses_with_the_reason_logged(
         "SCIKIT_LEARN_TYPES",
         (*registry.SCIKIT_LEARN_TYPES, "vanishing_features.Passthrough"),
     )
-    logged = training.log_candidate(candidate, data, {})
-    first = training.promote_best([logged], data, {})
+    logged = training.log_candidate(candidate, data, {}, Registry.from_settings(settings))
+    first = training.promote_best([logged], data, {}, Registry.from_settings(settings))
     assert first["promoted"] is True
     module.unlink()
     del sys.modules["vanishing_features"]
@@ -280,11 +287,13 @@ def test_a_champion_whose_code_is_gone_loses_with_the_reason_logged(
     assert decision["champion_score"] is None
     assert "cannot be scored" in decision["reason"]
     assert "vanishing_features" in decision["reason"]
-    tags = {v["version"]: v for v in registry.list_versions()}[decision["version"]]["tags"]
+    tags = {v["version"]: v for v in model_registry.list_versions()}[decision["version"]]["tags"]
     assert "vanishing_features" in tags["decision_reason"]
 
 
-def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(settings, monkeypatch):
+def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(
+    settings, monkeypatch, model_registry
+):
     first = _weak_champion(settings)
     snapshot = pipeline.pin_data(settings)
     candidate = pipeline.train_candidate(
@@ -299,7 +308,7 @@ def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(set
     with pytest.raises(ConnectionError):
         pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
     monkeypatch.setattr(registry, "_transition", real)
-    half = {v["version"]: v for v in registry.list_versions()}
+    half = {v["version"]: v for v in model_registry.list_versions()}
     new = next(k for k in half if k != first["version"])
     assert "production" in half[new]["aliases"]  # the alias moved first ...
     assert half[first["version"]]["stage"] == "Production"  # ... the stage did not
@@ -308,7 +317,7 @@ def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(set
     assert retried["version"] == new
     assert retried["promoted"] is True
     assert retried["champion_version"] == first["version"]
-    versions = {v["version"]: v for v in registry.list_versions()}
+    versions = {v["version"]: v for v in model_registry.list_versions()}
     assert versions[new]["stage"] == "Production"
     assert versions[new]["tags"]["promotion_decision"] == "promoted"
     assert versions[new]["tags"]["champion_version"] == first["version"]
@@ -318,11 +327,13 @@ def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(set
     # and once complete, another retry changes nothing and records nothing against itself
     again = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
     assert again["promoted"] is True
-    after = {v["version"]: v for v in registry.list_versions()}
+    after = {v["version"]: v for v in model_registry.list_versions()}
     assert after[new]["tags"] == versions[new]["tags"]
 
 
-def test_a_version_that_failed_registration_is_never_promoted(settings, mlflow_tracking):
+def test_a_version_that_failed_registration_is_never_promoted(
+    settings, mlflow_tracking, model_registry
+):
     """`version_of_run` made retries idempotent by reusing the run's version, whatever its
     status: a FAILED_REGISTRATION one must be registered again, not promoted."""
     import sqlite3
@@ -332,7 +343,7 @@ def test_a_version_that_failed_registration_is_never_promoted(settings, mlflow_t
     candidate = pipeline.train_candidate(
         "logistic_regression", "quick", snapshot=snapshot, settings=settings
     )
-    failed = registry.register(candidate["model_uri"], tags={"run_id": candidate["run_id"]})
+    failed = model_registry.register(candidate["model_uri"], tags={"run_id": candidate["run_id"]})
     database = mlflow_tracking.removeprefix("sqlite:///")
     with closing(sqlite3.connect(database)) as conn, conn:
         conn.execute(
@@ -342,6 +353,6 @@ def test_a_version_that_failed_registration_is_never_promoted(settings, mlflow_t
     decision = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
     assert decision["promoted"] is True
     assert decision["version"] != failed.version
-    champion = registry.champion()
+    champion = model_registry.champion()
     assert champion.version == decision["version"]
     assert champion.status == "READY"

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import dataset, db, pipeline, registry, synthetic, training
+from readmission import dataset, db, pipeline, registry, synthetic
+from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
 from tests.support.processes import PROJECT_ROOT
 from tests.support.served import build_store
@@ -231,12 +232,12 @@ def race(settings: Settings, racers: list[tuple[dict, float]], work: Path) -> li
     return decisions
 
 
-def production_versions() -> list[str]:
-    return [v["version"] for v in registry.list_versions() if v["stage"] == "Production"]
+def production_versions(model_registry: Registry) -> list[str]:
+    return [v["version"] for v in model_registry.list_versions() if v["stage"] == "Production"]
 
 
 def test_two_trainers_promoting_at_once_leave_exactly_one_production_model_the_best(
-    candidates, tmp_path
+    candidates, tmp_path, model_registry
 ):
     settings, (worst, middle, best) = candidates
     first = pipeline.promote_best([worst], settings=settings)
@@ -246,9 +247,11 @@ def test_two_trainers_promoting_at_once_leave_exactly_one_production_model_the_b
     decisions = race(settings, [(best, 0.2), (middle, 3.0)], tmp_path)
     by_run = {d["run_id"]: d for d in decisions}
     best_version = by_run[best["run_id"]]["version"]
-    champion = registry.champion()
+    champion = model_registry.champion()
     assert champion.version == best_version, f"v{champion.version} serves, not the best"
-    assert production_versions() == [best_version], "not exactly one Production version"
+    assert production_versions(model_registry) == [best_version], (
+        "not exactly one Production version"
+    )
     # the decisions were taken one after the other: the second saw the first's result
     against_first = [d for d in decisions if d["champion_version"] == first["version"]]
     assert len(against_first) == 1, "both trainers decided against the same champion"
@@ -261,9 +264,9 @@ def test_two_trainers_promoting_at_once_leave_exactly_one_production_model_the_b
 
 HOLDER = """
 import sys, time
-from readmission import db, training
+from readmission import db
 
-with training.promotion_lock(db.make_engine(sys.argv[1])):
+with db.promotion_lock(db.make_engine(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -283,13 +286,13 @@ def test_the_promotion_lock_excludes_a_second_holder_and_dies_with_its_holder(st
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(TimeoutError), training.promotion_lock(engine, timeout=1.0):
+        with pytest.raises(TimeoutError), db.promotion_lock(engine, timeout=1.0):
             pass
     finally:
         holder.kill()
         holder.wait(30)
     started = time.monotonic()
-    with training.promotion_lock(engine, timeout=10.0):
+    with db.promotion_lock(engine, timeout=10.0):
         waited = time.monotonic() - started
     assert waited < 5
     engine.dispose()

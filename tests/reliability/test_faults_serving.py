@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from readmission import db, pipeline, registry
+from readmission import db, pipeline
 from readmission.api.schemas import EXAMPLE
 from readmission.settings import Settings, get_settings
 from tests.support.pgserver import PostgresServer
@@ -134,13 +134,13 @@ def api_factory(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
 
 
 def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_model(
-    served, tracking_server, api_factory
+    served, tracking_server, api_factory, model_registry
 ):
     api = api_factory(api_env(served))
     serving = httpx.get(f"{api.url}/ready").json()["model"]["version"]
     # the next model is registered now, promoted only once the registry is back
     candidate = pipeline.train_candidate("logistic_regression", "quick", settings=served)
-    new = registry.register(candidate["model_uri"]).version
+    new = model_registry.register(candidate["model_uri"]).version
     assert new != serving
     with Traffic(api.url) as traffic:
         traffic.wait_for_more(20)
@@ -160,7 +160,7 @@ def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_
         assert metric(api.url, 'api_model_reloads_total{result="failure"}') >= 2
 
         tracking_server.start()  # same backend store, same port
-        registry.promote(new, reason="test: promoted after the registry came back")
+        model_registry.promote(new, reason="test: promoted after the registry came back")
         wait_for(
             lambda: httpx.get(f"{api.url}/ready").json()["model"]["version"] == new,
             timeout=60,
@@ -178,9 +178,9 @@ def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_
 
 
 def test_an_api_started_while_mlflow_is_down_becomes_ready_when_it_returns(
-    served, tracking_server, api_factory
+    served, tracking_server, api_factory, model_registry
 ):
-    production = registry.champion().version
+    production = model_registry.champion().version
     tracking_server.stop(signal.SIGKILL)
     try:
         api = api_factory(api_env(served), wait_for="/health")

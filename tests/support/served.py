@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from readmission import pipeline, registry, synthetic
+from readmission import pipeline, synthetic
 from readmission.api import create_app
+from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
 from tests.support.processes import MlflowServer
 from tests.support.servers import ServerThread
@@ -55,6 +56,7 @@ def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Sett
 def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
     """Point this process's MLflow (environment and process-wide globals) at `uri`;
     `patch` puts back what was there when it is undone."""
+    import mlflow
     from mlflow.tracking import _model_registry, _tracking_service, fluent
 
     for name in (
@@ -69,7 +71,8 @@ def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
     patch.setattr(_model_registry.utils, "_registry_uri", None)
     patch.setattr(fluent, "_active_experiment_id", None)
     patch.setenv("MLFLOW_TRACKING_URI", uri)
-    registry.use_tracking(uri)
+    mlflow.set_tracking_uri(uri)  # for the tests' own fluent calls (mlflow.get_run, ...)
+    mlflow.set_registry_uri(uri)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,7 @@ def mlflow_module(tmp_path_factory) -> Iterator[str]:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         point_mlflow_at(patch, uri)
-        registry.ensure_experiment(artifact_location=(root / "artifacts").as_uri())
+        Registry(uri).ensure_experiment(artifact_location=(root / "artifacts").as_uri())
         yield uri
 
 
@@ -90,7 +93,7 @@ def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[Mlfl
     server.start()
     with pytest.MonkeyPatch.context() as patch:
         point_mlflow_at(patch, server.url)
-        registry.ensure_experiment()
+        Registry(server.url).ensure_experiment()
         try:
             yield server
         finally:

@@ -14,6 +14,7 @@ class ServerThread:
     """uvicorn serving `app` on 127.0.0.1:<free port> until `stop()`."""
 
     def __init__(self, app, port: int | None = None) -> None:
+        self.app = app
         self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"

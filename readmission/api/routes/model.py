@@ -7,7 +7,6 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from readmission import registry
 from readmission.api.deps import ServicesDep
 from readmission.api.errors import NO_MODEL
 from readmission.text import short_error
@@ -39,9 +38,9 @@ async def model(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/model/versions", summary="Every registered version with its metrics")
-async def versions(services: ServicesDep) -> JSONResponse:  # noqa: ARG001
+async def versions(services: ServicesDep) -> JSONResponse:
     try:
-        found = await asyncio.to_thread(registry.list_versions)
+        found = await asyncio.to_thread(services.store.registry.list_versions)
     except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
         message = short_error(exc)
         return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
