@@ -68,6 +68,25 @@ requirements: | $(UV) ## Regenerate each image's pinned requirements file from t
 	  echo "$$out: $$(grep -c '^[a-zA-Z0-9]' $$out) pins (extras $$extras)"; \
 	done
 
+# --- Offline image builds: `make wheelhouse` puts every wheel the images install (each
+# image's pinned set above and the build backend of requirements/build.txt) in WHEELHOUSE,
+# for the images' platform (IMAGE_PYTHON, CPython, glibc of Debian bookworm). The Dockerfiles
+# install from it with no index when it holds wheels, from the index otherwise: same pins.
+WHEELHOUSE := wheelhouse
+BUILD_REQUIREMENTS := requirements/build.txt
+# pip does not widen a --platform to older glibc versions: every manylinux tag up to 2.36.
+WHEEL_PLATFORMS := manylinux1_x86_64 manylinux2010_x86_64 manylinux2014_x86_64 \
+  $(foreach minor,$(shell seq 5 36),manylinux_2_$(minor)_x86_64)
+
+.PHONY: wheelhouse
+wheelhouse: | $(BIN)/python ## Download every wheel the images install into wheelhouse/ (offline builds)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELHOUSE) \
+	  --python-version $(IMAGE_PYTHON) --implementation cp --abi cp311 \
+	  $(foreach platform,$(WHEEL_PLATFORMS),--platform $(platform)) \
+	  $(foreach pair,$(IMAGE_REQUIREMENTS),-r $(firstword $(subst =, ,$(pair)))) \
+	  -r $(BUILD_REQUIREMENTS)
+	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
+
 .PHONY: run
 run: venv ## Set up and run the embedded local mode end to end (Airflow UI on :8080)
 	$(BIN)/python -m readmission local

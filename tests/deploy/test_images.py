@@ -302,11 +302,12 @@ def documented_extras(image: Image) -> set[str]:
 
 
 def requirements_of(image: Image) -> str | None:
-    """The requirements file the image copies in (and installs with `-r`)."""
+    """The requirements file the image copies in as requirements.txt (installed with `-r`)."""
     for stage in parse_stages(dockerfile(image)):
-        for source in copy_sources(stage):
-            if "requirements" in source:
-                return source
+        for args in of(stage, "COPY"):
+            words = [w for w in args.split() if not w.startswith("--")]
+            if words[-1] == "requirements.txt":
+                return words[0]
     return None
 
 

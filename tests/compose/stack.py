@@ -1,0 +1,353 @@
+"""The Docker Compose deployment on this machine's engine: `make compose-up`, `make compose-down`.
+
+    python -m tests.compose.stack up     # images, network, the three projects, all healthy
+    python -m tests.compose.stack down   # containers, volumes, the network
+
+`up` runs the README's Docker Compose commands, in order, and prints each with its duration:
+the images (`make images`' builds, one at a time, timed and sized), the external network,
+`docker-compose-airflow.yaml` (its init first), `docker-compose-resto-back.yaml`,
+`docker-compose-jupyter.yaml`, each `up -d --wait` (every healthcheck passes). Third-party
+images that cannot be pulled are replaced first (tests/compose/standins.py); MinIO and Grafana
+through the override files beside this module, which only the test uses. The figures
+(build time and size per image, time to healthy) go to `.local/compose/figures.json`, which
+the compose test extends and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.compose import standins
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+FIGURES = ROOT / ".local" / "compose" / "figures.json"
+NETWORK = "airflow_backend"
+AIRFLOW = "docker-compose-airflow.yaml"
+RESTO = "docker-compose-resto-back.yaml"
+JUPYTER = "docker-compose-jupyter.yaml"
+KOMPOSE = "docker-compose-kubernete.yaml"
+#: Override files of the test, each used only when the images it replaces cannot be had.
+S3_STANDIN = HERE / "docker-compose-s3-standin.yaml"
+NO_GRAFANA = HERE / "docker-compose-no-grafana.yaml"
+MINIO_IMAGES = ("minio/minio:RELEASE.2025-04-22T22-12-26Z", "minio/mc:RELEASE.2025-04-16T18-13-26Z")
+GRAFANA_IMAGE = "grafana/grafana:12.1.1"
+WAIT_TIMEOUT_SECONDS = 600
+#: What the test runs differently from .env, through the environment (Compose's rule: the
+#: shell's variables win over .env): one small configuration per model family.
+TEST_ENVIRONMENT = {"TRAINING_PROFILE": "quick"}
+
+
+def say(message: str) -> None:
+    print(f"[compose] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def step(title: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Print the step, run it, print how long it took (and keep that in `timings`)."""
+    say(f"==> {title}")
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds = time.monotonic() - started
+        say(f"<== {title}: {seconds:.1f} s")
+        if timings is not None:
+            timings[title] = round(seconds, 1)
+
+
+def run(*command: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """A command from the project's root, echoed, failing loudly."""
+    say("$ " + " ".join(command))
+    return subprocess.run(command, cwd=ROOT, check=True, text=True, env=env, **kwargs)
+
+
+def docker_environment() -> dict[str, str]:
+    """The environment of every docker command: the legacy builder unless buildx exists
+    (no BuildKit without it), the test's settings."""
+    env = {**os.environ, **TEST_ENVIRONMENT}
+    buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
+    if buildx.returncode != 0:
+        env["DOCKER_BUILDKIT"] = "0"
+    return env
+
+
+# --- images ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageBuild:
+    ref: str
+    dockerfile: str
+
+
+def image_builds() -> list[ImageBuild]:
+    """The builds of `make images`, as `make -n images` prints them."""
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "images"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    builds = []
+    for line in printed.splitlines():
+        words = line.split()
+        if words[:2] == ["docker", "build"]:
+            builds.append(ImageBuild(ref=words[words.index("-t") + 1], dockerfile=words[3]))
+    return builds
+
+
+def image_size(ref: str) -> int:
+    shown = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Size}}", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(shown.stdout.strip())
+
+
+def build_images(env: dict[str, str], figures: dict) -> None:
+    """Each image of `make images`, one at a time (2 cores: parallel builds only contend)."""
+    wheels = len(list((ROOT / "wheelhouse").glob("*.whl")))
+    say(f"wheelhouse/: {wheels} wheels ({'offline builds' if wheels else 'from the index'})")
+    figures["images"] = {}
+    for build in image_builds():
+        log_file = FIGURES.parent / f"build-{build.ref.split('/')[-1].split(':')[0]}.log"
+        with step(f"docker build -f {build.dockerfile} -t {build.ref} ."):
+            started = time.monotonic()
+            with log_file.open("w") as output:
+                done = subprocess.run(
+                    ["docker", "build", "-f", build.dockerfile, "-t", build.ref, "."],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                )
+            seconds = time.monotonic() - started
+        if done.returncode != 0:
+            tail = "\n".join(log_file.read_text().splitlines()[-40:])
+            raise SystemExit(f"building {build.ref} failed ({log_file}):\n{tail}")
+        figures["images"][build.ref] = {
+            "dockerfile": build.dockerfile,
+            "build_seconds": round(seconds, 1),
+            "size_bytes": image_size(build.ref),
+        }
+
+
+# --- the three projects ----------------------------------------------------------------
+
+
+def available(image: str) -> bool:
+    """The engine has the image, or pulls it now."""
+    inspect = subprocess.run(
+        ["docker", "image", "inspect", image], capture_output=True, check=False
+    )
+    if inspect.returncode == 0:
+        return True
+    pulled = subprocess.run(
+        ["docker", "pull", "--quiet", image],
+        capture_output=True,
+        check=False,
+        timeout=standins.PULL_TIMEOUT_SECONDS,
+    )
+    return pulled.returncode == 0
+
+
+@dataclass
+class Plan:
+    """What the run replaces, decided once per run (and kept for `down`)."""
+
+    overrides: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+    @classmethod
+    def decide(cls) -> Plan:
+        plan = cls()
+        if not all(available(image) for image in MINIO_IMAGES):
+            plan.overrides.append(S3_STANDIN.relative_to(ROOT).as_posix())
+        if not available(GRAFANA_IMAGE):
+            plan.overrides.append(NO_GRAFANA.relative_to(ROOT).as_posix())
+            plan.left_out.append("grafana (no image can be pulled and no package stands in)")
+        return plan
+
+
+def compose(file: str, plan: Plan | None = None) -> list[str]:
+    """`docker compose -f FILE` (with the test's override files for the resto project)."""
+    command = ["docker", "compose", "-f", file]
+    if plan and file == RESTO:
+        for override in plan.overrides:
+            command += ["-f", override]
+    return command
+
+
+def network_exists() -> bool:
+    found = subprocess.run(
+        ["docker", "network", "inspect", NETWORK], capture_output=True, check=False
+    )
+    return found.returncode == 0
+
+
+def unhealthy(file: str, plan: Plan, env: dict[str, str]) -> list[str]:
+    """Services of a project not yet as they should be: healthy, or exited 0 (one-shots)."""
+    shown = subprocess.run(
+        [*compose(file, plan), "ps", "--all", "--format", "json"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    containers = [json.loads(line) for line in shown.splitlines() if line.strip()]
+    wrong = []
+    for container in containers:
+        state, health = container.get("State"), container.get("Health", "")
+        if state == "exited" and container.get("ExitCode") == 0:
+            continue
+        if state != "running" or health not in ("healthy", ""):
+            wrong.append(f"{container['Service']}: {state} {health}".strip())
+        elif not health:
+            wrong.append(f"{container['Service']}: running without a healthcheck")
+    return wrong
+
+
+def up() -> None:
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    env = docker_environment()
+    figures: dict = {"steps": {}}
+    timings = figures["steps"]
+    with step("stand-ins for the images that cannot be pulled", timings):
+        outcomes = standins.ensure_all()
+    figures["bases"] = {o.image: f"{o.kind} ({o.how})" for o in outcomes.values()}
+    with step("make images (one build at a time)", timings):
+        build_images(env, figures)
+    plan = Plan.decide()
+    figures["overrides"] = plan.overrides
+    figures["left_out"] = plan.left_out
+    for reason in plan.left_out:
+        say(f"left out: {reason}")
+    FIGURES.write_text(json.dumps(figures, indent=2))
+    started = time.monotonic()
+    if not network_exists():
+        with step(f"docker network create {NETWORK}", timings):
+            run("docker", "network", "create", NETWORK, env=env, stdout=subprocess.DEVNULL)
+    projects = [AIRFLOW, RESTO, JUPYTER]
+    with step(f"{AIRFLOW}: up airflow-init (migrate Airflow's database)", timings):
+        run(*compose(AIRFLOW), "up", "airflow-init", env=env)
+    for file in projects:
+        with step(f"{file}: up -d --wait (every healthcheck passes)", timings):
+            run(
+                *compose(file, plan),
+                "up",
+                "-d",
+                "--wait",
+                "--wait-timeout",
+                str(WAIT_TIMEOUT_SECONDS),
+                env=env,
+            )
+    wrong = [f"{file}: {w}" for file in projects for w in unhealthy(file, plan, env)]
+    if wrong:
+        raise SystemExit("not healthy:\n  " + "\n  ".join(wrong))
+    figures["seconds_to_healthy"] = round(time.monotonic() - started, 1)
+    FIGURES.write_text(json.dumps(figures, indent=2))
+    say(f"every service healthy {figures['seconds_to_healthy']:.0f} s after the first `up`")
+    print_figures(figures)
+
+
+def down() -> None:
+    env = docker_environment()
+    plan = Plan(
+        overrides=[o.relative_to(ROOT).as_posix() for o in (S3_STANDIN, NO_GRAFANA)],
+    )
+    timings: dict[str, float] = {}
+    for file in (JUPYTER, RESTO, AIRFLOW):
+        with step(f"{file}: down -v (containers, volumes)", timings):
+            run(*compose(file, plan), "down", "-v", "--remove-orphans", env=env)
+    if network_exists():
+        with step(f"docker network rm {NETWORK}", timings):
+            run("docker", "network", "rm", NETWORK, env=env, stdout=subprocess.DEVNULL)
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def read_figures() -> dict:
+    return json.loads(FIGURES.read_text()) if FIGURES.is_file() else {}
+
+
+def add_figures(**values) -> None:
+    figures = read_figures()
+    figures.update(values)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(json.dumps(figures, indent=2))
+
+
+def format_figures(figures: dict) -> str:
+    lines = ["", "Docker Compose deployment: figures of this run"]
+    if figures.get("bases"):
+        lines.append("  base and third-party images:")
+        lines += [f"    {image:<45} {how}" for image, how in figures["bases"].items()]
+    if figures.get("images"):
+        lines.append("  image                                        build      size")
+        for ref, image in figures["images"].items():
+            size = image["size_bytes"] / 1e6
+            lines.append(f"    {ref:<43} {image['build_seconds']:>6.0f} s {size:>6.0f} MB")
+    if "seconds_to_healthy" in figures:
+        lines.append(
+            f"  time to healthy (first `up` to every healthcheck): "
+            f"{figures['seconds_to_healthy']:.0f} s"
+        )
+    if "pipeline_seconds" in figures:
+        lines.append(
+            f"  pipeline in containers (raw load -> clean -> training -> "
+            f"Production): {figures['pipeline_seconds']:.0f} s"
+        )
+        for dag, seconds in figures.get("dag_seconds", {}).items():
+            lines.append(f"    {dag:<40} {seconds:>6.0f} s")
+    if "predict_latency_ms" in figures:
+        latency = figures["predict_latency_ms"]
+        lines.append(
+            f"  /predict through the published port ({latency['requests']} requests, one at a "
+            f"time): p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, "
+            f"max {latency['max']:.1f} ms"
+        )
+    for reason in figures.get("left_out", []):
+        lines.append(f"  left out: {reason}")
+    if figures.get("overrides"):
+        lines.append("  test override files: " + ", ".join(figures["overrides"]))
+    return "\n".join(lines)
+
+
+def print_figures(figures: dict) -> None:
+    print(format_figures(figures), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down", "figures"])
+    args = parser.parse_args(argv)
+    if not shutil.which("docker"):
+        raise SystemExit("docker is not installed")
+    if args.action == "up":
+        up()
+    elif args.action == "down":
+        down()
+    else:
+        print_figures(read_figures())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
