@@ -181,6 +181,23 @@ push: docker-check ## Push the seven images to REGISTRY (build them first: make 
 image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
 	@printf '%s\n' $(foreach i,$(IMAGES),$(call image_ref,$(i)))
 
+# --- The Docker Compose deployment on this machine's engine (tests/compose/stack.py): the
+# README's Docker Compose commands, images that cannot be pulled replaced by stand-ins built
+# from Debian's packages (tests/compose/standins.py), every step printed with its duration.
+COMPOSE_TEST_TIMEOUT ?= 3600
+
+.PHONY: compose-up
+compose-up: docker-check venv wheelhouse data ## Build the images, start the three Compose projects, wait until all are healthy
+	$(BIN)/python -m tests.compose.stack up
+
+.PHONY: compose-down
+compose-down: docker-check venv ## Remove the Compose projects' containers, volumes and network
+	$(BIN)/python -m tests.compose.stack down
+
+.PHONY: compose-test
+compose-test: docker-check venv wheelhouse data ## compose-up, the end-to-end checks over the published ports, compose-down
+	$(BIN)/pytest tests/compose/stack_checks.py -p no:cacheprovider -s --timeout $(COMPOSE_TEST_TIMEOUT)
+
 .PHONY: hadolint
 hadolint: venv ## Lint the seven Dockerfiles with hadolint
 	$(BIN)/hadolint $(foreach i,$(IMAGES),$(call image_file,$(i)))

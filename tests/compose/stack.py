@@ -43,8 +43,8 @@ NO_GRAFANA = HERE / "docker-compose-no-grafana.yaml"
 MINIO_IMAGES = ("minio/minio:RELEASE.2025-04-22T22-12-26Z", "minio/mc:RELEASE.2025-04-16T18-13-26Z")
 GRAFANA_IMAGE = "grafana/grafana:12.1.1"
 WAIT_TIMEOUT_SECONDS = 600
-#: What the test runs differently from .env, through the environment (Compose's rule: the
-#: shell's variables win over .env): one small configuration per model family.
+#: What the compose test runs differently from .env, through the environment (Compose's rule:
+#: the shell's variables win over .env): one small configuration per model family.
 TEST_ENVIRONMENT = {"TRAINING_PROFILE": "quick"}
 
 
@@ -72,10 +72,10 @@ def run(*command: str, env: dict[str, str] | None = None, **kwargs) -> subproces
     return subprocess.run(command, cwd=ROOT, check=True, text=True, env=env, **kwargs)
 
 
-def docker_environment() -> dict[str, str]:
-    """The environment of every docker command: the legacy builder unless buildx exists
-    (no BuildKit without it), the test's settings."""
-    env = {**os.environ, **TEST_ENVIRONMENT}
+def docker_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the docker commands: the legacy builder unless buildx exists (no
+    BuildKit without it), and `extra` settings."""
+    env = {**os.environ, **(extra or {})}
     buildx = subprocess.run(["docker", "buildx", "version"], capture_output=True, check=False)
     if buildx.returncode != 0:
         env["DOCKER_BUILDKIT"] = "0"
@@ -223,9 +223,10 @@ def unhealthy(file: str, plan: Plan, env: dict[str, str]) -> list[str]:
     return wrong
 
 
-def up() -> None:
+def up(extra: dict[str, str] | None = None) -> None:
+    """Everything healthy, with `extra` settings over .env's (the test's TEST_ENVIRONMENT)."""
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    env = docker_environment()
+    env = docker_environment(extra)
     figures: dict = {"steps": {}}
     timings = figures["steps"]
     with step("stand-ins for the images that cannot be pulled", timings):

@@ -13,6 +13,7 @@ faults (PostgreSQL restarted, MLflow stopped) come last.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -59,7 +60,7 @@ REUSE = os.environ.get("COMPOSE_STACK") == "running"
 def deployment() -> Iterator[None]:
     """`make compose-up` before the checks, the figures and `make compose-down` after."""
     if not REUSE:
-        stack.up()
+        stack.up(stack.TEST_ENVIRONMENT)
     try:
         yield
     finally:
@@ -68,12 +69,17 @@ def deployment() -> Iterator[None]:
             stack.down()
 
 
+@functools.cache
+def plan() -> stack.Plan:
+    """The override files of this run (decided by `up`, or now for a running stack)."""
+    return stack.Plan.decide()
+
+
 def compose(file: str, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
-    plan = stack.Plan(overrides=stack.read_figures().get("overrides", []))
     return subprocess.run(
-        [*stack.compose(file, plan), *args],
+        [*stack.compose(file, plan()), *args],
         cwd=ROOT,
-        env=stack.docker_environment(),
+        env=stack.docker_environment(stack.TEST_ENVIRONMENT),
         text=True,
         capture_output=True,
         check=False,

@@ -598,6 +598,16 @@ def test_services_share_the_external_network(name):
         assert spec.get("networks") == [NETWORK], f"{name}: {service} is not on {NETWORK}"
 
 
+def test_each_runtime_file_is_its_own_compose_project():
+    """Named in the file, not after the folder: the three files share one folder, and under
+    its name (Compose's default) each `up` reported the others' containers as orphans, which
+    `--remove-orphans` deleted (seen in the real run: the jupyter file's `down` removed
+    Airflow and PostgreSQL)."""
+    names = [compose(name).get("name") for name in RUNTIME]
+    assert all(names), f"a runtime file without a top-level name: {dict(zip(RUNTIME, names))}"
+    assert len(set(names)) == len(RUNTIME), names
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_header_says_how_to_start_it(name):
     header = []

@@ -11,6 +11,7 @@ image's extras can reach in the lock's dependency graph.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -606,3 +607,18 @@ def test_make_help_lists_every_target():
     shown = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert {"run", "test", "images", "k8s-apply", "data"} <= phony
     assert phony - shown == set(), "targets without a ## description"
+
+
+def test_locust_flags_given_to_the_container_reach_locust():
+    """The README's headless run (`docker compose ... run --rm locust --headless ...`) passes
+    Locust's flags as the container's arguments: Locust must be the ENTRYPOINT. With the
+    whole command in CMD, the real run failed: `exec: "--headless": executable file not
+    found in $PATH`."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    arguments = re.findall(r"run --rm locust (-\S+)", readme)
+    assert arguments, "the README shows a headless Locust run"
+    final = final_stage(dockerfile(BY_NAME["locust"]))
+    (entrypoint,) = of(final, "ENTRYPOINT")
+    assert json.loads(entrypoint) == ["locust", "-f", "locust/locustfile.py"]
+    (command,) = of(final, "CMD")
+    assert json.loads(command)[0].startswith("-"), "CMD holds Locust's default flags only"
