@@ -603,9 +603,9 @@ def test_each_runtime_file_is_its_own_compose_project():
     its name (Compose's default) each `up` reported the others' containers as orphans, which
     `--remove-orphans` deleted (seen in the real run: the jupyter file's `down` removed
     Airflow and PostgreSQL)."""
-    names = [compose(name).get("name") for name in RUNTIME]
-    assert all(names), f"a runtime file without a top-level name: {dict(zip(RUNTIME, names))}"
-    assert len(set(names)) == len(RUNTIME), names
+    names = {name: compose(name).get("name") for name in RUNTIME}
+    assert all(names.values()), f"a runtime file without a top-level name: {names}"
+    assert len(set(names.values())) == len(RUNTIME), names
 
 
 @pytest.mark.parametrize("name", FILES)
