@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -223,42 +224,102 @@ def unhealthy(file: str, plan: Plan, env: dict[str, str]) -> list[str]:
     return wrong
 
 
+#: The README's Docker Compose commands, in order: what `up` runs. `make data` and
+#: `make wheelhouse` are the Make target's prerequisites; `make images` runs build by build
+#: (to time each); the compose test adds its override files to the resto project's commands
+#: and a time limit to `--wait`.
+UP = (
+    "make data",
+    "make wheelhouse",
+    "make images",
+    f"docker network create {NETWORK}",
+    f"docker compose -f {AIRFLOW} up airflow-init",
+    f"docker compose -f {AIRFLOW} up -d --wait",
+    f"docker compose -f {RESTO} up -d --wait",
+    f"docker compose -f {JUPYTER} up -d --wait",
+)
+#: The README's commands to remove it all: what `down` runs.
+DOWN = (
+    f"docker compose -f {JUPYTER} down -v",
+    f"docker compose -f {RESTO} down -v",
+    f"docker compose -f {AIRFLOW} down -v",
+    f"docker network rm {NETWORK}",
+)
+PROJECTS = (AIRFLOW, RESTO, JUPYTER)
+#: The README's headless load test (Locust's flags go to the image's entrypoint).
+LOCUST_HEADLESS = f"docker compose -f {RESTO} run --rm locust --headless -u 2 -r 2 -t 30s"
+README = ROOT / "README.md"
+
+
+def readme_compose_section() -> str:
+    text = README.read_text()
+    start = text.index("## Docker Compose\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def readme_commands() -> list[list[str]]:
+    """The commands of each shell block of the README's Docker Compose section, comments
+    and continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme_compose_section(), re.S)
+    commands = []
+    for block in blocks:
+        joined = block.replace("\\\n", " ")
+        lines = [re.sub(r"\s+#\s.*$", "", line).strip() for line in joined.splitlines()]
+        commands.append([" ".join(line.split()) for line in lines if line])
+    return commands
+
+
+def readme_predict_body() -> dict:
+    """The JSON body of the README's `curl ... /predict` example."""
+    section = readme_compose_section()
+    body = re.search(r"localhost:8989/predict .*?-d '(\{.*?\})'", section, re.S)
+    return json.loads(body.group(1))
+
+
+def compose_command(command: str, plan: Plan) -> list[str]:
+    """A README `docker compose -f FILE ...` command as the test runs it."""
+    words = command.split()
+    file = words[3]
+    extra = ["--wait-timeout", str(WAIT_TIMEOUT_SECONDS)] if "--wait" in words else []
+    return [*compose(file, plan), *words[4:], *extra]
+
+
 def up(extra: dict[str, str] | None = None) -> None:
-    """Everything healthy, with `extra` settings over .env's (the test's TEST_ENVIRONMENT)."""
+    """The README's commands until every service is healthy, with `extra` settings over
+    .env's (the compose test's TEST_ENVIRONMENT)."""
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     env = docker_environment(extra)
     figures: dict = {"steps": {}}
     timings = figures["steps"]
+    data = ROOT / "data" / "diabetic_data.csv.gz"
+    if not data.is_file():
+        raise SystemExit(f"{data} is missing: make data (make compose-up runs it)")
     with step("stand-ins for the images that cannot be pulled", timings):
         outcomes = standins.ensure_all()
     figures["bases"] = {o.image: f"{o.kind} ({o.how})" for o in outcomes.values()}
-    with step("make images (one build at a time)", timings):
-        build_images(env, figures)
     plan = Plan.decide()
     figures["overrides"] = plan.overrides
     figures["left_out"] = plan.left_out
     for reason in plan.left_out:
         say(f"left out: {reason}")
-    FIGURES.write_text(json.dumps(figures, indent=2))
-    started = time.monotonic()
-    if not network_exists():
-        with step(f"docker network create {NETWORK}", timings):
-            run("docker", "network", "create", NETWORK, env=env, stdout=subprocess.DEVNULL)
-    projects = [AIRFLOW, RESTO, JUPYTER]
-    with step(f"{AIRFLOW}: up airflow-init (migrate Airflow's database)", timings):
-        run(*compose(AIRFLOW), "up", "airflow-init", env=env)
-    for file in projects:
-        with step(f"{file}: up -d --wait (every healthcheck passes)", timings):
-            run(
-                *compose(file, plan),
-                "up",
-                "-d",
-                "--wait",
-                "--wait-timeout",
-                str(WAIT_TIMEOUT_SECONDS),
-                env=env,
-            )
-    wrong = [f"{file}: {w}" for file in projects for w in unhealthy(file, plan, env)]
+    started = None
+    for command in UP:
+        if command in ("make data", "make wheelhouse"):
+            continue  # the Make target's prerequisites
+        if command == "make images":
+            with step("make images (one build at a time)", timings):
+                build_images(env, figures)
+            FIGURES.write_text(json.dumps(figures, indent=2))
+            continue
+        started = started or time.monotonic()
+        if command.startswith("docker network create"):
+            if not network_exists():
+                with step(command, timings):
+                    run(*command.split(), env=env, stdout=subprocess.DEVNULL)
+            continue
+        with step(command, timings):
+            run(*compose_command(command, plan), env=env)
+    wrong = [f"{file}: {w}" for file in PROJECTS for w in unhealthy(file, plan, env)]
     if wrong:
         raise SystemExit("not healthy:\n  " + "\n  ".join(wrong))
     figures["seconds_to_healthy"] = round(time.monotonic() - started, 1)
@@ -268,17 +329,17 @@ def up(extra: dict[str, str] | None = None) -> None:
 
 
 def down() -> None:
+    """The README's commands that remove containers, volumes and the network."""
     env = docker_environment()
-    plan = Plan(
-        overrides=[o.relative_to(ROOT).as_posix() for o in (S3_STANDIN, NO_GRAFANA)],
-    )
-    timings: dict[str, float] = {}
-    for file in (JUPYTER, RESTO, AIRFLOW):
-        with step(f"{file}: down -v (containers, volumes)", timings):
-            run(*compose(file, plan), "down", "-v", "--remove-orphans", env=env)
-    if network_exists():
-        with step(f"docker network rm {NETWORK}", timings):
-            run("docker", "network", "rm", NETWORK, env=env, stdout=subprocess.DEVNULL)
+    plan = Plan(overrides=[o.relative_to(ROOT).as_posix() for o in (S3_STANDIN, NO_GRAFANA)])
+    for command in DOWN:
+        if command.startswith("docker network rm"):
+            if network_exists():
+                with step(command):
+                    run(*command.split(), env=env, stdout=subprocess.DEVNULL)
+            continue
+        with step(command):
+            run(*compose_command(command, plan), env=env)
 
 
 # --- figures ---------------------------------------------------------------------------
