@@ -8,8 +8,9 @@ the invalid values it set to missing. It updates the `clean_data.diabetes` Asset
 rows were added, which starts `model_training_pipeline`. **report** prints what both
 schemas hold.
 
-Param `full_refresh`: delete `clean_data` and clean everything again (after the cleaning
-rules changed).
+Param `full_refresh`: clean every raw row again, in one transaction (readers see the old
+rows until it commits). A change of the cleaning rules (`cleaning.RULES_VERSION`) does
+this by itself.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from readmission.orchestration import CLEAN_DATA, DEFAULT_ARGS, RAW_DATA, START_
             False,
             type="boolean",
             title="Full refresh",
-            description="Delete clean_data and clean every raw row again.",
+            description="Clean every raw row again, in one transaction (readers see the "
+            "old rows until it commits).",
         )
     },
 )

@@ -3,18 +3,24 @@
 
 Runs when `clean_data_pipeline` added rows (Asset `clean_data.diabetes`), or by hand.
 
-1. **check_data** makes sure every split has clean rows and lists the model families.
+1. **pin_data** pins the snapshot of `clean_data` the run works on (the batches cleaned
+   now, their row count and checksums) and lists the model families. Rows cleaned while
+   the run goes on (a second raw load) wait for the next run.
 2. **train_candidate** (one mapped task per family: logistic regression, random forest,
-   histogram gradient boosting) tunes the family on the train split, tunes its decision
-   rule on valid, measures valid and test, and logs one MLflow run (params, metrics,
-   confusion matrices, data lineage, the model with its signature).
+   histogram gradient boosting) tunes the family on the snapshot's train split, tunes its
+   decision rule on valid, measures valid and test, and logs one MLflow run (params,
+   metrics, confusion matrices, data lineage with the snapshot, the model with its
+   signature).
 3. **promote** registers the best candidate by valid macro-F1 and gives it the
    `production` alias and stage only if it beats the current Production model re-scored
-   on the same valid split; the decision and both scores are logged on the version.
+   on the same snapshot's valid split; the decision and both scores are logged on the
+   version.
 
-Param `profile`: `full` (the bounded search) or `quick` (one small configuration per
-family, for a smoke run). Retrying a task is safe: candidates are new runs, and promotion
-registers a run once and never promotes an equal or worse model.
+Param `profile`: `default` (the workers' `TRAINING_PROFILE` setting, `full` unless set),
+`full` (the bounded search) or `quick` (one small configuration per family, for a smoke
+run). A run started by the Asset has no conf, so `TRAINING_PROFILE` decides it. Retrying a
+task is safe: candidates are new runs, and promotion registers a run once, completes a
+promotion interrupted half-way, and never promotes an equal or worse model.
 """
 
 from __future__ import annotations
@@ -35,40 +41,41 @@ from readmission.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, TAGS
     doc_md=__doc__,
     params={
         "profile": Param(
-            "full",
-            enum=["full", "quick"],
+            "default",
+            enum=["default", "full", "quick"],
             title="Search profile",
-            description="full: a few configurations per family; quick: one small each.",
+            description="default: the TRAINING_PROFILE setting (full unless set); full: a few "
+            "configurations per family; quick: one small each.",
         )
     },
 )
 def model_training_pipeline():
     @task
-    def check_data() -> list[str]:
+    def pin_data() -> list[dict]:
+        """One set of arguments per family, all on the snapshot pinned now."""
         from readmission import pipeline
 
-        facts = pipeline.store_summary()
-        empty = [split for split, rows in facts["clean_rows"].items() if rows == 0]
-        if empty:
-            raise ValueError(f"no clean rows in {empty}: run the raw and clean DAGs first")
-        return pipeline.model_families()
+        snapshot = pipeline.pin_data()
+        return [{"family": family, "snapshot": snapshot} for family in pipeline.model_families()]
 
     @task
-    def train_candidate(family: str) -> dict:
+    def train_candidate(family: str, snapshot: dict) -> dict:
         from readmission import pipeline
 
         context = get_current_context()
-        return pipeline.train_candidate(
-            family, profile=context["params"]["profile"], run_id=context["run_id"]
-        )
+        profile, run_id = context["params"]["profile"], context["run_id"]
+        return pipeline.train_candidate(family, profile, run_id=run_id, snapshot=snapshot)
 
     @task
-    def promote(candidates: list[dict]) -> dict:
+    def promote(candidates: list[dict], pinned: list[dict]) -> dict:
         from readmission import pipeline
 
-        return pipeline.promote_best(list(candidates), run_id=get_current_context()["run_id"])
+        run_id = get_current_context()["run_id"]
+        snapshot = pinned[0]["snapshot"]
+        return pipeline.promote_best(list(candidates), run_id=run_id, snapshot=snapshot)
 
-    promote(train_candidate.expand(family=check_data()))
+    pinned = pin_data()
+    promote(train_candidate.expand_kwargs(pinned), pinned)
 
 
 model_training_pipeline()

@@ -32,16 +32,17 @@ overhead: ~0.3 s for the whole file, ~1 ms for one row. Rules, each with its rea
     anything else becomes NaN, counted only when a value was given: a request carries no
     target, which is not an error.
 10. ICD-9-CM codes (`diag_1..3`) are stripped, upper-cased and lose a trailing `"."`; a
-    numeric code keeps its text (`"250.83"`, `"250.0"`, `"38"`, the file's form of 038);
+    numeric code keeps its decimals as written (`"250.83"`, `"250.0"`) and gets the three
+    digits ICD-9-CM writes (`"38"`, the file's form, becomes `"038"`, as a client writes it);
     each gets a `diag_N_group` with its chapter of the ICD-9-CM tabular list, diabetes
     (250.x) split out of endocrine as Strack et al. (2014) did (`ICD9_CHAPTERS`); a code
     that is not ICD-9 becomes NaN (code and group) and is counted: the raw codes have
     ~700 values, too many for most encoders, the chapters 19 (plus diabetes).
 11. Derived `age_years` is the midpoint of the age bracket (`"[70-80)"` -> 75.0), NaN if
     missing: lets a model use age as a number.
-12. Derived `expired_or_hospice` is True when the raw `discharge_disposition_id` (before
-    rule 6) is in `schema.EXPIRED_OR_HOSPICE_DISPOSITIONS`: such encounters cannot be
-    readmitted, and training decides what to do with them.
+12. Derived `expired` is True when the raw `discharge_disposition_id` (before rule 6) is
+    in `schema.EXPIRED_DISPOSITIONS` (the patient died): such encounters cannot be
+    readmitted, and training decides what to do with them. Hospice (13, 14) is not death.
 13. Idempotent: `clean(clean(x))` equals `clean(x)`: the output keys are accepted
     aliases, derived columns are recomputed, and rules 3 and 4 give invalid values the
     default so that a second pass does not change them again.
@@ -67,6 +68,12 @@ from readmission import schema
 from readmission.schema import Column, Kind
 
 SqlType = Literal["bigint", "integer", "double", "text", "boolean"]
+
+#: The version of these rules. Change it with any rule or derived column: clean_data is then
+#: rebuilt from raw_data (in one transaction), so one table never mixes two versions.
+#: 1: the first rules; 2: `expired` (death only, hospice is not death) replaces
+#: `expired_or_hospice`, and ICD-9 codes get their three digits ("38" -> "038").
+RULES_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ DIAGNOSIS_GROUPS: Mapping[str, str] = {
     c.key: f"{c.key}_group" for c in schema.COLUMNS if c.kind is Kind.DIAGNOSIS
 }
 AGE_YEARS = "age_years"
-EXPIRED_OR_HOSPICE = "expired_or_hospice"
+EXPIRED = "expired"
 #: Midpoint of each age bracket, in years ("[70-80)" -> 75.0).
 AGE_MIDPOINTS: Mapping[str, float] = {
     bracket: sum(int(bound) for bound in re.findall(r"\d+", bracket)) / 2
@@ -168,11 +175,7 @@ CLEAN_COLUMNS: tuple[CleanColumn, ...] = (
         for key, group in DIAGNOSIS_GROUPS.items()
     ),
     CleanColumn(AGE_YEARS, "double", "Midpoint of the age bracket, in years"),
-    CleanColumn(
-        EXPIRED_OR_HOSPICE,
-        "boolean",
-        "Discharged expired or to hospice (cannot be readmitted)",
-    ),
+    CleanColumn(EXPIRED, "boolean", "Discharged expired: the patient died (cannot be readmitted)"),
 )
 CLEAN_KEYS: tuple[str, ...] = tuple(c.key for c in CLEAN_COLUMNS)
 _DERIVED_KEYS = frozenset(CLEAN_KEYS) - set(schema.COLUMN_KEYS)
@@ -247,7 +250,7 @@ _CODE_SETS: Mapping[str, tuple[np.ndarray, np.ndarray]] = {
     for key, column in _KEYED
     if column.kind is Kind.CODE
 }
-_EXPIRED_OR_HOSPICE = np.array(sorted(schema.EXPIRED_OR_HOSPICE_DISPOSITIONS), dtype=float)
+_EXPIRED = np.array(sorted(schema.EXPIRED_DISPOSITIONS), dtype=float)
 
 
 @dataclass(frozen=True)
@@ -327,7 +330,7 @@ def clean_with_report(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport
         elif column.kind is Kind.CODE:
             cleaned[key], flags, codes = _codes(raw, key)
             if key == "discharge_disposition_id":
-                cleaned[EXPIRED_OR_HOSPICE] = np.isin(codes, _EXPIRED_OR_HOSPICE)
+                cleaned[EXPIRED] = np.isin(codes, _EXPIRED)
         elif column.kind is Kind.DIAGNOSIS:
             codes, groups, flags = _diagnoses(raw)
             cleaned[key] = pd.array(codes, dtype=_STR)
@@ -539,6 +542,9 @@ def _diagnosis(value: object) -> tuple[str | None, str | None]:
         return code, None
     if match["number"] is not None:
         prefix, number = "", int(match["number"])
+        # one spelling per code: the file drops leading zeros ("38"), ICD-9-CM and clients
+        # write three digits ("038"); the 3-digit category must not depend on it
+        code = code.zfill(3 + len(code) - len(match["number"]))
     elif match["v"] is not None:
         prefix, number = "V", int(match["v"])
     else:

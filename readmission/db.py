@@ -110,6 +110,8 @@ clean_encounters = sa.Table(
         for c in CLEAN_COLUMNS
     ),
     *_lineage(),
+    sa.Column("chunk_id", sa.Integer, nullable=False,
+              comment="The clean_data.runs row of the transaction that cleaned this row"),
     sa.Column("cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
               nullable=False),
     sa.Index("ix_clean_diabetes_split", "split"),
@@ -129,6 +131,15 @@ clean_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     schema=CLEAN_SCHEMA,
     comment="One row per cleaning chunk committed.",
+)
+
+clean_rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("version", sa.Text, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    schema=CLEAN_SCHEMA,
+    comment="The version of readmission.cleaning's rules that made every clean row (one row).",
 )
 
 

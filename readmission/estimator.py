@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from readmission.cleaning import EXPIRED_OR_HOSPICE
+from readmission.cleaning import EXPIRED
 
 NO_READMISSION = "NO"
 #: Multipliers tried for each minority class when tuning the decision rule (NO stays 1).
@@ -16,17 +16,17 @@ WEIGHT_GRID = tuple(float(w) for w in np.round(np.geomspace(0.5, 8.0, 17), 3))
 
 
 def _expired(frame: pd.DataFrame) -> np.ndarray:
-    if EXPIRED_OR_HOSPICE not in frame:
+    if EXPIRED not in frame:
         return np.zeros(len(frame), dtype=bool)
-    return frame[EXPIRED_OR_HOSPICE].fillna(False).astype(bool).to_numpy()
+    return frame[EXPIRED].fillna(False).astype(bool).to_numpy()
 
 
 class ReadmissionModel(ClassifierMixin, BaseEstimator):
     """A pipeline wrapped with the two rules of this data set.
 
-    1. An encounter that ended in death or hospice (`expired_or_hospice`) cannot be
-       readmitted: it is left out of fitting (its `NO` says nothing about the others) and
-       predicted `NO` with probability 1.
+    1. An encounter that ended in death (`expired`) cannot be readmitted: it is left out
+       of fitting (its `NO` says nothing about the others) and predicted `NO` with
+       probability 1. Hospice is not death: it is fitted and scored like any encounter.
     2. Class imbalance is handled at decision time: `predict_proba` returns the pipeline's
        probabilities, and `predict` takes the class with the highest probability times a
        per-class weight, tuned on the validation split for macro-F1 (`tune_decision`), so

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from readmission import schema
-from readmission.cleaning import AGE_YEARS, DIAGNOSIS_GROUPS, EXPIRED_OR_HOSPICE, ICD9_GROUPS
+from readmission.cleaning import AGE_YEARS, DIAGNOSIS_GROUPS, EXPIRED, ICD9_GROUPS
 
 Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
 FAMILIES: tuple[Family, ...] = ("logistic_regression", "random_forest", "hist_gradient_boosting")
@@ -51,7 +51,7 @@ CATEGORICAL: tuple[str, ...] = (
 NUMERIC: tuple[str, ...] = (
     *_COUNTS,
     AGE_YEARS,
-    EXPIRED_OR_HOSPICE,
+    EXPIRED,
     *HISTORY,
     "medications_prescribed",
     "medication_changes",
@@ -119,7 +119,7 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
             out[f"{diag}_category"] = _icd9_category(_text(frame, diag, n))
         for name in (*_COUNTS, AGE_YEARS):
             out[name] = _number(frame, name, n)
-        out[EXPIRED_OR_HOSPICE] = np.nan_to_num(_number(frame, EXPIRED_OR_HOSPICE, n))
+        out[EXPIRED] = np.nan_to_num(_number(frame, EXPIRED, n))
         for name in HISTORY:
             out[name] = np.nan_to_num(_number(frame, name, n))
         drugs = np.stack([out.get(drug, _text(frame, drug, n)) for drug in _DRUGS], axis=1)

@@ -93,11 +93,83 @@ def loaded_batches(engine: Engine, source_sha256: str | None = None) -> set[int]
         return set(conn.scalars(query))
 
 
+class BatchSizeError(ValueError):
+    """The store's batches were cut with another RAW_BATCH_SIZE."""
+
+
+def check_batch_size(engine: Engine, source: Source, batch_size: int) -> None:
+    """Refuse a batch size other than the one the store's batches were cut with.
+
+    Batch k is rows k*size to (k+1)*size - 1 of the file: with another size, the ids of
+    the batches loaded before would name other rows, and rows would count as loaded that
+    never were. Every recorded batch must start at `batch_id * batch_size`, and one read
+    from this version of the file must hold `batch_size` rows (fewer only at its end).
+    """
+    table = db.raw_batches
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.select(table.c.batch_id, table.c.first_row, table.c.rows_read,
+                                          table.c.source_sha256)).all()  # fmt: skip
+    for batch_id, first_row, rows_read, sha256 in recorded:
+        expected_rows = min(batch_size, source.rows - first_row)
+        if first_row != batch_id * batch_size or (
+            sha256 == source.sha256 and rows_read != expected_rows
+        ):
+            stored = first_row // batch_id if batch_id else rows_read
+            raise BatchSizeError(
+                f"raw_data was loaded in batches of {stored:,} rows (batch {batch_id} starts "
+                f"at row {first_row:,} and holds {rows_read:,}), not {batch_size:,}: set "
+                f"RAW_BATCH_SIZE={stored} to go on loading this store (another size would "
+                "name other rows by the same batch ids and skip some)"
+            )
+
+
+class SplitSaltError(ValueError):
+    """The store's patients were split with another SPLIT_SALT."""
+
+
+#: Stored patients whose split is recomputed to check the salt: a different salt gives a
+#: patient the same split with probability 0.44 (0.6² + 0.2² + 0.2²), so 256 agreeing by
+#: chance has odds of about 1e-91.
+SALT_CHECK_PATIENTS = 256
+
+
+def check_split_salt(engine: Engine, salt: str) -> None:
+    """Refuse a salt other than the one the stored patients were split with.
+
+    A row's split is fixed when it is loaded: another salt would reshuffle nothing stored,
+    and would put a stored patient's next encounters in another split than the first ones
+    (one patient in two splits, a leak between train and test)."""
+    raw = db.raw_encounters
+    query = sa.select(raw.c.patient_nbr, raw.c.split).distinct().limit(SALT_CHECK_PATIENTS)
+    with engine.connect() as conn:
+        stored = conn.execute(query).all()
+    if not stored:
+        return
+    patients = np.array([row[0] for row in stored], dtype=np.int64)
+    expected = assign_split(patients, salt)
+    for (patient, split), computed in zip(stored, expected, strict=True):
+        if split != computed:
+            raise SplitSaltError(
+                f"raw_data's patients were split with another SPLIT_SALT (patient {patient} is "
+                f"stored in {split!r}, this salt puts it in {computed!r}): set SPLIT_SALT back "
+                "to the value of the first load. A patient keeps the split of their first "
+                "stored encounter; to reshuffle, load into an empty store."
+            )
+
+
+def check_store(engine: Engine, source: Source, batch_size: int, salt: str) -> None:
+    """Refuse, before anything is written, a load the store was not made for: another
+    batch size or another split salt."""
+    check_batch_size(engine, source, batch_size)
+    check_split_salt(engine, salt)
+
+
 def plan_batches(
-    engine: Engine, source: Source, batch_size: int, limit: int | None = None
+    engine: Engine, source: Source, batch_size: int, salt: str, limit: int | None = None
 ) -> list[int]:
     """Batches of the file not loaded yet, in file order; at most `limit` if given (> 0)."""
     read_header(source.path)  # refuse a wrong header before anything is written
+    check_store(engine, source, batch_size, salt)
     done = loaded_batches(engine, source.sha256)
     pending = [b for b in range(batch_count(source, batch_size)) if b not in done]
     return pending[:limit] if limit else pending
@@ -263,6 +335,7 @@ def load_batches(
     With `workers` > 1 (PostgreSQL), that many batches are written at once, each on its own
     connection, as Airflow's mapped tasks do; SQLite has one writer, so it loads one by one.
     """
+    check_store(engine, source, batch_size, salt)
     done = loaded_batches(engine, source.sha256)
     reports = {b: BatchReport(b, 0, 0, 0, 0, skipped=True) for b in batch_ids if b in done}
     for batch_id in reports:
@@ -291,11 +364,22 @@ def load_batch(
     return load_batches(engine, source, [batch_id], batch_size, salt, run_id)[0]
 
 
+def _forget_other_versions_quarantine(conn: Connection, batch_id: int, sha256: str) -> None:
+    batches = db.raw_batches
+    other_version = sa.select(sa.literal(1)).where(
+        batches.c.batch_id == batch_id, batches.c.source_sha256 != sha256
+    )
+    if conn.scalar(other_version) is not None:
+        conn.execute(sa.delete(db.raw_quarantine).where(db.raw_quarantine.c.batch_id == batch_id))
+
+
 def _store_batch(
     engine: Engine, source: Source, batch: Batch, salt: str, run_id: str | None
 ) -> BatchReport:
     started = datetime.now(UTC)
     with engine.begin() as conn:
+        # rows quarantined by a read of another version of the file: this read decides
+        _forget_other_versions_quarantine(conn, batch.batch_id, source.sha256)
         inserted = None
         if batch.lines is not None and conn.dialect.name == "postgresql":
             inserted = _copy_plain(conn, batch, salt)

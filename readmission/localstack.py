@@ -373,7 +373,7 @@ def run_pipeline(client: AirflowClient, log: Path) -> None:
     clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
     train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
     if train_run is None and pipeline.production_model() is None:
-        train_run = client.trigger(TRAIN_DAG, {"profile": "full"})
+        train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
     if train_run is None:
         print("nothing new to load, clean or train", flush=True)
         return

@@ -33,7 +33,9 @@ def plan_raw_load(limit: int | None = None, settings: Settings | None = None) ->
     """Batch ids still to load: all of them, or the next `limit` (> 0)."""
     settings = settings or get_settings()
     source = dataset.locate(settings)
-    pending = ingest.plan_batches(engine(settings), source, settings.batch_size, limit or None)
+    pending = ingest.plan_batches(
+        engine(settings), source, settings.batch_size, settings.split_salt, limit or None
+    )
     log.info("source %s (sha256 %s): pending batches %s", source.path, source.sha256, pending)
     return pending
 
@@ -63,12 +65,9 @@ def load_raw_batches(batch_ids: list[int], run_id: str | None = None,
 
 def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
                    settings: Settings | None = None) -> dict:  # fmt: skip
-    """Clean every raw row not cleaned yet (all rows again if `full_refresh`)."""
-    settings = settings or get_settings()
-    store = engine(settings)
-    if full_refresh:
-        log.info("full refresh: deleted %d clean rows", warehouse.reset_clean(store))
-    report = warehouse.clean_pending(store, chunk_size=settings.batch_size, run_id=run_id)
+    """Clean every raw row not cleaned yet; all rows again, in one transaction, if
+    `full_refresh` or the cleaning rules changed since the table was made."""
+    report = warehouse.clean_pending(engine(settings), run_id=run_id, full_refresh=full_refresh)
     return report.to_dict()
 
 
@@ -91,15 +90,49 @@ def model_families() -> list[str]:
     return list(FAMILIES)
 
 
-def train_candidate(family: str, profile: str | None = None, run_id: str | None = None,
-                    settings: Settings | None = None) -> dict:  # fmt: skip
-    """Tune and fit one family on the clean data; log it as an MLflow run."""
+#: The `profile` that defers to the TRAINING_PROFILE setting (the DAG param's default).
+DEFAULT_PROFILE = "default"
+
+
+def _profile(profile: str | None, settings: Settings) -> str:
+    return settings.training_profile if profile in (None, DEFAULT_PROFILE) else profile
+
+
+def pin_data(settings: Settings | None = None) -> dict:
+    """Pin the clean rows a training run works on (see `training.Snapshot`); refuses to
+    start when a split has no rows."""
+    from readmission import training
+
+    snapshot = training.pin_snapshot(engine(settings))
+    empty = [split for split in training.SPLITS if not snapshot.rows_by_split.get(split)]
+    if empty:
+        raise ValueError(f"no clean rows in {empty}: run the raw and clean DAGs first")
+    log.info("training on snapshot %s: %s", snapshot.id, snapshot.to_dict())
+    return snapshot.to_dict()
+
+
+def _training_data(settings: Settings, snapshot: dict | None):
+    from readmission import training
+
+    pinned = training.Snapshot.from_dict(snapshot) if snapshot else None
+    return training.load_training_data(engine(settings), pinned)
+
+
+def train_candidate(
+    family: str,
+    profile: str | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    snapshot: dict | None = None,
+) -> dict:
+    """Tune and fit one family on the pinned snapshot of the clean data (now, if none);
+    log it as an MLflow run. `profile` None or "default": the TRAINING_PROFILE setting."""
     from readmission import training
 
     settings = settings or get_settings()
-    profile = profile or settings.training_profile
+    profile = _profile(profile, settings)
     _tracking(settings)
-    data = training.load_training_data(engine(settings))
+    data = _training_data(settings, snapshot)
     candidate = training.fit_candidate(family, data, profile, seed=settings.training_seed)
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
     logged = training.log_candidate(candidate, data, tags)
@@ -110,26 +143,45 @@ def train_candidate(family: str, profile: str | None = None, run_id: str | None 
     }
 
 
-def promote_best(candidates: list[dict], run_id: str | None = None,
-                 settings: Settings | None = None) -> dict:  # fmt: skip
-    """Register the best candidate and promote it if it beats the Production model; under
-    the store's promotion lock, so concurrent training runs cannot both promote."""
+def promote_best(
+    candidates: list[dict],
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    snapshot: dict | None = None,
+) -> dict:
+    """Register the best candidate and promote it if it beats the Production model, both
+    scored on the candidates' snapshot; under the store's promotion lock, so concurrent
+    training runs cannot both promote."""
     from readmission import training
 
     settings = settings or get_settings()
     _tracking(settings)
-    store = engine(settings)
-    data = training.load_training_data(store)
+    if snapshot is None:  # the candidates' own (all must share it)
+        snapshot = _snapshot_of(candidates)
+    data = _training_data(settings, snapshot)
     return training.promote_best(candidates, data, {"orchestrator_run_id": run_id or "cli"},
-                                 lock=training.promotion_lock(store))  # fmt: skip
+                                 lock=training.promotion_lock(engine(settings)))  # fmt: skip
+
+
+def _snapshot_of(candidates: list[dict]) -> dict:
+    import mlflow
+
+    ids = {c.get("snapshot") for c in candidates}
+    if len(ids) != 1 or None in ids:
+        raise ValueError(f"candidates of several or unknown snapshots: {sorted(map(str, ids))}")
+    lineage = mlflow.artifacts.load_dict(f"runs:/{candidates[0]['run_id']}/data.json")
+    return lineage["snapshot"]
 
 
 def train_and_promote(families: list[str] | None = None, profile: str | None = None,
                       settings: Settings | None = None) -> dict:  # fmt: skip
-    """Every step of model_training_pipeline in this process (the CLI's `train`)."""
-    candidates = [train_candidate(f, profile, settings=settings)
+    """Every step of model_training_pipeline in this process (the CLI's `train`): pin the
+    data, train each family on it, promote the best."""
+    snapshot = pin_data(settings)
+    candidates = [train_candidate(f, profile, settings=settings, snapshot=snapshot)
                   for f in families or model_families()]  # fmt: skip
-    return {"candidates": candidates, "decision": promote_best(candidates, settings=settings)}
+    decision = promote_best(candidates, settings=settings, snapshot=snapshot)
+    return {"snapshot": snapshot, "candidates": candidates, "decision": decision}
 
 
 def production_model(settings: Settings | None = None) -> dict | None:

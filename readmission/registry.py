@@ -253,13 +253,8 @@ def register(model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVers
         await_registration_for=int(REGISTRATION_TIMEOUT_SECONDS),
         tags={key: str(value) for key, value in (tags or {}).items()} or None,
     )
-    client = _client()
-    deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
-    while True:  # register_model waits too; a store may still report PENDING after it
-        version = _entry(client, version.version)
-        if version.status != "PENDING_REGISTRATION" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    # register_model waits too; a store may still report PENDING after it
+    version = _await_registration(_client(), version.version)
     if version.status != "READY":
         raise RuntimeError(
             f"model version {MODEL_NAME} v{version.version} is {version.status}: "
@@ -270,13 +265,29 @@ def register(model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVers
 
 
 def version_of_run(run_id: str) -> ModelVersion | None:
-    """The version registered from `run_id`, if any (the newest): makes retries idempotent."""
+    """The newest READY version registered from `run_id`, if any: makes retries idempotent.
+
+    A version still registering is waited for; one whose registration failed is ignored
+    (the caller registers the run again), so only a READY version is ever promoted."""
     client = _client()
     versions = client.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
-    if not versions:
-        return None
-    newest = max(versions, key=lambda v: int(v.version))
-    return _entry(client, newest.version)  # with its aliases
+    for entry in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        entry = _await_registration(client, entry.version)  # with its aliases
+        if entry.status == "READY":
+            return entry
+        log.warning("%s v%s of run %s is %s, not reused: %s", MODEL_NAME, entry.version, run_id,
+                    entry.status, entry.status_message or "no message")  # fmt: skip
+    return None
+
+
+def _await_registration(client: MlflowClient, version: str) -> ModelVersion:
+    """The entry of `version` once it is no longer PENDING_REGISTRATION (or the timeout)."""
+    deadline = time.monotonic() + REGISTRATION_TIMEOUT_SECONDS
+    while True:
+        entry = _entry(client, version)
+        if entry.status != "PENDING_REGISTRATION" or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.5)
 
 
 def _aliases() -> dict[str, str]:
@@ -324,34 +335,40 @@ def _stage(entry: ModelVersion) -> str | None:
     return stage
 
 
-def promote(version: str, *, reason: str) -> None:
-    """Make `version` the served model: alias `production`, stage `Production` (earlier
-    Production versions archived), tags `promoted_at` and `promotion_reason`.
+def promote(version: str, *, reason: str, previous: str | None = None) -> None:
+    """Make `version` the served model: alias `production`, stage `Production` (the
+    previous Production version archived, tagged `archived_at` and `superseded_by`), tags
+    `promoted_at` and `promotion_reason`.
 
-    The alias moves first (it is what the API follows), then the stages, then the tags; a
-    version that is already fully promoted is left as it is, and calling again after a
-    failure part-way completes the promotion.
+    The alias moves first (it is what the API follows), then the stages, then the tags.
+    Every step may be repeated, so calling again after a failure part-way completes the
+    promotion. `previous` names the version replaced; by default the one holding the alias
+    (on a retry after the alias moved, the caller passes it: the alias no longer tells).
     """
     version = str(version)
     client = _client()
-    previous = champion()
     target = _entry(client, version)  # fails early if it is missing
-    previous_version = None if previous is None else previous.version
-    done = _stage(target) == PRODUCTION_STAGE and "promoted_at" in (target.tags or {})
-    if previous_version == version and done:
-        log.info("%s v%s already is the production model", MODEL_NAME, version)
-        return
+    if target.status != "READY":
+        raise RuntimeError(f"{MODEL_NAME} v{version} is {target.status}: only READY is served")
+    holder = champion()
+    again = holder is not None and holder.version == version  # a retry or a repeat
+    if previous is None and not again:
+        previous = None if holder is None else holder.version
     client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
     has_stages = _transition(client, version, PRODUCTION_STAGE, archive=True)
-    promoted_at = _now()
-    if previous is not None and previous_version != version:
-        if has_stages and previous.current_stage != PRODUCTION_STAGE:
-            # archive_existing_versions only archives versions in stage Production
-            _transition(client, previous_version, ARCHIVED_STAGE, archive=False)
-        client.set_model_version_tag(MODEL_NAME, previous_version, "archived_at", promoted_at)
-        client.set_model_version_tag(MODEL_NAME, previous_version, "superseded_by", version)
+    tags = target.tags or {}
+    promoted_at = (again and tags.get("promoted_at")) or _now()
+    reason = (again and tags.get("promotion_reason")) or reason
+    if previous is not None and str(previous) != version:
+        previous = str(previous)
+        old = _entry(client, previous)
+        if has_stages and _stage(old) != ARCHIVED_STAGE:
+            _transition(client, previous, ARCHIVED_STAGE, archive=False)
         if not has_stages:
-            client.set_model_version_tag(MODEL_NAME, previous_version, "stage", ARCHIVED_STAGE)
+            client.set_model_version_tag(MODEL_NAME, previous, "stage", ARCHIVED_STAGE)
+        archived_at = (old.tags or {}).get("archived_at") or promoted_at
+        client.set_model_version_tag(MODEL_NAME, previous, "archived_at", archived_at)
+        client.set_model_version_tag(MODEL_NAME, previous, "superseded_by", version)
     if not has_stages:
         client.set_model_version_tag(MODEL_NAME, version, "stage", PRODUCTION_STAGE)
     client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
@@ -370,12 +387,14 @@ def record_decision(
     candidate_score: float,
     champion_version: str | None,
     champion_score: float | None,
+    reason: str,
 ) -> None:
-    """Tag the candidate version with the promotion decision and both scores, so the
-    registry shows why it was (not) promoted. Absent values are written `none`."""
+    """Tag the candidate version with the promotion decision, both scores and the reason,
+    so the registry shows why it was (not) promoted. Absent values are written `none`."""
     client = _client()
     tags = {
         "promotion_decision": "promoted" if promoted else "rejected",
+        "decision_reason": reason,
         f"candidate_{PRIMARY_METRIC}": _score_tag(candidate_score),
         f"champion_{PRIMARY_METRIC}": _score_tag(champion_score),
         "champion_version": "none" if champion_version is None else str(champion_version),
@@ -413,6 +432,19 @@ def load_version(version: str) -> tuple[Any, ModelVersion]:
     """A registered version's estimator and its registry entry."""
     entry = _entry(_client(), version)
     return load_model(f"models:/{MODEL_NAME}/{entry.version}"), entry
+
+
+def download_version(version: str, folder: str) -> str:
+    """Fetch a version's model files into `folder`; returns the local model path.
+
+    Separate from `load_model` so that callers can tell the two failures apart: fetching
+    fails when the registry or the artifact store cannot be reached (transient: retry),
+    loading fails when the files no longer make a model in this code (permanent)."""
+    import mlflow.artifacts
+
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{MODEL_NAME}/{version}", dst_path=folder
+    )
 
 
 def load_champion() -> tuple[Any, ModelVersion] | None:

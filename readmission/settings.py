@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     split_salt: str = Field(
         default="diabetes-130-v1",
         validation_alias="SPLIT_SALT",
-        description="Salt of the patient hash behind train/valid/test; changing it reshuffles.",
+        description=(
+            "Salt of the patient hash behind train/valid/test; fixed by a store's first "
+            "load (another salt is refused: a patient would land in two splits)."
+        ),
     )
     mlflow_tracking_uri: str = Field(
         default="http://127.0.0.1:5000",

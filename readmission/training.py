@@ -16,8 +16,10 @@ classes the platform actually serves. ROC-AUC of `<30` and log-loss are reported
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Iterator
@@ -80,12 +82,77 @@ SEARCH: dict[Profile, dict[Family, list[dict]]] = {
 }  # fmt: skip
 
 
+class SnapshotChangedError(RuntimeError):
+    """The clean rows a training run pinned are no longer those in the store."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The clean rows a training run works on, pinned when it starts.
+
+    Every candidate is measured, and the champion re-scored, on exactly these rows, whatever
+    is cleaned meanwhile: the rows of the batches `batches` (a raw batch is cleaned in one
+    transaction, so a batch is wholly in or out), checked by their count and two sums that
+    change when a row is added, removed or cleaned again (`chunk_id` names the cleaning
+    transaction that made a row)."""
+
+    batches: tuple[int, ...]
+    rows: int
+    encounter_id_sum: int
+    chunk_id_sum: int
+    rows_by_split: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        """A short name of the snapshot (tags, logs)."""
+        text = json.dumps([list(self.batches), self.rows, self.encounter_id_sum,
+                           self.chunk_id_sum])  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "batches": list(self.batches), "rows": self.rows,
+                "encounter_id_sum": self.encounter_id_sum, "chunk_id_sum": self.chunk_id_sum,
+                "rows_by_split": dict(self.rows_by_split)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Snapshot:
+        snapshot = cls(tuple(int(b) for b in data["batches"]), int(data["rows"]),
+                       int(data["encounter_id_sum"]), int(data["chunk_id_sum"]),
+                       dict(data.get("rows_by_split") or {}))  # fmt: skip
+        if "id" in data and data["id"] != snapshot.id:
+            raise ValueError(f"snapshot {data['id']} does not match its own figures")
+        return snapshot
+
+
+def _fingerprint(conn, batches: tuple[int, ...] | None) -> tuple[tuple[int, ...], int, int, int]:
+    table = db.clean_encounters
+    where = [] if batches is None else [table.c.batch_id.in_(batches)]
+    found = tuple(sorted(int(b) for b in conn.scalars(
+        sa.select(table.c.batch_id).where(*where).distinct())))  # fmt: skip
+    rows, encounters, chunks = conn.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.encounter_id), 0),
+                  sa.func.coalesce(sa.func.sum(table.c.chunk_id), 0)).where(*where)
+    ).one()  # fmt: skip
+    return found, int(rows), int(encounters), int(chunks)
+
+
+def pin_snapshot(engine: Engine) -> Snapshot:
+    """The clean rows as they are now: what a training run will work on."""
+    table = db.clean_encounters
+    with engine.connect() as conn:
+        batches, rows, encounters, chunks = _fingerprint(conn, None)
+        by_split = dict(conn.execute(
+            sa.select(table.c.split, sa.func.count()).group_by(table.c.split)).all())  # fmt: skip
+    return Snapshot(batches, rows, encounters, chunks, {k: int(v) for k, v in by_split.items()})
+
+
 @dataclass
 class TrainingData:
     """The clean encounters of each split, with their history, and where they came from."""
 
     frames: dict[str, pd.DataFrame]
     lineage: dict
+    snapshot: Snapshot
 
     def inputs(self, split: str) -> pd.DataFrame:
         return self.frames[split][list(MODEL_INPUTS)]
@@ -94,10 +161,26 @@ class TrainingData:
         return self.frames[split][schema.TARGET]
 
 
-def load_training_data(engine: Engine) -> TrainingData:
-    """Every clean encounter with a known target, history added, cut by split."""
+def load_training_data(engine: Engine, snapshot: Snapshot | None = None) -> TrainingData:
+    """The clean encounters of `snapshot` (pinned now if not given) with a known target,
+    history added, cut by split. Refuses a snapshot whose rows are no longer those stored."""
+    snapshot = snapshot or pin_snapshot(engine)
+    table = db.clean_encounters
     with engine.connect() as conn:
-        clean = pd.read_sql(sa.select(db.clean_encounters), conn)
+        clean = pd.read_sql(sa.select(table).where(table.c.batch_id.in_(snapshot.batches)), conn)
+    found = (
+        tuple(sorted(int(b) for b in clean["batch_id"].unique())),
+        len(clean),
+        int(clean[schema.ENCOUNTER_ID].sum()),
+        int(clean["chunk_id"].sum()),
+    )
+    pinned = (snapshot.batches, snapshot.rows, snapshot.encounter_id_sum, snapshot.chunk_id_sum)
+    if found != pinned:
+        raise SnapshotChangedError(
+            f"the clean rows of snapshot {snapshot.id} changed since training started "
+            f"(batches {list(snapshot.batches)}: {snapshot.rows:,} rows pinned, {len(clean):,} "
+            "now, or cleaned again): start the training run again"
+        )
     clean = add_history(clean)  # over all splits: a patient's encounters share one split
     clean = clean[clean[schema.TARGET].notna()]
     frames = {split: clean[clean["split"] == split].reset_index(drop=True) for split in SPLITS}
@@ -105,13 +188,14 @@ def load_training_data(engine: Engine) -> TrainingData:
     if missing:
         raise ValueError(f"no clean rows in split(s) {missing}: load and clean data first")
     lineage = {
-        "batches": sorted(int(b) for b in clean["batch_id"].unique()),
+        "snapshot": snapshot.to_dict(),
+        "batches": list(snapshot.batches),
         "rows": {split: len(frame) for split, frame in frames.items()},
         "patients": {split: int(frame[schema.PATIENT_ID].nunique())
                      for split, frame in frames.items()},
         "classes_train": frames["train"][schema.TARGET].value_counts().to_dict(),
     }  # fmt: skip
-    return TrainingData(frames, lineage)
+    return TrainingData(frames, lineage, snapshot)
 
 
 @dataclass
@@ -215,6 +299,7 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
         if profile is not None:  # fit_candidate always sets it; a hand-made model may not
             mlflow.log_dict(profile, "drift_reference.json")
         mlflow.set_tags({
+            "data.snapshot": data.snapshot.id,
             "data.batches": ",".join(map(str, data.lineage["batches"])),
             **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
         })  # fmt: skip
@@ -230,6 +315,7 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
             "family": candidate.family,
             "run_id": run.info.run_id,
             "model_uri": model_uri,
+            "snapshot": data.snapshot.id,
             PRIMARY_METRIC: candidate.metrics[PRIMARY_METRIC],
         }
 
@@ -310,39 +396,90 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
     promotion happen under it, so concurrent trainers decide one after the other, each
     against the champion the previous one left.
     """
+    strangers = [c["run_id"] for c in candidates if c.get("snapshot") != data.snapshot.id]
+    if strangers:
+        raise ValueError(
+            f"candidate run(s) {strangers} were trained on another snapshot than "
+            f"{data.snapshot.id}: champion and challenger must share their data"
+        )
     best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
     version = registry.version_of_run(best["run_id"]) or registry.register(
-        best["model_uri"], tags={**tags, "family": best["family"], "run_id": best["run_id"]}
-    )
+        best["model_uri"],
+        tags={**tags, "family": best["family"], "run_id": best["run_id"],
+              "data.snapshot": data.snapshot.id},
+    )  # fmt: skip
     with lock or contextlib.nullcontext():
         return _decide(best, version, data)
 
 
 def _decide(best: dict, version, data: TrainingData) -> dict:
     current = registry.champion()
-    champion_score = None
-    if current is not None and current.version != version.version:
-        try:
-            champion_model, _ = registry.load_version(current.version)
-            champion_score = score(champion_model, data)
-        except Exception as exc:  # noqa: BLE001 - an unloadable champion loses, it does not crash
-            log.warning("champion v%s could not be scored: %s", current.version, exc)
-            champion_score = float("nan")
     if current is not None and current.version == version.version:
-        promoted, reason = False, "already the production model"
+        return _finish(best, version, data)
+    champion_score, unscorable = None, None
+    if current is not None:
+        champion_score, unscorable = _rescore(current.version, data)
+    if unscorable:
+        promoted = math.isfinite(best[PRIMARY_METRIC])
+        reason = f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs {unscorable}"
     else:
         promoted = registry.should_promote(best[PRIMARY_METRIC], champion_score)
         reason = (
-            "first model" if current is None else
-            f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
+            "first model"
+            if current is None
+            else f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
             f"{champion_score:.4f}"
-        )  # fmt: skip
+        )
+    champion_version = current.version if current else None
+    # recorded before the alias moves: a retry after a failure part-way reads it back
     registry.record_decision(
-        version.version, promoted=promoted, candidate_score=best[PRIMARY_METRIC],
-        champion_version=current.version if current else None, champion_score=champion_score,
-    )  # fmt: skip
+        version.version,
+        promoted=promoted,
+        candidate_score=best[PRIMARY_METRIC],
+        champion_version=champion_version,
+        champion_score=champion_score,
+        reason=reason,
+    )
     if promoted:
-        registry.promote(version.version, reason=reason)
+        registry.promote(version.version, reason=reason, previous=champion_version)
+    return _decision(best, version, data, promoted, reason, champion_version, champion_score)
+
+
+def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, str | None]:
+    """The champion's primary metric on the snapshot, or why it cannot be scored.
+
+    Fetching its files can fail for a while (registry or artifact store unreachable): that
+    error propagates, so the task fails and is retried, and the champion stays. Files that
+    no longer make a working model in this code (a class it needs is gone) will never score:
+    that is a decision, returned with its reason."""
+    with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+        path = registry.download_version(champion_version, folder)
+        try:
+            model = registry.load_model(path)
+            return score(model, data), None
+        except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
+            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
+            log.error("champion v%s cannot be scored, it will be replaced: %s",
+                      champion_version, why)  # fmt: skip
+            return None, f"champion v{champion_version} which cannot be scored ({why})"
+
+
+def _finish(best: dict, version, data: TrainingData) -> dict:
+    """The version already holds the alias: a retry after a promotion failed part-way, or a
+    rerun after it completed. Complete what the recorded decision started; never record a
+    decision of the version against itself."""
+    tags = version.tags or {}
+    recorded = tags.get("champion_version", "none")
+    previous = None if recorded == "none" else recorded
+    reason = tags.get("decision_reason") or tags.get("promotion_reason") or "already in production"
+    registry.promote(version.version, reason=reason, previous=previous)
+    champion_score = tags.get(f"champion_{PRIMARY_METRIC}", "none")
+    score_value = None if champion_score == "none" else float(champion_score)
+    log.info("v%s already holds the production alias: promotion completed", version.version)
+    return _decision(best, version, data, True, reason, previous, score_value)
+
+
+def _decision(best, version, data, promoted, reason, champion_version, champion_score) -> dict:
     decision = {
         "family": best["family"],
         "run_id": best["run_id"],
@@ -350,8 +487,9 @@ def _decide(best: dict, version, data: TrainingData) -> dict:
         "promoted": promoted,
         "reason": reason,
         "candidate_score": best[PRIMARY_METRIC],
-        "champion_version": current.version if current else None,
+        "champion_version": champion_version,
         "champion_score": champion_score,
+        "snapshot": data.snapshot.id,
     }
     log.info("promotion decision: %s", decision)
     return decision

@@ -4,8 +4,13 @@ The watermark is the primary key itself: a raw row is pending exactly when no cl
 has its `encounter_id` (an anti-join on two primary keys). Unlike a timestamp or a
 control table that a run may forget to update (the original project dropped its
 control table on every run), this cannot skip or repeat a row, whatever order batches
-arrive in and wherever a previous run was interrupted. Each chunk is cleaned and
-committed in one transaction with its row in `clean_data.runs`.
+arrive in and wherever a previous run was interrupted. Each raw batch's pending rows are
+cleaned and committed in one transaction with their row in `clean_data.runs`, so a batch
+is either wholly clean or not at all (what training pins its snapshot on).
+
+A rebuild (a full refresh asked for, or rows made by another version of the cleaning
+rules, `cleaning.RULES_VERSION`) runs in one transaction: readers see the old table until
+the new one is complete, and a rebuild that fails leaves the old one as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from readmission import db, schema
-from readmission.cleaning import CLEAN_COLUMNS, clean_with_report
+from readmission.cleaning import CLEAN_COLUMNS, RULES_VERSION, clean_with_report
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class CleanRunReport:
     rows_cleaned: int = 0
     chunks: int = 0
     invalid_values: Counter = field(default_factory=Counter)
+    rebuilt: str | None = None  # why every row was cleaned again, if it was
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -42,58 +48,107 @@ class CleanRunReport:
         return out
 
 
-def pending_rows(conn: Connection, limit: int) -> pd.DataFrame:
-    """Up to `limit` raw rows that have no clean row yet, in file order."""
+def pending_rows(conn: Connection) -> pd.DataFrame:
+    """The raw rows of the first batch (by id) that has rows without a clean row yet."""
     raw, clean = db.raw_encounters, db.clean_encounters
     cleaned = sa.select(sa.literal(1)).where(clean.c.encounter_id == raw.c.encounter_id)
+    first = sa.select(sa.func.min(raw.c.batch_id)).where(~cleaned.exists()).scalar_subquery()
     query = (
         sa.select(*(raw.c[key] for key in (*schema.COLUMN_KEYS, *LINEAGE)))
-        .where(~cleaned.exists())
-        .order_by(raw.c.batch_id, raw.c.source_row)
-        .limit(limit)
+        .where(raw.c.batch_id == first, ~cleaned.exists())
+        .order_by(raw.c.source_row)
     )
     return pd.read_sql(query, conn)
 
 
 def clean_pending(
-    engine: Engine, chunk_size: int = 15_000, run_id: str | None = None
+    engine: Engine, run_id: str | None = None, full_refresh: bool = False
 ) -> CleanRunReport:
-    """Clean every raw row not cleaned yet, `chunk_size` rows per transaction."""
+    """Clean every raw row not cleaned yet, one batch per transaction; or rebuild the whole
+    table in one transaction when `full_refresh` is asked for or the rules changed."""
     report = CleanRunReport()
-    columns = [c.key for c in CLEAN_COLUMNS]
-    while True:
-        started = datetime.now(UTC)
+    reason = "full refresh requested" if full_refresh else stale_reason(engine)
+    if reason:
+        log.warning("rebuilding clean_data from raw_data in one transaction: %s", reason)
+        report.rebuilt = reason
         with engine.begin() as conn:
-            raw = pending_rows(conn, chunk_size)
-            if raw.empty:
+            _empty_clean_table(conn)
+            while _clean_next_batch(conn, run_id, report):
+                pass
+            _record_rules(conn)
+        return report
+    while True:
+        with engine.begin() as conn:
+            if not _clean_next_batch(conn, run_id, report):
                 break
-            cleaned, chunk_report = clean_with_report(raw)
-            inserted = db.insert_new(conn, db.clean_encounters, cleaned[[*columns, *LINEAGE]])
-            if inserted == 0:  # cannot happen for pending rows; never loop forever on it
-                raise RuntimeError("cleaning made no progress: pending rows were not inserted")
-            invalid = {k: v for k, v in chunk_report.to_dict()["invalid"].items() if v}
-            db.insert_new(
-                conn,
-                db.clean_runs,
-                pd.DataFrame([{
-                    "run_id": run_id,
-                    "rows_cleaned": inserted,
-                    "invalid_values": json.dumps(invalid, sort_keys=True),
-                    "started_at": started,
-                    "finished_at": datetime.now(UTC),
-                }]),
-            )  # fmt: skip
-        report.rows_cleaned += inserted
-        report.chunks += 1
-        report.invalid_values.update(invalid)
-        log.info("cleaned %d rows (%s)", inserted, chunk_report.summary())
+            _record_rules(conn)
     return report
 
 
-def reset_clean(engine: Engine) -> int:
-    """Delete every clean row (for a full rebuild after the cleaning rules change)."""
-    with engine.begin() as conn:
-        return conn.execute(sa.delete(db.clean_encounters)).rowcount
+def stale_reason(engine: Engine) -> str | None:
+    """Why the clean table cannot simply be added to (another layout or rules), or None."""
+    inspector = sa.inspect(engine)
+    table = db.clean_encounters
+    stored = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+    expected = {c.name for c in table.columns}
+    if stored != expected:
+        changes = sorted(stored ^ expected)
+        return f"the clean table's columns differ from this version's ({', '.join(changes)})"
+    with engine.connect() as conn:
+        version = conn.scalar(sa.select(db.clean_rules.c.version))
+        if version is None:
+            has_rows = conn.scalar(sa.select(sa.literal(1)).select_from(table).limit(1))
+            return "rows cleaned before the rules had a version" if has_rows else None
+    if version != RULES_VERSION:
+        return f"cleaning rules changed (version {version} -> {RULES_VERSION})"
+    return None
+
+
+def _empty_clean_table(conn: Connection) -> None:
+    """Delete every clean row, or re-create the table when its layout is an older one."""
+    table = db.clean_encounters
+    stored = {c["name"] for c in sa.inspect(conn).get_columns(table.name, schema=table.schema)}
+    if stored != {c.name for c in table.columns}:
+        table.drop(conn)
+        table.create(conn)
+    else:
+        conn.execute(sa.delete(table))
+
+
+def _record_rules(conn: Connection) -> None:
+    current = conn.scalar(sa.select(db.clean_rules.c.version))
+    if current != RULES_VERSION:
+        conn.execute(sa.delete(db.clean_rules))
+        conn.execute(sa.insert(db.clean_rules).values(version=RULES_VERSION,
+                                                      applied_at=datetime.now(UTC)))  # fmt: skip
+
+
+def _clean_next_batch(conn: Connection, run_id: str | None, report: CleanRunReport) -> bool:
+    """Clean the next pending batch on `conn`; False when nothing is pending."""
+    started = datetime.now(UTC)
+    raw = pending_rows(conn)
+    if raw.empty:
+        return False
+    columns = [c.key for c in CLEAN_COLUMNS]
+    cleaned, chunk_report = clean_with_report(raw)
+    invalid = {k: v for k, v in chunk_report.to_dict()["invalid"].items() if v}
+    runs = db.clean_runs
+    chunk_id = conn.execute(sa.insert(runs).values(
+        run_id=run_id, rows_cleaned=0, invalid_values=json.dumps(invalid, sort_keys=True),
+        started_at=started, finished_at=started,
+    )).inserted_primary_key[0]  # fmt: skip
+    rows = cleaned[[*columns, *LINEAGE]].assign(chunk_id=chunk_id)
+    inserted = db.insert_new(conn, db.clean_encounters, rows)
+    if inserted == 0:  # cannot happen for pending rows; never loop forever on it
+        raise RuntimeError("cleaning made no progress: pending rows were not inserted")
+    conn.execute(sa.update(runs).where(runs.c.id == chunk_id)
+                 .values(rows_cleaned=inserted, finished_at=datetime.now(UTC)))  # fmt: skip
+    report.rows_cleaned += inserted
+    report.chunks += 1
+    report.invalid_values.update(invalid)
+    log.info("cleaned %d rows of batch %d (%s)", inserted, int(raw["batch_id"].iloc[0]),
+             chunk_report.summary())  # fmt: skip
+    return True
 
 
 def summary(engine: Engine) -> dict:

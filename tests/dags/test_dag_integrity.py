@@ -71,5 +71,6 @@ def test_training_runs_on_the_clean_asset_one_task_per_family(dagbag):
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
     assert type(dag.get_task("train_candidate")).__name__.endswith("MappedOperator")
-    assert set(dag.task_ids) == {"check_data", "train_candidate", "promote"}
-    assert dag.params["profile"] == "full"
+    assert set(dag.task_ids) == {"pin_data", "train_candidate", "promote"}
+    # an Asset-triggered run has no conf: the default defers to the TRAINING_PROFILE setting
+    assert dag.params["profile"] == "default"

@@ -67,18 +67,29 @@ def test_clean_dag_cleans_what_is_new_and_skips_when_nothing_is(dagbag, sample_e
 
 
 def test_training_dag_trains_every_family_and_promotes_the_first_model(
-    dagbag, sample_env, mlflow_tracking
+    dagbag, sample_env, mlflow_tracking, monkeypatch
 ):
+    """An Asset-triggered run has no conf: the workers' TRAINING_PROFILE decides the search,
+    and every task works on the snapshot of clean_data pinned when the run started."""
+    import mlflow
+
     from readmission import registry
 
+    monkeypatch.setenv("TRAINING_PROFILE", "quick")
+    pipeline.get_settings.cache_clear()
     pipeline.load_raw_batches(pipeline.plan_raw_load())
     pipeline.clean_new_rows()
-    run = dagbag.get_dag("model_training_pipeline").test(run_conf={"profile": "quick"})
+    run = dagbag.get_dag("model_training_pipeline").test()
     assert run.state == "success"
-    assert _states(run) == {"check_data": ["success"], "train_candidate": ["success"] * 3,
+    assert _states(run) == {"pin_data": ["success"], "train_candidate": ["success"] * 3,
                             "promote": ["success"]}  # fmt: skip
     production = registry.champion()
     assert production is not None
     assert production.current_stage == "Production"
-    families = {v["tags"].get("family") for v in registry.list_versions()}
-    assert len(families) == 1  # the best of the three registered
+    versions = registry.list_versions()
+    assert len({v["tags"].get("family") for v in versions}) == 1  # the best of the three
+    runs = mlflow.search_runs(output_format="list")
+    assert len(runs) == 3
+    assert {r.data.tags["profile"] for r in runs} == {"quick"}
+    snapshots = {r.data.tags["data.snapshot"] for r in runs}
+    assert snapshots == {versions[0]["tags"]["data.snapshot"]}

@@ -49,6 +49,21 @@ def test_none_is_a_category_of_the_lab_results_not_a_missing_value(frame):
 
 
 @needs_file
+def test_only_the_expired_dispositions_are_never_readmitted(frame):
+    """The premise of the estimator's rule: death rules out a readmission, hospice does not."""
+    outcome = (
+        frame.groupby("discharge_disposition_id")["readmitted"].value_counts().unstack(fill_value=0)
+    )
+    expired = outcome.reindex(sorted(schema.EXPIRED_DISPOSITIONS), fill_value=0)  # 21: absent
+    assert expired[["<30", ">30"]].to_numpy().sum() == 0
+    assert expired.to_numpy().sum() == 1_652
+    hospice = outcome.loc[[13, 14]]
+    assert hospice.to_numpy().sum() == 771
+    assert hospice[["<30", ">30"]].to_numpy().sum() == 86
+    assert hospice["<30"].sum() == 43
+
+
+@needs_file
 def test_every_category_in_the_file_is_in_the_schema(frame):
     for column in schema.COLUMNS:
         if column.kind in (schema.Kind.CATEGORY, schema.Kind.TARGET):

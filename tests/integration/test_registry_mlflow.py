@@ -203,6 +203,7 @@ def test_register_and_promote_a_first_model(mlflow_tracking: str) -> None:
         candidate_score=0.4,
         champion_version=None,
         champion_score=None,
+        reason="first model",
     )
     registry.promote(version.version, reason="first model")
 
@@ -238,6 +239,7 @@ def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_trackin
         candidate_score=0.30,
         champion_version=champion.version,
         champion_score=0.40,
+        reason="test",
     )
     registry.record_decision(
         second.version,
@@ -245,6 +247,7 @@ def test_a_better_version_replaces_the_champion_which_is_archived(mlflow_trackin
         candidate_score=0.45,
         champion_version=champion.version,
         champion_score=0.40,
+        reason="test",
     )
     registry.promote(second.version, reason="valid_macro_f1 0.45 vs 0.40")
 

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from readmission import dataset, db, ingest, pipeline, synthetic, warehouse
+from readmission.cleaning import RULES_VERSION
 from readmission.schema import SchemaError
 
 SALT = "diabetes-130-v1"  # the default split salt
@@ -64,6 +65,54 @@ def test_postgres_loads_through_copy_and_sqlite_through_executemany(settings, mo
         "_copy_insert" if settings.database_url.startswith("postgresql") else "_executemany_insert"
     )
     assert set(calls) == {expected}
+
+
+@pytest.mark.parametrize("size", [200, 1_000, 5_000])
+def test_every_batch_size_loads_every_row_once(settings_for, sample_csv, store_url, size):
+    settings = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=size)
+    reports = _load_all(settings)
+    assert len(reports) == -(-1_000 // size)
+    assert _count(settings.database_url, db.raw_encounters) == 1_000
+    assert _load_all(settings) == []
+
+
+def test_another_batch_size_is_refused_before_anything_is_written(
+    settings_for, sample_csv, store_url
+):
+    """Batch k is rows k*size to (k+1)*size - 1: with another size, ids loaded before would
+    name other rows, and rows would be taken as loaded that never were."""
+    first = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH)
+    _load_all(first, limit=2)
+    other = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=200)
+    message = "raw_data was loaded in batches of 150 rows.*RAW_BATCH_SIZE=150"
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.plan_raw_load(settings=other)
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.load_raw_batch(2, settings=other)
+    with pytest.raises(ingest.BatchSizeError, match=message):
+        pipeline.load_raw_batches([2, 3], settings=other)
+    assert _count(first.database_url, db.raw_encounters) == 2 * BATCH
+    _load_all(first)  # the store's own size goes on
+    assert _count(first.database_url, db.raw_encounters) == 1_000
+
+
+def test_another_split_salt_is_refused_so_no_patient_lands_in_two_splits(
+    settings_for, sample_csv, store_url
+):
+    """The split is fixed when a row is loaded: a new salt would reshuffle nothing stored and
+    put the stored patients' new encounters in other splits."""
+    first = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH)
+    _load_all(first, limit=3)
+    other = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH, SPLIT_SALT="another")
+    message = "raw_data's patients were split with another SPLIT_SALT"
+    with pytest.raises(ingest.SplitSaltError, match=message):
+        pipeline.plan_raw_load(settings=other)
+    with pytest.raises(ingest.SplitSaltError, match=message):
+        pipeline.load_raw_batch(3, settings=other)
+    _load_all(first)
+    raw = _frame(first.database_url, db.raw_encounters)
+    assert len(raw) == 1_000
+    assert (raw.groupby("patient_nbr")["split"].nunique() == 1).all()
 
 
 def test_running_the_load_again_adds_nothing(settings):
@@ -220,10 +269,10 @@ def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypa
 
     monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
     with pytest.raises(RuntimeError, match="worker killed"):
-        warehouse.clean_pending(pipeline.engine(settings), chunk_size=BATCH)
+        warehouse.clean_pending(pipeline.engine(settings))
     assert _count(settings.database_url, db.clean_encounters) == 2 * BATCH
     monkeypatch.setattr(warehouse, "clean_with_report", original)
-    report = warehouse.clean_pending(pipeline.engine(settings), chunk_size=BATCH)
+    report = warehouse.clean_pending(pipeline.engine(settings))
     assert report.rows_cleaned == 1_000 - 2 * BATCH
     clean = _frame(settings.database_url, db.clean_encounters)
     assert len(clean) == clean["encounter_id"].nunique() == 1_000
@@ -234,6 +283,81 @@ def test_full_refresh_cleans_everything_again(settings):
     pipeline.clean_new_rows(settings=settings)
     again = pipeline.clean_new_rows(full_refresh=True, settings=settings)
     assert again["rows_cleaned"] == 1_000
+    assert _count(settings.database_url, db.clean_encounters) == 1_000
+
+
+def test_a_full_refresh_is_seen_whole_or_not_at_all(settings, monkeypatch):
+    """Readers (the API's history look-up, a training run) never see a half-rebuilt table."""
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    original = warehouse.clean_with_report
+    seen: list[int] = []
+
+    def watched(frame):
+        seen.append(_count(settings.database_url, db.clean_encounters))  # another connection
+        return original(frame)
+
+    monkeypatch.setattr(warehouse, "clean_with_report", watched)
+    again = pipeline.clean_new_rows(full_refresh=True, settings=settings)
+    assert again["rows_cleaned"] == 1_000
+    assert len(seen) == 7  # one chunk per batch
+    assert set(seen) == {1_000}
+    assert _count(settings.database_url, db.clean_encounters) == 1_000
+
+
+def test_a_full_refresh_that_fails_half_way_leaves_the_old_rows(settings, monkeypatch):
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    before = _frame(settings.database_url, db.clean_encounters)
+    original = warehouse.clean_with_report
+    calls = {"n": 0}
+
+    def fail_on_third_chunk(frame):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        return original(frame)
+
+    monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        pipeline.clean_new_rows(full_refresh=True, settings=settings)
+    after = _frame(settings.database_url, db.clean_encounters)
+    pd.testing.assert_frame_equal(after, before)
+
+
+def test_rows_cleaned_by_earlier_rules_are_all_cleaned_again(settings):
+    """A change of the cleaning rules (their version) rebuilds clean_data by itself, in one
+    transaction, so that old and new rules never mix in one table."""
+    _load_all(settings, limit=3)
+    pipeline.clean_new_rows(settings=settings)
+    engine = pipeline.engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.update(db.clean_encounters).values(diag_1="stale"))
+        conn.execute(sa.update(db.clean_rules).values(version="0"))
+    _load_all(settings)
+    report = pipeline.clean_new_rows(settings=settings)
+    assert report["rows_cleaned"] == 1_000
+    assert report["rebuilt"] == f"cleaning rules changed (version 0 -> {RULES_VERSION})"
+    clean = _frame(settings.database_url, db.clean_encounters)
+    assert len(clean) == 1_000
+    assert "stale" not in set(clean["diag_1"].dropna())
+    assert pipeline.clean_new_rows(settings=settings)["rows_cleaned"] == 0
+
+
+def test_a_clean_table_of_an_older_layout_is_rebuilt_in_the_new_one(settings):
+    """Before the hospice fix the derived column was `expired_or_hospice`."""
+    _load_all(settings)
+    pipeline.clean_new_rows(settings=settings)
+    engine = pipeline.engine(settings)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE clean_data.diabetes RENAME COLUMN expired "
+                             "TO expired_or_hospice"))  # fmt: skip
+        conn.execute(sa.delete(db.clean_rules))  # built before the rules had a version
+    report = pipeline.clean_new_rows(settings=settings)
+    assert report["rows_cleaned"] == 1_000
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("diabetes", "clean_data")}
+    assert "expired" in columns
+    assert "expired_or_hospice" not in columns
     assert _count(settings.database_url, db.clean_encounters) == 1_000
 
 

@@ -42,7 +42,7 @@ def test_first_model_is_promoted_and_an_equal_one_is_not(settings):
         "test_weighted_f1",
         "test_roc_auc_ovr",
     ):
-        assert name in production["metrics"], name  # fmt: skip
+        assert name in production["metrics"], name
 
     again = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
     assert again["promoted"] is False  # same data, same seed: an equal score
@@ -59,8 +59,9 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings):
     weak.fit(data.inputs("train"), data.target("train"))
     weak.decision_weights_ = dict.fromkeys(weak.classes_, 1.0)
     weak_score = training.score(weak, data)
-    candidate = training.Candidate("logistic_regression", {"dummy": True}, weak,
-                                   {"valid_macro_f1": weak_score})  # fmt: skip
+    candidate = training.Candidate(
+        "logistic_regression", {"dummy": True}, weak, {"valid_macro_f1": weak_score}
+    )
     logged = training.log_candidate(candidate, data, {"test": "weak"})
     first = training.promote_best([logged], data, {})
     assert first["promoted"] is True
@@ -78,10 +79,16 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings):
 
 def test_a_retried_promotion_registers_the_run_once(settings):
     result = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
+    before = registry.list_versions()
     again = pipeline.promote_best(result["candidates"], settings=settings)
     assert again["version"] == result["decision"]["version"]
-    assert again["promoted"] is False
-    assert len(registry.list_versions()) == 1
+    # the retry answers the decision recorded, and records none against the version itself
+    assert again["promoted"] is True
+    assert again["reason"] == "first model"
+    after = registry.list_versions()
+    assert len(after) == 1
+    assert after[0]["tags"] == before[0]["tags"]
+    assert after[0]["tags"]["promotion_decision"] == "promoted"
 
 
 def test_the_production_model_predicts_from_a_cleaned_record(settings):
@@ -107,8 +114,234 @@ def test_every_candidate_run_carries_its_lineage_and_artifacts(settings):
     assert int(run.data.tags["data.rows_train"]) > 1_000
     assert run.data.params["family"] == "random_forest"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    assert {"confusion_matrix_valid.png", "confusion_matrix_test.png", "search.json",
-            "data.json"} <= artifacts  # fmt: skip
+    assert {
+        "confusion_matrix_valid.png",
+        "confusion_matrix_test.png",
+        "search.json",
+        "data.json",
+    } <= artifacts
     assert len(run.inputs.dataset_inputs) == 1
     frame = pd.DataFrame(mlflow.artifacts.load_dict(f"runs:/{run_id}/data.json")["rows"], index=[0])
     assert set(frame.columns) == {"train", "valid", "test"}
+
+
+@pytest.fixture
+def growing(tmp_path, settings_for, mlflow_tracking, sqlite_url):
+    """A store holding two of the file's three batches, cleaned; the third comes later."""
+    csv = synthetic.write_csv(synthetic.encounters(3_000, seed=11), tmp_path / "g.csv.gz")
+    settings = settings_for(
+        csv, sqlite_url, MLFLOW_TRACKING_URI=mlflow_tracking, RAW_BATCH_SIZE=1_000
+    )
+    pipeline.load_raw_batches(pipeline.plan_raw_load(2, settings=settings), settings=settings)
+    pipeline.clean_new_rows(settings=settings)
+    return settings
+
+
+def test_champion_and_challenger_are_judged_on_the_snapshot_pinned_at_the_start(growing):
+    """A second raw load cleaned while candidates train changes neither the rows the
+    candidates were measured on nor those the champion is re-scored on."""
+    first = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", growing)["decision"]
+    assert first["promoted"] is True
+    snapshot = pipeline.pin_data(growing)
+    assert snapshot["batches"] == [0, 1]
+    candidate = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", snapshot=snapshot, settings=growing
+    )
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=growing), settings=growing)
+    assert pipeline.clean_new_rows(settings=growing)["rows_cleaned"] == 1_000
+    decision = pipeline.promote_best([candidate], snapshot=snapshot, settings=growing)
+    assert decision["snapshot"] == snapshot["id"]
+    # the same configuration and seed on the same rows: exactly the champion's score
+    assert decision["candidate_score"] == pytest.approx(decision["champion_score"], abs=1e-12)
+    assert decision["promoted"] is False
+    import mlflow
+
+    tags = mlflow.get_run(candidate["run_id"]).data.tags
+    assert tags["data.snapshot"] == snapshot["id"]
+    assert tags["data.batches"] == "0,1"
+    assert int(tags["data.rows_valid"]) == snapshot["rows_by_split"]["valid"]
+    version = {v["version"]: v for v in registry.list_versions()}[decision["version"]]
+    assert version["tags"]["data.snapshot"] == snapshot["id"]
+
+
+def test_a_snapshot_whose_rows_were_cleaned_again_is_refused(growing):
+    snapshot = pipeline.pin_data(growing)
+    pipeline.clean_new_rows(full_refresh=True, settings=growing)
+    with pytest.raises(training.SnapshotChangedError, match="changed since training started"):
+        pipeline.train_candidate(
+            "logistic_regression", "quick", snapshot=snapshot, settings=growing
+        )
+
+
+def test_candidates_of_another_snapshot_are_not_compared(growing):
+    snapshot = pipeline.pin_data(growing)
+    candidate = pipeline.train_candidate(
+        "logistic_regression", "quick", snapshot=snapshot, settings=growing
+    )
+    pipeline.load_raw_batches(pipeline.plan_raw_load(settings=growing), settings=growing)
+    pipeline.clean_new_rows(settings=growing)
+    later = pipeline.pin_data(growing)
+    with pytest.raises(ValueError, match="trained on another snapshot"):
+        pipeline.promote_best([candidate], snapshot=later, settings=growing)
+
+
+def test_the_profile_defaults_to_the_training_profile_setting(growing, monkeypatch):
+    import mlflow
+
+    quick = growing.model_copy(update={"training_profile": "quick"})
+    candidate = pipeline.train_candidate("logistic_regression", "default", settings=quick)
+    assert mlflow.get_run(candidate["run_id"]).data.tags["profile"] == "quick"
+
+
+def _weak_champion(settings) -> dict:
+    """A majority-class model promoted as the first champion; returns its decision."""
+    data = training.load_training_data(pipeline.engine(settings))
+    majority = DummyClassifier(strategy="most_frequent")
+    weak = ReadmissionModel(Pipeline([("features", EncounterFeatures()), ("classify", majority)]))
+    weak.fit(data.inputs("train"), data.target("train"))
+    weak.decision_weights_ = dict.fromkeys(weak.classes_, 1.0)
+    candidate = training.Candidate(
+        "logistic_regression", {"dummy": True}, weak, {"valid_macro_f1": training.score(weak, data)}
+    )
+    logged = training.log_candidate(candidate, data, {"test": "weak"})
+    first = training.promote_best([logged], data, {})
+    assert first["promoted"] is True
+    return first
+
+
+def test_a_champion_that_cannot_be_fetched_now_fails_the_promotion_and_is_kept(
+    settings, monkeypatch
+):
+    """An artifact-store outage is transient: the task fails (Airflow retries it); the
+    champion is not replaced because it could not be re-scored."""
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    first = _weak_champion(settings)
+    snapshot = pipeline.pin_data(settings)
+    candidate = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", snapshot=snapshot, settings=settings
+    )
+    real = LocalArtifactRepository.download_artifacts
+
+    def unreachable(self, artifact_path, dst_path=None):
+        raise ConnectionResetError("artifact store unreachable")
+
+    monkeypatch.setattr(LocalArtifactRepository, "download_artifacts", unreachable)
+    with pytest.raises(ConnectionResetError):
+        pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert registry.champion().version == first["version"]
+    versions = {v["version"]: v for v in registry.list_versions()}
+    assert all(
+        "promotion_decision" not in v["tags"] for k, v in versions.items() if k != first["version"]
+    )
+    monkeypatch.setattr(LocalArtifactRepository, "download_artifacts", real)
+    retried = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert retried["promoted"] is True  # the candidate is better than the majority class
+    assert retried["champion_score"] == pytest.approx(first["candidate_score"])
+
+
+def test_a_champion_whose_code_is_gone_loses_with_the_reason_logged(
+    settings, tmp_path, monkeypatch
+):
+    """A champion that can never load again (a class its pickle needs no longer exists) is
+    replaced, and the decision says why it was not compared."""
+    import sys
+
+    module = tmp_path / "vanishing_features.py"
+    module.write_text(
+        "from sklearn.base import BaseEstimator, TransformerMixin\n"
+        "class Passthrough(TransformerMixin, BaseEstimator):\n"
+        "    def fit(self, frame, y=None):\n        return self\n"
+        "    def transform(self, frame):\n        return frame\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanishing_features
+
+    data = training.load_training_data(pipeline.engine(settings))
+    base = training.build_pipeline("logistic_regression", {"C": 0.1, "max_iter": 200})
+    steps = [("vanishing", vanishing_features.Passthrough()), *base.steps]
+    model = ReadmissionModel(Pipeline(steps)).fit(data.inputs("train"), data.target("train"))
+    scores = {"valid_macro_f1": training.score(model, data)}
+    candidate = training.Candidate("logistic_regression", {"C": 0.1}, model, scores)
+    monkeypatch.setattr(
+        registry,
+        "SCIKIT_LEARN_TYPES",
+        (*registry.SCIKIT_LEARN_TYPES, "vanishing_features.Passthrough"),
+    )
+    logged = training.log_candidate(candidate, data, {})
+    first = training.promote_best([logged], data, {})
+    assert first["promoted"] is True
+    module.unlink()
+    del sys.modules["vanishing_features"]
+
+    decision = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
+    assert decision["promoted"] is True
+    assert decision["champion_version"] == first["version"]
+    assert decision["champion_score"] is None
+    assert "cannot be scored" in decision["reason"]
+    assert "vanishing_features" in decision["reason"]
+    tags = {v["version"]: v for v in registry.list_versions()}[decision["version"]]["tags"]
+    assert "vanishing_features" in tags["decision_reason"]
+
+
+def test_a_promotion_interrupted_after_the_alias_moved_is_completed_on_retry(settings, monkeypatch):
+    first = _weak_champion(settings)
+    snapshot = pipeline.pin_data(settings)
+    candidate = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", snapshot=snapshot, settings=settings
+    )
+    real = registry._transition
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("the worker lost the registry after moving the alias")
+
+    monkeypatch.setattr(registry, "_transition", crash)
+    with pytest.raises(ConnectionError):
+        pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    monkeypatch.setattr(registry, "_transition", real)
+    half = {v["version"]: v for v in registry.list_versions()}
+    new = next(k for k in half if k != first["version"])
+    assert "production" in half[new]["aliases"]  # the alias moved first ...
+    assert half[first["version"]]["stage"] == "Production"  # ... the stage did not
+
+    retried = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert retried["version"] == new
+    assert retried["promoted"] is True
+    assert retried["champion_version"] == first["version"]
+    versions = {v["version"]: v for v in registry.list_versions()}
+    assert versions[new]["stage"] == "Production"
+    assert versions[new]["tags"]["promotion_decision"] == "promoted"
+    assert versions[new]["tags"]["champion_version"] == first["version"]
+    assert versions[first["version"]]["stage"] == "Archived"
+    assert versions[first["version"]]["tags"]["superseded_by"] == new
+    assert "production" not in versions[first["version"]]["aliases"]
+    # and once complete, another retry changes nothing and records nothing against itself
+    again = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert again["promoted"] is True
+    after = {v["version"]: v for v in registry.list_versions()}
+    assert after[new]["tags"] == versions[new]["tags"]
+
+
+def test_a_version_that_failed_registration_is_never_promoted(settings, mlflow_tracking):
+    """`version_of_run` made retries idempotent by reusing the run's version, whatever its
+    status: a FAILED_REGISTRATION one must be registered again, not promoted."""
+    import sqlite3
+    from contextlib import closing
+
+    snapshot = pipeline.pin_data(settings)
+    candidate = pipeline.train_candidate(
+        "logistic_regression", "quick", snapshot=snapshot, settings=settings
+    )
+    failed = registry.register(candidate["model_uri"], tags={"run_id": candidate["run_id"]})
+    database = mlflow_tracking.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute(
+            "UPDATE model_versions SET status = 'FAILED_REGISTRATION' WHERE version = ?",
+            (int(failed.version),),
+        )
+    decision = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert decision["promoted"] is True
+    assert decision["version"] != failed.version
+    champion = registry.champion()
+    assert champion.version == decision["version"]
+    assert champion.status == "READY"

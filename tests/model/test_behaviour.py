@@ -59,7 +59,7 @@ def test_predictions_are_invariant_to_identifiers(trained):
 def test_more_prior_inpatient_visits_never_lower_the_30_day_risk_on_average(trained):
     candidate, data = trained
     inputs = data.inputs("test")
-    alive = inputs[~inputs["expired_or_hospice"].astype(bool)]
+    alive = inputs[~inputs["expired"].astype(bool)]
     lt30 = list(candidate.model.classes_).index("<30")
     risks = [
         candidate.model.predict_proba(alive.assign(number_inpatient=float(visits)))[:, lt30].mean()

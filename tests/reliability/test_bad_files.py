@@ -210,3 +210,6 @@ def test_a_bad_file_is_refused_or_quarantined_and_nothing_stored_is_lost(
     assert raw["encounter_id"].tolist() == expected
     assert clean["encounter_id"].tolist() == expected
     assert pipeline.plan_raw_load(settings=good) == []
+    # a row quarantined from the bad copy, since loaded from the good file, is not counted
+    assert _frame(store_url, db.raw_quarantine).empty
+    assert pipeline.store_summary(good)["rows_quarantined"] == 0

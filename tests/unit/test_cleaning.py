@@ -103,7 +103,7 @@ def test_clean_columns_are_identifiers_then_schema_order_then_derived() -> None:
         "diag_2_group",
         "diag_3_group",
         "age_years",
-        "expired_or_hospice",
+        "expired",
     ]
     assert tuple(keys) == CLEAN_KEYS
 
@@ -122,7 +122,7 @@ def test_clean_columns_have_sql_types_by_kind() -> None:
         assert sql_types[column.key] == expected[column.kind], column.key
     assert sql_types["diag_1_group"] == "text"
     assert sql_types["age_years"] == "double"
-    assert sql_types["expired_or_hospice"] == "boolean"
+    assert sql_types["expired"] == "boolean"
     assert all(c.description for c in CLEAN_COLUMNS)
 
 
@@ -137,7 +137,7 @@ def test_output_has_the_clean_columns_and_dtypes(rows: int) -> None:
         assert cleaned[key].dtype == np.float64, key
     for key in TEXT_KEYS:
         assert cleaned[key].dtype == "str", key
-    assert cleaned["expired_or_hospice"].dtype == bool
+    assert cleaned["expired"].dtype == bool
 
 
 def test_input_frame_is_not_modified() -> None:
@@ -162,7 +162,7 @@ def test_pass_through_columns_follow_the_clean_ones_unchanged() -> None:
 
 
 def test_derived_columns_in_the_input_are_recomputed_not_passed_through() -> None:
-    frame = messy_frame().assign(age_years=999.0, diag_1_group="bogus", expired_or_hospice=True)
+    frame = messy_frame().assign(age_years=999.0, diag_1_group="bogus", expired=True)
     cleaned = clean(frame)
     assert tuple(cleaned.columns) == CLEAN_KEYS
     pd.testing.assert_frame_equal(cleaned, clean(messy_frame()))
@@ -467,9 +467,12 @@ def test_unparseable_identifiers_become_na_and_are_counted(raw: object) -> None:
         (428, "428", "circulatory"),
         (428.0, "428", "circulatory"),
         (250.83, "250.83", "diabetes"),
-        ("38", "38", "infectious"),  # the file drops leading zeros: 038
-        ("8", "8", "infectious"),
+        ("38", "038", "infectious"),  # the file drops leading zeros: 038
+        ("8", "008", "infectious"),
+        ("08", "008", "infectious"),
         ("038", "038", "infectious"),
+        ("70.1", "070.1", "infectious"),
+        (38.0, "038", "infectious"),
         (" v57 ", "V57", "supplementary"),
         ("V01", "V01", "supplementary"),
         ("V91", "V91", "supplementary"),
@@ -485,6 +488,16 @@ def test_diagnoses_are_normalised_and_grouped_by_chapter(
     row, report = clean_one(diag_1=raw)
     assert (row["diag_1"], row["diag_1_group"]) == (code, group)
     assert report.invalid == {}
+
+
+@pytest.mark.parametrize(("written", "padded"), [("38", "038"), ("8", "008"), ("79.1", "079.1")])
+def test_both_spellings_of_a_code_give_the_same_model_inputs(written: str, padded: str) -> None:
+    from readmission.features import EncounterFeatures
+
+    frame = pd.DataFrame([raw_row(diag_1=written), raw_row(diag_1=padded)])
+    inputs = EncounterFeatures().fit(clean(frame)).transform(clean(frame))
+    assert inputs.iloc[0].equals(inputs.iloc[1])
+    assert inputs["diag_1_category"].iloc[0] == padded.split(".")[0]
 
 
 @pytest.mark.parametrize(
@@ -548,19 +561,21 @@ def test_age_years_is_nan_when_the_age_is_missing_or_invalid(age: object) -> Non
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        *((str(code), True) for code in sorted(schema.EXPIRED_OR_HOSPICE_DISPOSITIONS)),
+        *((str(code), True) for code in (11, 19, 20, 21)),
         (11, True),
+        ("13", False),  # hospice / home: 86 of the file's 771 hospice encounters came back
+        (14, False),  # hospice / medical facility
         ("1", False),
         ("18", False),  # NULL: unknown, not expired
         ("99", False),
         (None, False),
     ],
 )
-def test_expired_or_hospice_flags_the_dispositions_that_cannot_be_readmitted(
+def test_expired_flags_the_dispositions_after_which_no_readmission_can_happen(
     raw: object, expected: bool
 ) -> None:
     row, _ = clean_one(discharge_disposition_id=raw)
-    assert bool(row["expired_or_hospice"]) is expected
+    assert bool(row["expired"]) is expected
 
 
 # --- rule 13: idempotence -------------------------------------------------------------
@@ -646,5 +661,5 @@ def test_the_real_file_is_cleaned_with_only_documented_unknowns() -> None:
     }
     assert cleaned["a1cresult"].eq("None").sum() == 84_748
     assert cleaned["max_glu_serum"].eq("None").sum() == 96_420
-    assert cleaned["expired_or_hospice"].sum() == 2_423  # codes 11, 13, 14, 19, 20, 21
+    assert cleaned["expired"].sum() == 1_652  # codes 11, 19, 20, 21; hospice is not death
     assert_no_none(cleaned)

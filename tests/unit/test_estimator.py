@@ -1,4 +1,4 @@
-"""The served estimator's two rules: death/hospice, and the tuned decision."""
+"""The served estimator's two rules: death, and the tuned decision."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from readmission.cleaning import clean
 from readmission.estimator import ReadmissionModel, _macro_f1
 
 
@@ -17,13 +18,13 @@ def _data(n=3000, seed=0):
     logits = np.stack([np.zeros(n), x[:, 0] - 0.5, 1.5 * x[:, 1] - 2.2], axis=1)
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     y = np.array(["NO", ">30", "<30"])[[rng.choice(3, p=row) for row in p]]
-    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "expired_or_hospice": False})
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "expired": False})
     return frame, pd.Series(y)
 
 
 def test_expired_encounters_are_not_fitted_and_predicted_no():
     frame, y = _data()
-    frame.loc[:99, "expired_or_hospice"] = True
+    frame.loc[:99, "expired"] = True
     y.loc[:99] = "<30"  # impossible labels: if fitted, they would bias the model
     model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame, y)
     proba = model.predict_proba(frame)
@@ -33,6 +34,18 @@ def test_expired_encounters_are_not_fitted_and_predicted_no():
     assert model.pipeline_.n_features_in_ == 3
     clean_model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame[100:], y[100:])
     np.testing.assert_allclose(proba[100:], clean_model.predict_proba(frame[100:]))
+
+
+def test_hospice_encounters_are_fitted_and_scored_like_any_other():
+    frame, y = _data()
+    hospice = {"discharge_disposition_id": 13}  # hospice / home: not death
+    cleaned = clean(pd.DataFrame([hospice] * 3))
+    assert not cleaned["expired"].any()
+    model = ReadmissionModel(LogisticRegression(max_iter=500)).fit(frame, y)
+    proba = model.predict_proba(frame.assign(expired=cleaned["expired"].iloc[0]))
+    lt30 = list(model.classes_).index("<30")
+    assert (proba[:, lt30] > 0).all()
+    assert (proba[:, lt30] < 1).all()
 
 
 def test_tuned_decision_raises_macro_f1_over_argmax_and_keeps_probabilities():

@@ -56,7 +56,7 @@ def test_encounter_features_give_the_model_inputs_in_order():
     assert (out[list(features.HISTORY)] == 0).all().all()  # absent history counts as none
     assert set(out["diag_1_category"].dropna()) <= {"428", "414", "786", "410", "486", "427",
         "491", "715", "682", "434", "250", "276", "401", "599", "403", "585", "272", "V57",
-        "V45", "E885", "996", "8", "38"}  # fmt: skip
+        "V45", "E885", "996", "008", "038"}  # fmt: skip
 
 
 def test_derived_counts():
@@ -82,3 +82,20 @@ def test_identifiers_never_reach_the_model_inputs():
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown model family 'svm'"):
         features.build_pipeline("svm")
+
+
+def test_a_code_written_with_or_without_its_leading_zero_scores_the_same():
+    """The file writes 038 as "38"; a client writes "038". The linear model one-hot encodes
+    the 3-digit category, so both spellings must reach it as one category."""
+    from readmission.estimator import ReadmissionModel
+
+    raw = synthetic.encounters(3_000, seed=4)
+    assert (raw["diag_1"] == "38").sum() >= 30  # a category the encoder keeps
+    train = features.add_history(clean(raw))
+    model = ReadmissionModel(features.build_pipeline("logistic_regression", {"C": 1.0}))
+    model.fit(train.drop(columns=["readmitted"]), train["readmitted"])
+    request = raw.head(20).drop(columns=["readmitted"]).assign(diag_1="38", diag_2="8")
+    padded = request.assign(diag_1="038", diag_2="008")
+    np.testing.assert_array_equal(
+        model.predict_proba(clean(request)), model.predict_proba(clean(padded))
+    )

@@ -57,7 +57,9 @@ def test_counts_have_ranges_that_hold_their_typical_value():
 def test_codes_come_with_their_labels_and_expired_codes_exist():
     dispositions = schema.BY_NAME["discharge_disposition_id"].codes
     assert dispositions[11] == "Expired"
-    assert set(dispositions) >= schema.EXPIRED_OR_HOSPICE_DISPOSITIONS
+    assert set(dispositions) >= schema.EXPIRED_DISPOSITIONS
+    assert all("Expired" in dispositions[code] for code in schema.EXPIRED_DISPOSITIONS)
+    assert not {13, 14} & schema.EXPIRED_DISPOSITIONS  # hospice is not death
 
 
 def test_header_check_names_missing_unknown_and_duplicated_columns():
