@@ -335,6 +335,28 @@ def _stage(entry: ModelVersion) -> str | None:
     return stage
 
 
+def _all_versions(client: MlflowClient) -> list[ModelVersion]:
+    """Every version of MODEL_NAME, page after page."""
+    versions: list[ModelVersion] = []
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{MODEL_NAME}'", page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
+
+
+def _archive_other_production_versions(client: MlflowClient, version: str) -> None:
+    """Every other version in stage Production moves to Archived, one by one: MLflow's own
+    `archive_existing_versions=True` fails on a PostgreSQL store reached with psycopg 3 (the
+    deployment's `postgresql+psycopg://`): its query compares the integer version with a
+    VARCHAR parameter (`operator does not exist: integer <> character varying`)."""
+    for other in _all_versions(client):
+        if str(other.version) != version and other.current_stage == PRODUCTION_STAGE:
+            _transition(client, str(other.version), ARCHIVED_STAGE, archive=False)
+
+
 def promote(version: str, *, reason: str, previous: str | None = None) -> None:
     """Make `version` the served model: alias `production`, stage `Production` (the
     previous Production version archived, tagged `archived_at` and `superseded_by`), tags
@@ -355,7 +377,9 @@ def promote(version: str, *, reason: str, previous: str | None = None) -> None:
     if previous is None and not again:
         previous = None if holder is None else holder.version
     client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
-    has_stages = _transition(client, version, PRODUCTION_STAGE, archive=True)
+    has_stages = _transition(client, version, PRODUCTION_STAGE, archive=False)
+    if has_stages:
+        _archive_other_production_versions(client, version)
     tags = target.tags or {}
     promoted_at = (again and tags.get("promoted_at")) or _now()
     reason = (again and tags.get("promotion_reason")) or reason
@@ -518,14 +542,7 @@ def describe(version: ModelVersion) -> dict[str, Any]:
 def list_versions() -> list[dict[str, Any]]:
     """Every version of MODEL_NAME, newest first, each as `describe` gives it."""
     client = _client()
-    versions: list[ModelVersion] = []
-    token = None
-    while True:
-        page = client.search_model_versions(f"name = '{MODEL_NAME}'", page_token=token)
-        versions.extend(page)
-        token = page.token
-        if not token:
-            break
+    versions = _all_versions(client)
     by_version: dict[str, list[str]] = {}
     for alias, number in _aliases().items():  # search results may lack the aliases
         by_version.setdefault(number, []).append(alias)

@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.types import DataType
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
@@ -25,6 +26,9 @@ from sklearn.preprocessing import OneHotEncoder
 
 from readmission import registry
 from readmission.estimator import ReadmissionModel
+from tests.support.served import point_mlflow_at
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CLASSES = np.array(["NO", ">30", "<30"])
 
@@ -338,6 +342,38 @@ def test_promote_without_stages_still_moves_the_alias_and_tags(
     registry.promote(second.version, reason="again")  # idempotent without stages too
     again = client.get_model_version(registry.MODEL_NAME, second.version)
     assert (again.tags["promoted_at"], again.tags["promotion_reason"]) == (promoted_at, "better")
+
+
+def deployment_store_driver() -> str:
+    """The SQLAlchemy driver of the Compose MLflow server's PostgreSQL store."""
+    compose = yaml.safe_load((ROOT / "docker-compose-resto-back.yaml").read_text())
+    uri = compose["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    return uri.split("://", 1)[0]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's store on PostgreSQL through the driver the Compose and Kubernetes MLflow use
+    (psycopg 3). There, MLflow's own `archive_existing_versions` query fails (`operator does
+    not exist: integer <> character varying`): in the first real Compose run the promotion
+    failed part-way, and its retry left version 1 Production by alias but stage None."""
+    assert postgres_url.split("://", 1)[0] == deployment_store_driver()
+    point_mlflow_at(monkeypatch, postgres_url)
+    registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
+    first = registry.register(log_candidate(fit_model(1.0), 0.40))
+    registry.promote(first.version, reason="first model")
+    second = registry.register(log_candidate(fit_model(0.1, seed=1), 0.45))
+    registry.promote(second.version, reason="better")
+
+    client = mlflow.MlflowClient()
+    old = client.get_model_version(registry.MODEL_NAME, first.version)
+    new = client.get_model_version(registry.MODEL_NAME, second.version)
+    assert (new.current_stage, new.aliases) == ("Production", ["production"])
+    assert (old.current_stage, old.aliases) == ("Archived", [])
+    assert old.tags["superseded_by"] == second.version
 
 
 @pytest.mark.parametrize(
