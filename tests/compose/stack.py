@@ -284,9 +284,9 @@ def compose_command(command: str, plan: Plan) -> list[str]:
     return [*compose(file, plan), *words[4:], *extra]
 
 
-def up(extra: dict[str, str] | None = None) -> None:
+def up(extra: dict[str, str] | None = None, report: bool = True) -> None:
     """The README's commands until every service is healthy, with `extra` settings over
-    .env's (the compose test's TEST_ENVIRONMENT)."""
+    .env's (the compose test's TEST_ENVIRONMENT); `report`: print the figures at the end."""
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     env = docker_environment(extra)
     figures: dict = {"steps": {}}
@@ -325,7 +325,8 @@ def up(extra: dict[str, str] | None = None) -> None:
     figures["seconds_to_healthy"] = round(time.monotonic() - started, 1)
     FIGURES.write_text(json.dumps(figures, indent=2))
     say(f"every service healthy {figures['seconds_to_healthy']:.0f} s after the first `up`")
-    print_figures(figures)
+    if report:
+        print_figures(figures)
 
 
 def down() -> None:

@@ -59,7 +59,7 @@ REUSE = os.environ.get("COMPOSE_STACK") == "running"
 def deployment() -> Iterator[None]:
     """`make compose-up` before the checks, the figures and `make compose-down` after."""
     if not REUSE:
-        stack.up(stack.TEST_ENVIRONMENT)
+        stack.up(stack.TEST_ENVIRONMENT, report=False)  # printed once, at the end
     try:
         yield
     finally:
