@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tests.compose import standins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +43,9 @@ KOMPOSE = "docker-compose-kubernete.yaml"
 #: Override files of the test, each used only when the images it replaces cannot be had.
 S3_STANDIN = HERE / "docker-compose-s3-standin.yaml"
 NO_GRAFANA = HERE / "docker-compose-no-grafana.yaml"
-MINIO_IMAGES = ("minio/minio:RELEASE.2025-04-22T22-12-26Z", "minio/mc:RELEASE.2025-04-16T18-13-26Z")
-GRAFANA_IMAGE = "grafana/grafana:12.1.1"
+#: Services of the resto project whose images the override files replace.
+S3_SERVICES = ("minio", "minio-init")
+GRAFANA_SERVICE = "grafana"
 WAIT_TIMEOUT_SECONDS = 600
 #: What the compose test runs differently from .env, through the environment (Compose's rule:
 #: the shell's variables win over .env): one small configuration per model family.
@@ -151,6 +154,11 @@ def build_images(env: dict[str, str], figures: dict) -> None:
 # --- the three projects ----------------------------------------------------------------
 
 
+def service_image(file: str, service: str) -> str:
+    """The image a Compose file gives a service (third-party ones are written out)."""
+    return yaml.safe_load((ROOT / file).read_text())["services"][service]["image"]
+
+
 def available(image: str) -> bool:
     """The engine has the image, or pulls it now."""
     inspect = subprocess.run(
@@ -177,9 +185,9 @@ class Plan:
     @classmethod
     def decide(cls) -> Plan:
         plan = cls()
-        if not all(available(image) for image in MINIO_IMAGES):
+        if not all(available(service_image(RESTO, s)) for s in S3_SERVICES):
             plan.overrides.append(S3_STANDIN.relative_to(ROOT).as_posix())
-        if not available(GRAFANA_IMAGE):
+        if not available(service_image(RESTO, GRAFANA_SERVICE)):
             plan.overrides.append(NO_GRAFANA.relative_to(ROOT).as_posix())
             plan.left_out.append("grafana (no image can be pulled and no package stands in)")
         return plan
