@@ -225,7 +225,7 @@ def _s3_files(context: Path) -> None:
     stamp = wheels / ".requirements"
     if not stamp.is_file() or stamp.read_text() != requirements.read_text():
         platforms = ["manylinux2014_x86_64"] + [f"manylinux_2_{m}_x86_64" for m in range(17, 37)]
-        subprocess.run(
+        downloaded = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -246,8 +246,12 @@ def _s3_files(context: Path) -> None:
                 "-r",
                 str(requirements),
             ],
-            check=True,
+            check=False,
+            capture_output=True,
+            text=True,
         )
+        if downloaded.returncode != 0:
+            raise SystemExit(f"downloading the S3 stand-in's wheels failed:\n{downloaded.stderr}")
         stamp.write_text(requirements.read_text())
     shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns(".requirements"))
     for name in ("s3-requirements.txt", "make_bucket.py"):
@@ -354,9 +358,10 @@ def ensure(standin: StandIn, dependencies: dict[str, Outcome]) -> Outcome:
     if labels and labels.get(DIGEST_LABEL) == digest:
         shutil.rmtree(context)
         return Outcome(standin.image, "stand-in", "cached")
-    docker(
+    built = docker(
         "build",
         "--quiet",
+        "--force-rm",
         "--label",
         f"{LABEL}={standin.description()}",
         "--label",
@@ -364,8 +369,11 @@ def ensure(standin: StandIn, dependencies: dict[str, Outcome]) -> Outcome:
         "-t",
         standin.image,
         str(context),
-        stdout=subprocess.DEVNULL,
+        check=False,
+        capture_output=True,
     )
+    if built.returncode != 0:
+        raise SystemExit(f"building the stand-in {standin.image} failed:\n{built.stderr}")
     shutil.rmtree(context)
     return Outcome(standin.image, "stand-in", f"built in {time.monotonic() - started:.0f} s")
 
