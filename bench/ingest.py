@@ -61,8 +61,9 @@ def _frame_with_lineage(path: Path) -> pd.DataFrame:
 def load_to_sql(url: str, path: Path) -> None:
     engine = sa.create_engine(url)
     frame = _frame_with_lineage(path)
-    frame.to_sql("diabetes", engine, schema="raw_data", if_exists="append", index=False,
-                 chunksize=15_000)  # fmt: skip
+    frame.to_sql(
+        "diabetes", engine, schema="raw_data", if_exists="append", index=False, chunksize=15_000
+    )
     engine.dispose()
 
 
@@ -155,19 +156,27 @@ def main() -> int:
             for method in METHODS:
                 times[method].append(run_once(server, method, path))
     median = {m: statistics.median(t) for m, t in times.items()}
-    print(f"raw load of {path.name}: 101,766 rows, median of {args.repeat} runs, PostgreSQL "
-          f"{server.bin_dir.parent.name} (fsync on)\n")  # fmt: skip
+    print(
+        f"raw load of {path.name}: 101,766 rows, median of {args.repeat} runs, PostgreSQL "
+        f"{server.bin_dir.parent.name} (fsync on)\n"
+    )
     print(f"{'method':<13}{'seconds':>9}{'rows/s':>11}{'vs to_sql':>11}{'vs copy_rows':>14}")
     for method, seconds in median.items():
         versus_to_sql, versus_floor = median["to_sql"] / seconds, median["copy_rows"] / seconds
-        print(f"{method:<13}{seconds:>9.2f}{101_766 / seconds:>11,.0f}"
-              f"{versus_to_sql:>10.1f}x{versus_floor:>13.2f}x")  # fmt: skip
+        print(
+            f"{method:<13}{seconds:>9.2f}{101_766 / seconds:>11,.0f}"
+            f"{versus_to_sql:>10.1f}x{versus_floor:>13.2f}x"
+        )
     speedup = median["to_sql"] / median["ours"]
     floor = median["copy_rows"] / median["ours"]
-    print(f"\nours vs to_sql:    {speedup:5.1f}x faster   (target >= 10x)   "
-          f"{'met' if speedup >= 10 else 'MISSED'}")  # fmt: skip
-    print(f"ours vs copy_rows: {floor:5.2f}x the speed (target >= 0.5x)  "
-          f"{'met' if floor >= 0.5 else 'MISSED'}")  # fmt: skip
+    print(
+        f"\nours vs to_sql:    {speedup:5.1f}x faster   (target >= 10x)   "
+        f"{'met' if speedup >= 10 else 'MISSED'}"
+    )
+    print(
+        f"ours vs copy_rows: {floor:5.2f}x the speed (target >= 0.5x)  "
+        f"{'met' if floor >= 0.5 else 'MISSED'}"
+    )
     return 0
 
 

@@ -56,17 +56,22 @@ def main() -> int:
         print("the real UCI file is needed: set DIABETES_CSV or pass --csv", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="readmission-quality-"))
-    os.environ.update({
-        "AIRFLOW_HOME": str(work / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "READMISSION_STATE_DIR": str(work / "state"),
-        "DIABETES_CSV": str(csv),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(work / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "READMISSION_STATE_DIR": str(work / "state"),
+            "DIABETES_CSV": str(csv),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        }
+    )
     os.chdir(work)  # MLflow without a server keeps artifacts in ./mlruns
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        capture_output=True,
+    )
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -93,19 +98,31 @@ def main() -> int:
     data = training.load_training_data(pipeline.engine())
     baseline = evaluation.majority_baseline(data.target("train"), data.target("test"))
     production = registry.describe(registry.champion())
-    print(f"training DAG ({args.profile} search, dag.test in one process): {wall:.0f} s wall "
-          f"on {os.cpu_count()} cores; rows {json.dumps(data.lineage['rows'])}\n")  # fmt: skip
+    print(
+        f"training DAG ({args.profile} search, dag.test in one process): {wall:.0f} s wall "
+        f"on {os.cpu_count()} cores; rows {json.dumps(data.lineage['rows'])}\n"
+    )
     columns = (
-        "valid_macro_f1", "test_macro_f1", "test_roc_auc_lt30", "test_roc_auc_ovr",
-        "test_accuracy", "test_log_loss", "test_recall_lt30", "training_seconds",
-    )  # fmt: skip
+        "valid_macro_f1",
+        "test_macro_f1",
+        "test_roc_auc_lt30",
+        "test_roc_auc_ovr",
+        "test_accuracy",
+        "test_log_loss",
+        "test_recall_lt30",
+        "training_seconds",
+    )
     print(f"{'candidate':<24}" + "".join(f"{c:>19}" for c in columns))
     for found in sorted(runs, key=lambda r: r.data.params.get("family", "")):
         metrics = found.data.metrics
-        print(f"{found.data.params.get('family', '?'):<24}"
-              + "".join(f"{metrics.get(c, float('nan')):>19.4f}" for c in columns))  # fmt: skip
-    print(f"{'majority class':<24}{'':>19}{baseline['macro_f1']:>19.4f}{'':>19}{'':>19}"
-          f"{baseline['accuracy']:>19.4f}")  # fmt: skip
+        print(
+            f"{found.data.params.get('family', '?'):<24}"
+            + "".join(f"{metrics.get(c, float('nan')):>19.4f}" for c in columns)
+        )
+    print(
+        f"{'majority class':<24}{'':>19}{baseline['macro_f1']:>19.4f}{'':>19}{'':>19}"
+        f"{baseline['accuracy']:>19.4f}"
+    )
     metrics = production["metrics"]
     family = production["tags"].get("family")
     print(f"\nProduction: v{production['version']} ({family})")

@@ -60,8 +60,10 @@ def _wrk(url: str, body: str, connections: int, seconds: int, work: Path) -> dic
     script.write_text(WRK_SCRIPT.format(body=body))
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
 
@@ -91,8 +93,12 @@ def _rss_mb(pid: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
-    parser.add_argument("--profile", choices=["full", "quick"], default="full",
-                        help="training search of the served model")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        choices=["full", "quick"],
+        default="full",
+        help="training search of the served model",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: `apt-get install wrk` (make bench does it)", file=sys.stderr)
@@ -140,16 +146,44 @@ def main() -> int:
     ours_port, mlflow_port = 18989, 18990
     logs = {name: (work / f"{name}.log").open("w") for name in ("ours", "mlflow")}
     ours = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-         str(ours_port), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ours_port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=logs["ours"],
+        stderr=subprocess.STDOUT,
+    )
     mlflow = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-         f"models:/diabetes-readmission/{version}", "--env-manager", "local", "-h",
-         "127.0.0.1", "-p", str(mlflow_port), "-w", "1"],
-        env=env, stdout=logs["mlflow"], stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/diabetes-readmission/{version}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mlflow_port),
+            "-w",
+            "1",
+        ],
+        env=env,
+        stdout=logs["mlflow"],
+        stderr=subprocess.STDOUT,
+    )
     results: dict[str, dict[int, dict]] = {"ours": {}, "mlflow": {}}
     try:
         _wait(f"http://127.0.0.1:{ours_port}/ready")
@@ -158,15 +192,20 @@ def main() -> int:
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         for url, payload in ((ours_url, body), (mlflow_url, mlflow_body)):  # warm up
             for _ in range(20):
-                answer = httpx.post(url, content=payload, timeout=30,
-                                    headers={"content-type": "application/json"})  # fmt: skip
+                answer = httpx.post(
+                    url, content=payload, timeout=30, headers={"content-type": "application/json"}
+                )
                 assert answer.status_code == 200, answer.text[:500]
         for connections in (1, 8, 32):  # alternate servers so drift hits both
             results["ours"][connections] = _wrk(ours_url, body, connections, args.seconds, work)
-            results["mlflow"][connections] = _wrk(mlflow_url, mlflow_body, connections,
-                                                  args.seconds, work)  # fmt: skip
-        batch = {"encounters": synthetic.encounters(1_000, seed=2).drop(columns="readmitted")
-                 .to_dict("records")}  # fmt: skip
+            results["mlflow"][connections] = _wrk(
+                mlflow_url, mlflow_body, connections, args.seconds, work
+            )
+        batch = {
+            "encounters": synthetic.encounters(1_000, seed=2)
+            .drop(columns="readmitted")
+            .to_dict("records")
+        }
         for encounter in batch["encounters"]:
             for column in schema.COLUMNS:
                 if column.is_integer and encounter[column.name] != "?":
@@ -185,33 +224,58 @@ def main() -> int:
             process.terminate()
             process.wait(timeout=30)
 
-    print(f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
-          f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting, {args.profile} "
-          "search)\n")  # fmt: skip
-    print(f"{'connections':>11} | {'ours req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-          f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6}")  # fmt: skip
+    print(
+        f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
+        f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting, {args.profile} "
+        "search)\n"
+    )
+    print(
+        f"{'connections':>11} | {'ours req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+        f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6}"
+    )
     for connections in (1, 8, 32):
         o, m = results["ours"][connections], results["mlflow"][connections]
-        print(f"{connections:>11} | {o['rps']:>10.0f} {o['p50_ms']:>7.1f} {o['p99_ms']:>7.1f} | "
-              f"{m['rps']:>12.0f} {m['p50_ms']:>7.1f} {m['p99_ms']:>7.1f} | "
-              f"{o['rps'] / m['rps']:>5.1f}x")  # fmt: skip
+        print(
+            f"{connections:>11} | {o['rps']:>10.0f} {o['p50_ms']:>7.1f} {o['p99_ms']:>7.1f} | "
+            f"{m['rps']:>12.0f} {m['p50_ms']:>7.1f} {m['p99_ms']:>7.1f} | "
+            f"{o['rps'] / m['rps']:>5.1f}x"
+        )
         if o["non_2xx"] or o["socket_errors"]:
             print(f"{'':>11}   ours: {o['non_2xx']} non-2xx, socket errors {o['socket_errors']}")
-    print(f"\n1,000-record /predict/batch: median {batch_ms:.0f} ms; API resident memory after "
-          f"the load: {rss:.0f} MB\n")  # fmt: skip
+    print(
+        f"\n1,000-record /predict/batch: median {batch_ms:.0f} ms; API resident memory after "
+        f"the load: {rss:.0f} MB\n"
+    )
     checks = [
-        ("throughput vs MLflow at 8 connections", results["ours"][8]["rps"] /
-         results["mlflow"][8]["rps"], ">= 3x", lambda v: v >= 3, "{:.1f}x"),
-        ("throughput vs MLflow at 32 connections", results["ours"][32]["rps"] /
-         results["mlflow"][32]["rps"], ">= 3x", lambda v: v >= 3, "{:.1f}x"),
-        ("p99 at 8 connections", results["ours"][8]["p99_ms"], "< 25 ms", lambda v: v < 25,
-         "{:.1f} ms"),
+        (
+            "throughput vs MLflow at 8 connections",
+            results["ours"][8]["rps"] / results["mlflow"][8]["rps"],
+            ">= 3x",
+            lambda v: v >= 3,
+            "{:.1f}x",
+        ),
+        (
+            "throughput vs MLflow at 32 connections",
+            results["ours"][32]["rps"] / results["mlflow"][32]["rps"],
+            ">= 3x",
+            lambda v: v >= 3,
+            "{:.1f}x",
+        ),
+        (
+            "p99 at 8 connections",
+            results["ours"][8]["p99_ms"],
+            "< 25 ms",
+            lambda v: v < 25,
+            "{:.1f} ms",
+        ),
         ("1,000-record batch", batch_ms, "< 150 ms", lambda v: v < 150, "{:.0f} ms"),
         ("API resident memory", rss, "< 400 MB", lambda v: v < 400, "{:.0f} MB"),
-    ]  # fmt: skip
+    ]
     for name, value, target, ok, shown in checks:
-        print(f"  {name:<40} {shown.format(value):>9}  (target {target})  "
-              f"{'met' if ok(value) else 'MISSED'}")  # fmt: skip
+        print(
+            f"  {name:<40} {shown.format(value):>9}  (target {target})  "
+            f"{'met' if ok(value) else 'MISSED'}"
+        )
     return 0
 
 

@@ -67,11 +67,17 @@ def _summary(output: str) -> dict[str, float]:
         line.split() for line in output.splitlines() if line.strip().startswith("Aggregated")
     ][-2:]
     # Aggregated <reqs> <fails>(<%>) | <avg> <min> <max> <median> | <req/s> <failures/s>
-    figures = {"requests": int(counts[1]), "failures": int(counts[2].split("(")[0]),
-               "rps": float(counts[9])}  # fmt: skip
+    figures = {
+        "requests": int(counts[1]),
+        "failures": int(counts[2].split("(")[0]),
+        "rps": float(counts[9]),
+    }
     # Aggregated 50% 66% 75% 80% 90% 95% 98% 99% 99.9% 99.99% 100% <reqs>
-    for name, value in zip(("p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p99.9",
-                            "p99.99", "max"), percentiles[1:12], strict=True):  # fmt: skip
+    for name, value in zip(
+        ("p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p99.9", "p99.99", "max"),
+        percentiles[1:12],
+        strict=True,
+    ):
         figures[name] = float(value)
     return figures
 
@@ -111,24 +117,45 @@ def main() -> int:
         # the next version: same family and size, so that memory compares like with like
         candidate = pipeline.train_candidate("hist_gradient_boosting", "quick", settings=settings)
         new = registry.register(candidate["model_uri"]).version
-        api = ApiProcess(work / "api", {
-            "DATA_DATABASE_URL": settings.database_url,
-            "MLFLOW_TRACKING_URI": tracking.url,
-            "READMISSION_STATE_DIR": str(settings.state_dir),
-            "API_MODEL_POLL_SECONDS": "5",
-        }).start(wait_for="/ready")  # fmt: skip
+        api = ApiProcess(
+            work / "api",
+            {
+                "DATA_DATABASE_URL": settings.database_url,
+                "MLFLOW_TRACKING_URI": tracking.url,
+                "READMISSION_STATE_DIR": str(settings.state_dir),
+                "API_MODEL_POLL_SECONDS": "5",
+            },
+        ).start(wait_for="/ready")
         print(f"API at {api.url} serving v{old}; v{new} registered, not promoted", flush=True)
 
         warmup = max(15.0, 0.1 * args.seconds)
         swap_at = args.seconds / 2
         locust = subprocess.Popen(
-            [str(Path(sys.executable).parent / "locust"), "-f", str(ROOT / "locust" /
-             "locustfile.py"), "--headless", "--only-summary", "-u", str(args.users), "-r",
-             str(args.spawn_rate), "-t", f"{args.seconds}s", "--host", api.url, "--csv",
-             str(work / "soak"), "--html", str(work / "soak.html")],
-            cwd=ROOT, env={**os.environ, "API_URL": api.url}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "locust"),
+                "-f",
+                str(ROOT / "locust" / "locustfile.py"),
+                "--headless",
+                "--only-summary",
+                "-u",
+                str(args.users),
+                "-r",
+                str(args.spawn_rate),
+                "-t",
+                f"{args.seconds}s",
+                "--host",
+                api.url,
+                "--csv",
+                str(work / "soak"),
+                "--html",
+                str(work / "soak.html"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "API_URL": api.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         started = time.monotonic()
         probe = Probe(api.url)
         probe.start()
@@ -149,8 +176,11 @@ def main() -> int:
                 if ready["model"]["version"] == new:
                     served_at = time.monotonic()
                     delay = served_at - swapped_at
-                    print(f"  {elapsed:5.0f} s  v{new} in service ({delay:.1f} s after the "
-                          "promotion)", flush=True)  # fmt: skip
+                    print(
+                        f"  {elapsed:5.0f} s  v{new} in service ({delay:.1f} s after the "
+                        "promotion)",
+                        flush=True,
+                    )
             time.sleep(1)
         rss_end = api.rss_mb()
         probe.stop.set()
@@ -171,18 +201,29 @@ def main() -> int:
     peak = max(rss for _, rss in rss_samples)
     change = (rss_end - rss_warm) / rss_warm if rss_warm else float("nan")
     print(f"\n{output[-2500:]}")
-    print(f"soak: {args.users} users, {args.seconds} s, {os.cpu_count()} cores, loopback; "
-          f"v{old} -> v{new} promoted at {swap_at:.0f} s")  # fmt: skip
-    print(f"  requests {requests:,} ({stats['rps']:.1f}/s), failed {failures}; "
-          f"p50 {stats['p50']:.0f} ms, p95 {stats['p95']:.0f} ms, p99 {stats['p99']:.0f} ms, "
-          f"max {stats['max']:.0f} ms")  # fmt: skip
-    print(f"  probe: {len(probe.answers)} requests, failed {probe_failures}; "
-          f"{len(after)} answered by v{new} after its first answer, "
-          f"{sum(v != new for v in after)} by another version")  # fmt: skip
-    print(f"  new version in service {served_at - swapped_at:.1f} s after the promotion"
-          if served_at and swapped_at else "  the new version was never served")  # fmt: skip
-    print(f"  API resident set: {rss_warm:.0f} MB after warm-up ({warmup:.0f} s), {rss_end:.0f} MB "
-          f"at the end ({change:+.1%}), peak {peak:.0f} MB")  # fmt: skip
+    print(
+        f"soak: {args.users} users, {args.seconds} s, {os.cpu_count()} cores, loopback; "
+        f"v{old} -> v{new} promoted at {swap_at:.0f} s"
+    )
+    print(
+        f"  requests {requests:,} ({stats['rps']:.1f}/s), failed {failures}; "
+        f"p50 {stats['p50']:.0f} ms, p95 {stats['p95']:.0f} ms, p99 {stats['p99']:.0f} ms, "
+        f"max {stats['max']:.0f} ms"
+    )
+    print(
+        f"  probe: {len(probe.answers)} requests, failed {probe_failures}; "
+        f"{len(after)} answered by v{new} after its first answer, "
+        f"{sum(v != new for v in after)} by another version"
+    )
+    print(
+        f"  new version in service {served_at - swapped_at:.1f} s after the promotion"
+        if served_at and swapped_at
+        else "  the new version was never served"
+    )
+    print(
+        f"  API resident set: {rss_warm:.0f} MB after warm-up ({warmup:.0f} s), {rss_end:.0f} MB "
+        f"at the end ({change:+.1%}), peak {peak:.0f} MB"
+    )
     print(f"  locust exit code {locust.returncode} (1: a failure or p95 over LOAD_P95_MS)")
     checks = [
         ("zero failed requests", failures == 0 and probe_failures == 0 and requests > 0),

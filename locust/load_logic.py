@@ -75,33 +75,45 @@ class LoadSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     users: int = Field(
-        default=2, ge=1, validation_alias="LOAD_USERS",
+        default=2,
+        ge=1,
+        validation_alias="LOAD_USERS",
         description="Concurrent emulated clients (the original test's 2).",
-    )  # fmt: skip
+    )
     spawn_rate: float = Field(
-        default=2, gt=0, validation_alias="LOAD_SPAWN_RATE",
+        default=2,
+        gt=0,
+        validation_alias="LOAD_SPAWN_RATE",
         description="Clients started per second.",
-    )  # fmt: skip
+    )
     run_time: str = Field(
-        default="60s", validation_alias="LOAD_RUN_TIME",
+        default="60s",
+        validation_alias="LOAD_RUN_TIME",
         description="How long a headless run lasts (60s, 5m, 1h30m).",
-    )  # fmt: skip
+    )
     p95_ms: float = Field(
-        default=200, gt=0, validation_alias="LOAD_P95_MS",
+        default=200,
+        gt=0,
+        validation_alias="LOAD_P95_MS",
         description="Latency budget: the run fails when the p95 of all requests exceeds it.",
-    )  # fmt: skip
+    )
     user_rps: float = Field(
-        default=1.0, gt=0, validation_alias="LOAD_USER_RPS",
+        default=1.0,
+        gt=0,
+        validation_alias="LOAD_USER_RPS",
         description="Requests per second of each client (the original test's 1).",
-    )  # fmt: skip
+    )
     pool_size: int = Field(
-        default=2_000, ge=1, validation_alias="LOAD_POOL_SIZE",
+        default=2_000,
+        ge=1,
+        validation_alias="LOAD_POOL_SIZE",
         description="Encounters loaded once per process and sampled per request.",
-    )  # fmt: skip
+    )
     records: Literal["auto", "real", "synthetic"] = Field(
-        default="auto", validation_alias="LOAD_RECORDS",
+        default="auto",
+        validation_alias="LOAD_RECORDS",
         description="auto: the UCI file's rows when found, else synthetic ones.",
-    )  # fmt: skip
+    )
     seed: int = Field(default=0, validation_alias="LOAD_SEED", description="Seed of the pool.")
 
     @field_validator("run_time")

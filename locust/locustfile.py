@@ -52,8 +52,9 @@ def _prepare(environment: Environment, **_: Any) -> None:
                 log.error("cannot load-test: %s", problem)
                 sys.exit(2)
             log.warning("%s", problem)  # the web UI waits: the API may be up before the start
-        log.info("load-testing %s; budget: no failure, p95 <= LOAD_P95_MS=%g ms", url,
-                 SETTINGS.p95_ms)  # fmt: skip
+        log.info(
+            "load-testing %s; budget: no failure, p95 <= LOAD_P95_MS=%g ms", url, SETTINGS.p95_ms
+        )
     log.info("sampling %d encounters from %s", len(pool().records), pool().source)
 
 
@@ -67,14 +68,17 @@ def _judge_run(environment: Environment, **_: Any) -> None:
     if total.num_requests == 0 and options is not None and not options.headless:
         return  # the web UI was closed without a test: nothing to judge
     p95 = total.get_response_time_percentile(0.95) or 0
-    problems = load_logic.run_problems(total.num_requests, total.num_failures, p95,
-                                       SETTINGS.p95_ms)  # fmt: skip
+    problems = load_logic.run_problems(total.num_requests, total.num_failures, p95, SETTINGS.p95_ms)
     if problems:
         log.error("load test FAILED: %s", "; ".join(problems))
         environment.process_exit_code = 1
     else:
-        log.info("load test passed: %d requests, none failed, p95 %g ms <= LOAD_P95_MS=%g ms",
-                 total.num_requests, p95, SETTINGS.p95_ms)  # fmt: skip
+        log.info(
+            "load test passed: %d requests, none failed, p95 %g ms <= LOAD_P95_MS=%g ms",
+            total.num_requests,
+            p95,
+            SETTINGS.p95_ms,
+        )
 
 
 class ApiClient(HttpUser):
@@ -85,8 +89,9 @@ class ApiClient(HttpUser):
 
     def _call(self, method: str, path: str, check: load_logic.Check, body: Any = None) -> None:
         """One request, named by its route, judged against the API contract."""
-        with self.client.request(method, path, json=body, name=path,
-                                 catch_response=True) as response:  # fmt: skip
+        with self.client.request(
+            method, path, json=body, name=path, catch_response=True
+        ) as response:
             problem = load_logic.answer_problem(response.status_code, response.content, check)
             if problem:
                 response.failure(problem)
@@ -102,8 +107,12 @@ class ApiClient(HttpUser):
     def predict_batch(self) -> None:
         """Score a small batch (5-20 encounters) in one call."""
         encounters = pool().batch()
-        self._call("POST", "/predict/batch", load_logic.batch_problem(len(encounters)),
-                   {"encounters": encounters})  # fmt: skip
+        self._call(
+            "POST",
+            "/predict/batch",
+            load_logic.batch_problem(len(encounters)),
+            {"encounters": encounters},
+        )
 
     @task(WEIGHTS["health"])
     def health(self) -> None:

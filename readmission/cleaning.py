@@ -105,34 +105,50 @@ ICD9_CHAPTERS: tuple[Icd9Chapter, ...] = (
     Icd9Chapter("infectious", "", 1, 139, "Infectious and parasitic diseases"),
     Icd9Chapter("neoplasms", "", 140, 239, "Neoplasms"),
     Icd9Chapter("diabetes", "", 250, 250, "Diabetes mellitus (250.x)"),
-    Icd9Chapter("endocrine_metabolic", "", 240, 279,
-                "Endocrine, nutritional and metabolic diseases, and immunity disorders "
-                "(except 250.x)"),
+    Icd9Chapter(
+        "endocrine_metabolic",
+        "",
+        240,
+        279,
+        "Endocrine, nutritional and metabolic diseases, and immunity disorders (except 250.x)",
+    ),
     Icd9Chapter("blood", "", 280, 289, "Diseases of the blood and blood-forming organs"),
     Icd9Chapter("mental", "", 290, 319, "Mental disorders"),
-    Icd9Chapter("nervous_sense", "", 320, 389,
-                "Diseases of the nervous system and sense organs"),
+    Icd9Chapter("nervous_sense", "", 320, 389, "Diseases of the nervous system and sense organs"),
     Icd9Chapter("circulatory", "", 390, 459, "Diseases of the circulatory system"),
     Icd9Chapter("respiratory", "", 460, 519, "Diseases of the respiratory system"),
     Icd9Chapter("digestive", "", 520, 579, "Diseases of the digestive system"),
     Icd9Chapter("genitourinary", "", 580, 629, "Diseases of the genitourinary system"),
-    Icd9Chapter("pregnancy", "", 630, 679,
-                "Complications of pregnancy, childbirth, and the puerperium"),
+    Icd9Chapter(
+        "pregnancy", "", 630, 679, "Complications of pregnancy, childbirth, and the puerperium"
+    ),
     Icd9Chapter("skin", "", 680, 709, "Diseases of the skin and subcutaneous tissue"),
-    Icd9Chapter("musculoskeletal", "", 710, 739,
-                "Diseases of the musculoskeletal system and connective tissue"),
+    Icd9Chapter(
+        "musculoskeletal",
+        "",
+        710,
+        739,
+        "Diseases of the musculoskeletal system and connective tissue",
+    ),
     Icd9Chapter("congenital", "", 740, 759, "Congenital anomalies"),
-    Icd9Chapter("perinatal", "", 760, 779,
-                "Certain conditions originating in the perinatal period"),
-    Icd9Chapter("symptoms_ill_defined", "", 780, 799,
-                "Symptoms, signs, and ill-defined conditions"),
+    Icd9Chapter(
+        "perinatal", "", 760, 779, "Certain conditions originating in the perinatal period"
+    ),
+    Icd9Chapter(
+        "symptoms_ill_defined", "", 780, 799, "Symptoms, signs, and ill-defined conditions"
+    ),
     Icd9Chapter("injury_poisoning", "", 800, 999, "Injury and poisoning"),
-    Icd9Chapter("supplementary", "V", 1, 91,
-                "Factors influencing health status and contact with health services "
-                "(V codes)"),
-    Icd9Chapter("external_causes", "E", 800, 999,
-                "External causes of injury and poisoning (E codes)"),
-)  # fmt: skip
+    Icd9Chapter(
+        "supplementary",
+        "V",
+        1,
+        91,
+        "Factors influencing health status and contact with health services (V codes)",
+    ),
+    Icd9Chapter(
+        "external_causes", "E", 800, 999, "External causes of injury and poisoning (E codes)"
+    ),
+)
 #: The values of `diag_N_group` (for forms and encoders).
 ICD9_GROUPS: tuple[str, ...] = tuple(chapter.group for chapter in ICD9_CHAPTERS)
 

@@ -35,12 +35,34 @@ USER_KEYS = ("POSTGRES_USER", "MINIO_ROOT_USER", "GF_SECURITY_ADMIN_USER", "AIRF
 DEV_FLAG = "READMISSION_DEV_CREDENTIALS"
 MIN_LENGTH = 12
 #: Upstream defaults and the first guesses of every scanner (compared case-insensitively).
-WELL_KNOWN = frozenset({
-    "admin", "administrator", "airflow", "changeit", "changeme", "default", "grafana",
-    "jupyter", "letmein", "minio", "minio123", "minioadmin", "mlflow", "password",
-    "password1", "postgres", "qwerty", "root", "secret", "test", "toor", "123456",
-    "12345678", "123456789",
-})  # fmt: skip
+WELL_KNOWN = frozenset(
+    {
+        "admin",
+        "administrator",
+        "airflow",
+        "changeit",
+        "changeme",
+        "default",
+        "grafana",
+        "jupyter",
+        "letmein",
+        "minio",
+        "minio123",
+        "minioadmin",
+        "mlflow",
+        "password",
+        "password1",
+        "postgres",
+        "qwerty",
+        "root",
+        "secret",
+        "test",
+        "toor",
+        "123456",
+        "12345678",
+        "123456789",
+    }
+)
 #: Markers of the development values written in `.env`.
 DEV_MARKERS = ("change-me", "changeme", "change_me")
 

@@ -107,8 +107,14 @@ def _scan_content(path: Path, size: int, mtime_ns: int) -> _Scan:
         utf8 = True
     except UnicodeDecodeError:
         utf8 = False
-    return _Scan(hashlib.sha256(data).hexdigest(), lines, data.count(b","), b'"' in data,
-                 b"\x00" in data, utf8)  # fmt: skip
+    return _Scan(
+        hashlib.sha256(data).hexdigest(),
+        lines,
+        data.count(b","),
+        b'"' in data,
+        b"\x00" in data,
+        utf8,
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -273,8 +279,9 @@ class Batch:
         if self.lines is None:
             return self
         text = b"\n".join(self.lines).decode("utf-8")
-        return _batch(self.batch_id, self.first_row, self.header,
-                      list(csv.reader(io.StringIO(text))))  # fmt: skip
+        return _batch(
+            self.batch_id, self.first_row, self.header, list(csv.reader(io.StringIO(text)))
+        )
 
 
 def iter_batches(

@@ -59,16 +59,21 @@ raw_encounters = sa.Table(
     "diabetes",
     metadata,
     *(
-        sa.Column(c.key, _raw_type(c), primary_key=c.key == schema.ENCOUNTER_ID,
-                  nullable=c.key != schema.PATIENT_ID)
+        sa.Column(
+            c.key,
+            _raw_type(c),
+            primary_key=c.key == schema.ENCOUNTER_ID,
+            nullable=c.key != schema.PATIENT_ID,
+        )
         for c in schema.COLUMNS
     ),
     *_lineage(),
-    sa.Column("loaded_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-              nullable=False),
+    sa.Column(
+        "loaded_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
     schema=RAW_SCHEMA,
     comment="The UCI file as loaded: text values verbatim ('?' kept), one row per encounter.",
-)  # fmt: skip
+)
 
 raw_batches = sa.Table(
     "batches",
@@ -95,30 +100,40 @@ raw_quarantine = sa.Table(
     sa.Column("encounter_id", sa.Text),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
-    sa.Column("quarantined_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-              nullable=False),
+    sa.Column(
+        "quarantined_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
     schema=RAW_SCHEMA,
     comment="Rows of the source file that could not be loaded, with the reason.",
-)  # fmt: skip
+)
 
 clean_encounters = sa.Table(
     "diabetes",
     metadata,
     *(
-        sa.Column(c.key, _SQL_TYPES[c.sql_type](), primary_key=c.key == schema.ENCOUNTER_ID,
-                  comment=c.description)
+        sa.Column(
+            c.key,
+            _SQL_TYPES[c.sql_type](),
+            primary_key=c.key == schema.ENCOUNTER_ID,
+            comment=c.description,
+        )
         for c in CLEAN_COLUMNS
     ),
     *_lineage(),
-    sa.Column("chunk_id", sa.Integer, nullable=False,
-              comment="The clean_data.runs row of the transaction that cleaned this row"),
-    sa.Column("cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-              nullable=False),
+    sa.Column(
+        "chunk_id",
+        sa.Integer,
+        nullable=False,
+        comment="The clean_data.runs row of the transaction that cleaned this row",
+    ),
+    sa.Column(
+        "cleaned_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+    ),
     sa.Index("ix_clean_diabetes_split", "split"),
     sa.Index("ix_clean_diabetes_patient", "patient_nbr"),  # the API's history look-up
     schema=CLEAN_SCHEMA,
     comment="Encounters after readmission.cleaning.clean, ready for training.",
-)  # fmt: skip
+)
 
 clean_runs = sa.Table(
     "runs",
@@ -146,8 +161,12 @@ clean_rules = sa.Table(
 predictions = sa.Table(
     "predictions",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("model_name", sa.Text, nullable=False),
     sa.Column("model_version", sa.Text, nullable=False),
@@ -161,7 +180,7 @@ predictions = sa.Table(
     sa.Index("ix_predictions_predicted_at", "predicted_at"),
     schema=SERVING_SCHEMA,
     comment="Every prediction the API served: inputs, output, model version, time.",
-)  # fmt: skip
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -231,8 +250,9 @@ def insert_new(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     return _executemany_insert(conn, table, frame)
 
 
-def append_rows(conn: Connection, table: sa.Table, columns: tuple[str, ...],
-                rows: list[tuple]) -> None:  # fmt: skip
+def append_rows(
+    conn: Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple]
+) -> None:
     """Append rows (tuples in `columns` order) with the driver directly: COPY on PostgreSQL,
     executemany on SQLite. For logs written off the request path, where SQLAlchemy's
     per-row processing would hold the GIL long enough to delay requests."""
@@ -247,8 +267,10 @@ def append_rows(conn: Connection, table: sa.Table, columns: tuple[str, ...],
                     copy.write_row(row)
         else:
             marks = ", ".join("?" for _ in columns)
-            cursor.executemany(f"INSERT INTO {_qualified(table)} ({names}) VALUES ({marks})",
-                               [_sqlite_row(row) for row in rows])  # fmt: skip
+            cursor.executemany(
+                f"INSERT INTO {_qualified(table)} ({names}) VALUES ({marks})",
+                [_sqlite_row(row) for row in rows],
+            )
     finally:
         cursor.close()
 
@@ -257,9 +279,10 @@ def _sqlite_row(row: tuple) -> tuple:
     """Datetimes in the layout SQLAlchemy's SQLite DateTime reads back (naive UTC)."""
     return tuple(
         value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
-        if isinstance(value, datetime) else value
+        if isinstance(value, datetime)
+        else value
         for value in row
-    )  # fmt: skip
+    )
 
 
 def _column_list(names: Iterable[str]) -> str:
@@ -273,9 +296,13 @@ def _copy_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
 
 
 def copy_insert_csv(
-    conn: Connection, table: sa.Table, columns: list[str], payload: str | bytes,
-    *, direct_first: bool = False,
-) -> int:  # fmt: skip
+    conn: Connection,
+    table: sa.Table,
+    columns: list[str],
+    payload: str | bytes,
+    *,
+    direct_first: bool = False,
+) -> int:
     """COPY CSV rows into a temporary staging table, then insert the new ones in one statement
     (`INSERT ... SELECT ... ON CONFLICT DO NOTHING`). PostgreSQL only.
 

@@ -79,10 +79,13 @@ def _bins(entry: dict, values: pd.Series) -> np.ndarray:
     index = {category: i for i, category in enumerate(entry["categories"])}
     missing, unseen = len(index), len(index) + 1
     return np.fromiter(
-        (missing if v is None or v != v else index.get(str(v), unseen)
-         for v in values.to_numpy(dtype=object)),
-        dtype=np.intp, count=len(values),
-    )  # fmt: skip
+        (
+            missing if v is None or v != v else index.get(str(v), unseen)
+            for v in values.to_numpy(dtype=object)
+        ),
+        dtype=np.intp,
+        count=len(values),
+    )
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -119,7 +122,7 @@ class DriftMonitor:
         binned = np.stack(
             [_bins(self.entries[n], frame.get(n, missing)) for n in self.names],
             axis=1,
-        )[-self.window :]  # fmt: skip
+        )[-self.window :]
         with self._lock:
             positions = (self._next + np.arange(len(binned))) % self.window
             # a slot holds a row to forget when the window is full, or when it lies before

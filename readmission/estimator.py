@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.model_selection import GroupShuffleSplit
 
 from readmission.cleaning import EXPIRED
 
@@ -37,9 +38,21 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         self.pipeline = pipeline
         self.decision_weights = decision_weights
 
-    def fit(self, frame: pd.DataFrame, y: pd.Series) -> ReadmissionModel:
+    def fit(self, frame: pd.DataFrame, y: pd.Series, groups=None) -> ReadmissionModel:
+        """Fit on the encounters that can be readmitted. With `groups` (the patient of each
+        row), a classifier that stops early does so on a validation set of whole patients,
+        as the splits are drawn, rather than on rows a patient shares with its fit."""
         keep = ~_expired(frame)
-        self.pipeline_ = clone(self.pipeline).fit(frame.loc[keep], np.asarray(y)[keep])
+        frame, y = frame.loc[keep], np.asarray(y)[keep]
+        pipeline = clone(self.pipeline)
+        classifier = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+        if groups is not None and getattr(classifier, "early_stopping", False) is True:
+            self.early_stopping_patients_ = _fit_stopping_on_patients(
+                pipeline, frame, y, np.asarray(groups)[keep]
+            )
+        else:
+            pipeline.fit(frame, y)
+        self.pipeline_ = pipeline
         self.classes_ = self.pipeline_.classes_
         self.decision_weights_ = {str(c): 1.0 for c in self.classes_}
         self.decision_weights_.update(self.decision_weights or {})
@@ -79,6 +92,22 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
                 best_score, best = score, chosen
         self.decision_weights_ = {NO_READMISSION: 1.0, **best}
         return float(best_score)
+
+
+def _fit_stopping_on_patients(pipeline, frame: pd.DataFrame, y: np.ndarray, groups: np.ndarray):
+    """Fit `pipeline` (its last step an early-stopping classifier) with the validation set
+    drawn by patient; returns the held-out patients."""
+    steps = getattr(pipeline, "steps", None)
+    classifier = steps[-1][1] if steps else pipeline
+    split = GroupShuffleSplit(
+        n_splits=1, test_size=classifier.validation_fraction, random_state=classifier.random_state
+    )
+    fitted, held = next(split.split(frame, y, groups))
+    # the steps before (stateless features, category codes) see every row, as before
+    inputs = pipeline[:-1].fit(frame, y).transform(frame) if steps else frame
+    take = inputs.iloc if isinstance(inputs, pd.DataFrame) else inputs
+    classifier.fit(take[fitted], y[fitted], X_val=take[held], y_val=y[held])
+    return np.unique(groups[held])
 
 
 def _macro_f1(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:

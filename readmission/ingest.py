@@ -107,8 +107,9 @@ def check_batch_size(engine: Engine, source: Source, batch_size: int) -> None:
     """
     table = db.raw_batches
     with engine.connect() as conn:
-        recorded = conn.execute(sa.select(table.c.batch_id, table.c.first_row, table.c.rows_read,
-                                          table.c.source_sha256)).all()  # fmt: skip
+        recorded = conn.execute(
+            sa.select(table.c.batch_id, table.c.first_row, table.c.rows_read, table.c.source_sha256)
+        ).all()
     for batch_id, first_row, rows_read, sha256 in recorded:
         expected_rows = min(batch_size, source.rows - first_row)
         if first_row != batch_id * batch_size or (
@@ -236,8 +237,14 @@ def _parse_lines(batch: Batch, names: list[str] | None = None) -> pd.DataFrame |
     None when any value is not (the record path then decides row by row)."""
     text = b"\n".join([",".join(batch.header).encode(), *batch.lines])
     try:
-        frame = pd.read_csv(io.BytesIO(text), dtype=_TYPES, usecols=names, keep_default_na=False,
-                            na_filter=False, engine="c")  # fmt: skip
+        frame = pd.read_csv(
+            io.BytesIO(text),
+            dtype=_TYPES,
+            usecols=names,
+            keep_default_na=False,
+            na_filter=False,
+            engine="c",
+        )
     except (ValueError, OverflowError, pd.errors.ParserError):
         return None
     for name in _INTEGER_NAMES:
@@ -265,15 +272,22 @@ def _copy_plain(conn: Connection, batch: Batch, salt: str) -> int | None:
     if ints is None:
         return None
     splits = assign_split(ints[schema.PATIENT_ID].to_numpy(), salt)
-    payload = b"\n".join([
-        b"%b,%b,%d,%d" % (line, _SPLIT_BYTES[split], batch.batch_id, row)
-        for row, (line, split) in enumerate(zip(batch.lines, splits, strict=True),
-                                            start=batch.first_row)
-    ])  # fmt: skip
+    payload = b"\n".join(
+        [
+            b"%b,%b,%d,%d" % (line, _SPLIT_BYTES[split], batch.batch_id, row)
+            for row, (line, split) in enumerate(
+                zip(batch.lines, splits, strict=True), start=batch.first_row
+            )
+        ]
+    )
     columns = [schema.BY_NAME[name].key for name in batch.header]
-    return db.copy_insert_csv(conn, db.raw_encounters,
-                              [*columns, "split", "batch_id", "source_row"], payload,
-                              direct_first=True)  # fmt: skip
+    return db.copy_insert_csv(
+        conn,
+        db.raw_encounters,
+        [*columns, "split", "batch_id", "source_row"],
+        payload,
+        direct_first=True,
+    )
 
 
 def _empty_quarantine(batch: Batch) -> pd.DataFrame:
@@ -311,9 +325,12 @@ def _parse_integers(values: pd.Series, column: schema.Column) -> tuple[pd.Series
 
 
 def _quarantine_frame(
-    batch_id: int, rows: list[int], records: list[list[str]], reasons: list[str],
+    batch_id: int,
+    rows: list[int],
+    records: list[list[str]],
+    reasons: list[str],
     header: list[str],
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     encounter = header.index(schema.BY_KEY[schema.ENCOUNTER_ID].name)
     return pd.DataFrame(
         {
@@ -327,9 +344,14 @@ def _quarantine_frame(
 
 
 def load_batches(
-    engine: Engine, source: Source, batch_ids: list[int], batch_size: int, salt: str,
-    run_id: str | None = None, workers: int = 1,
-) -> list[BatchReport]:  # fmt: skip
+    engine: Engine,
+    source: Source,
+    batch_ids: list[int],
+    batch_size: int,
+    salt: str,
+    run_id: str | None = None,
+    workers: int = 1,
+) -> list[BatchReport]:
     """Load batches into `raw_data`, one transaction each, reading the file once.
 
     With `workers` > 1 (PostgreSQL), that many batches are written at once, each on its own
@@ -357,9 +379,13 @@ def load_batches(
 
 
 def load_batch(
-    engine: Engine, source: Source, batch_id: int, batch_size: int, salt: str,
+    engine: Engine,
+    source: Source,
+    batch_id: int,
+    batch_size: int,
+    salt: str,
     run_id: str | None = None,
-) -> BatchReport:  # fmt: skip
+) -> BatchReport:
     """Load one batch into `raw_data` in a single transaction (idempotent)."""
     return load_batches(engine, source, [batch_id], batch_size, salt, run_id)[0]
 
@@ -402,10 +428,12 @@ def _store_batch(
             "finished_at": datetime.now(UTC),
         }
         # the control row of this batch read from another version of the file, replaced
-        conn.execute(sa.delete(db.raw_batches).where(
-            db.raw_batches.c.batch_id == batch.batch_id,
-            db.raw_batches.c.source_sha256 != source.sha256,
-        ))  # fmt: skip
+        conn.execute(
+            sa.delete(db.raw_batches).where(
+                db.raw_batches.c.batch_id == batch.batch_id,
+                db.raw_batches.c.source_sha256 != source.sha256,
+            )
+        )
         recorded = db.insert_new(conn, db.raw_batches, pd.DataFrame([control]))
     if not recorded:  # a concurrent run loaded it first; our inserts added nothing new
         log.info("batch %d was loaded concurrently by another run", batch.batch_id)

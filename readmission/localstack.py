@@ -43,8 +43,12 @@ DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG)
 # Procfile.local's Airflow components. The scheduler and the triggerer run without their
 # log servers: those listen on every interface, and the api-server reads task logs from
 # the files they write on this same machine.
-AIRFLOW_PROCESSES = ("airflow-api", "airflow-scheduler", "airflow-dag-processor",
-                     "airflow-triggerer")  # fmt: skip
+AIRFLOW_PROCESSES = (
+    "airflow-api",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+)
 FINISHED = {"success", "failed"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -241,18 +245,20 @@ class Stack:
     def environment(self) -> dict[str, str]:
         """What every process of the stack sees: the local settings, spelled out."""
         env = self.airflow.environment(dict(os.environ))
-        env.update({
-            "READMISSION_STATE_DIR": str(self.settings.state_dir),
-            "MLFLOW_TRACKING_URI": self.mlflow_url,
-            "LOCAL_MLFLOW_PORT": str(self.settings.local_mlflow_port),
-            "API_PORT": str(self.settings.api_port),
-            "API_URL": self.api_url,
-            "API_MODEL_POLL_SECONDS": "10",
-            "LOCAL_STREAMLIT_PORT": str(self.settings.local_streamlit_port),
-            "LOCAL_PROMETHEUS_PORT": str(self.settings.local_prometheus_port),
-            "MLFLOW_UI_URL": self.mlflow_url,
-            "PYTHONUNBUFFERED": "1",
-        })  # fmt: skip
+        env.update(
+            {
+                "READMISSION_STATE_DIR": str(self.settings.state_dir),
+                "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "LOCAL_MLFLOW_PORT": str(self.settings.local_mlflow_port),
+                "API_PORT": str(self.settings.api_port),
+                "API_URL": self.api_url,
+                "API_MODEL_POLL_SECONDS": "10",
+                "LOCAL_STREAMLIT_PORT": str(self.settings.local_streamlit_port),
+                "LOCAL_PROMETHEUS_PORT": str(self.settings.local_prometheus_port),
+                "MLFLOW_UI_URL": self.mlflow_url,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.settings.diabetes_csv:
             env["DIABETES_CSV"] = str(self.settings.diabetes_csv)
         return env
@@ -266,13 +272,26 @@ def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
     (stack.settings.state_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
     log = stack.settings.state_dir / "stack.log"
     prepare_airflow(stack, log)
-    command = [str(Path(sys.executable).parent / "honcho"), "start", "--no-colour",
-               "--procfile", str(PROCFILE), "--app-root", str(PROJECT_ROOT),
-               "--env", os.devnull,  # the .env file holds the Compose values
-               *stack.processes()]  # fmt: skip
-    process = subprocess.Popen(command, env=stack.environment(), cwd=PROJECT_ROOT,
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                               start_new_session=True)  # fmt: skip
+    command = [
+        str(Path(sys.executable).parent / "honcho"),
+        "start",
+        "--no-colour",
+        "--procfile",
+        str(PROCFILE),
+        "--app-root",
+        str(PROJECT_ROOT),
+        "--env",
+        os.devnull,  # the .env file holds the Compose values
+        *stack.processes(),
+    ]
+    process = subprocess.Popen(
+        command,
+        env=stack.environment(),
+        cwd=PROJECT_ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return process, log
 
 
@@ -283,9 +302,12 @@ def prepare_airflow(stack: Stack, log: Path) -> None:
     with log.open("ab") as out:
         migrated = subprocess.run(
             [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-            env=stack.environment(), cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env=stack.environment(),
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             check=False,
-        )  # fmt: skip
+        )
     if migrated.returncode != 0:
         raise LocalStackError(f"airflow db migrate failed ({migrated.returncode}); see {log}")
 
@@ -344,20 +366,30 @@ def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> N
 
 def _follow(client: AirflowClient, dag_id: str, run_id: str, log: Path, timeout: float) -> dict:
     print(f"following {dag_id} ({run_id})", flush=True)
-    done = _wait(f"{dag_id} to finish", lambda: _finished(client, dag_id, run_id), timeout,
-                 interval=3, log=log)  # fmt: skip
+    done = _wait(
+        f"{dag_id} to finish",
+        lambda: _finished(client, dag_id, run_id),
+        timeout,
+        interval=3,
+        log=log,
+    )
     if done["state"] != "success":
         raise LocalStackError(f"{dag_id} run {run_id} {done['state']}: see the Airflow UI")
     return done
 
 
-def _next_run(client: AirflowClient, dag_id: str, previous: dict, publisher: str,
-              log: Path) -> str | None:  # fmt: skip
+def _next_run(
+    client: AirflowClient, dag_id: str, previous: dict, publisher: str, log: Path
+) -> str | None:
     """The run an Asset event of `previous` scheduled, if its publishing task succeeded."""
     if client.task_states(previous["dag_id"], previous["dag_run_id"]).get(publisher) != "success":
         return None
-    runs = _wait(f"{dag_id} to be scheduled by the Asset", lambda: client.runs_after(
-        dag_id, previous["start_date"]), 120, log=log)  # fmt: skip
+    runs = _wait(
+        f"{dag_id} to be scheduled by the Asset",
+        lambda: client.runs_after(dag_id, previous["start_date"]),
+        120,
+        log=log,
+    )
     return runs[0]["dag_run_id"]
 
 
@@ -391,13 +423,19 @@ def format_model(described: dict | None) -> str:
         return "no Production model"
     metrics = described.get("metrics", {})
     family = described.get("tags", {}).get("family", "?")
-    lines = [f"Production model: {described['name']} v{described['version']} "
-             f"({family}, run {described['run_id']})"]  # fmt: skip
+    lines = [
+        f"Production model: {described['name']} v{described['version']} "
+        f"({family}, run {described['run_id']})"
+    ]
     shown = ("macro_f1", "roc_auc_lt30", "accuracy", "weighted_f1", "log_loss")
-    lines.append("  test:  " + "  ".join(f"{m} {metrics[f'test_{m}']:.3f}" for m in shown
-                                          if f"test_{m}" in metrics))  # fmt: skip
-    lines.append("  valid: " + "  ".join(f"{m} {metrics[f'valid_{m}']:.3f}" for m in shown
-                                          if f"valid_{m}" in metrics))  # fmt: skip
+    lines.append(
+        "  test:  "
+        + "  ".join(f"{m} {metrics[f'test_{m}']:.3f}" for m in shown if f"test_{m}" in metrics)
+    )
+    lines.append(
+        "  valid: "
+        + "  ".join(f"{m} {metrics[f'valid_{m}']:.3f}" for m in shown if f"valid_{m}" in metrics)
+    )
     return "\n".join(lines)
 
 

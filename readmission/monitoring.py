@@ -131,9 +131,14 @@ def render_prometheus(
     else:
         api_discovery = f'    static_configs:\n      - targets: ["{api_target}"]'
     return _PROMETHEUS_TEMPLATE.format(
-        mode=mode, api_discovery=api_discovery, prometheus_target=prometheus_target, rules=rules,
-        scrape_interval=scrape_interval, api_job=API_JOB, prometheus_job=PROMETHEUS_JOB,
-    )  # fmt: skip
+        mode=mode,
+        api_discovery=api_discovery,
+        prometheus_target=prometheus_target,
+        rules=rules,
+        scrape_interval=scrape_interval,
+        api_job=API_JOB,
+        prometheus_job=PROMETHEUS_JOB,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,8 +151,14 @@ _PREDICT_ROUTES = 'handler=~"/predict|/predict/batch"'
 
 def _target(ref: str, expr: str, legend: str) -> dict:
     """One Prometheus query of a panel."""
-    return {"datasource": _DATASOURCE, "refId": ref, "expr": expr, "legendFormat": legend,
-            "range": True, "instant": False}  # fmt: skip
+    return {
+        "datasource": _DATASOURCE,
+        "refId": ref,
+        "expr": expr,
+        "legendFormat": legend,
+        "range": True,
+        "instant": False,
+    }
 
 
 def _targets(*queries: tuple[str, str]) -> list[dict]:
@@ -157,8 +168,10 @@ def _targets(*queries: tuple[str, str]) -> list[dict]:
 
 def _thresholds(*steps: tuple[float | None, str]) -> dict:
     """Grafana thresholds from (from-value, colour) steps; the first starts at None."""
-    return {"mode": "absolute",
-            "steps": [{"color": color, "value": value} for value, color in steps]}  # fmt: skip
+    return {
+        "mode": "absolute",
+        "steps": [{"color": color, "value": value} for value, color in steps],
+    }
 
 
 def _panel(
@@ -177,8 +190,13 @@ def _panel(
     x, y, w, h = grid
     defaults: dict = {"unit": unit}
     if kind == "timeseries":
-        defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
-                              "showPoints": "never", "spanNulls": False}  # fmt: skip
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "never",
+            "spanNulls": False,
+        }
         panel_options: dict = {
             "legend": {
                 "displayMode": "list",
@@ -191,9 +209,12 @@ def _panel(
     else:
         panel_options = {
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "value", "graphMode": "area", "justifyMode": "auto",
-            "orientation": "auto", "textMode": "auto",
-        }  # fmt: skip
+            "colorMode": "value",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "textMode": "auto",
+        }
     if threshold_line is not None:
         defaults["thresholds"] = _thresholds((None, "green"), (threshold_line, "red"))
         defaults["custom"]["thresholdsStyle"] = {"mode": "line+area"}
@@ -201,131 +222,227 @@ def _panel(
         defaults["thresholds"] = _thresholds((None, "green"))
     panel_options.update(options)
     return {
-        "id": panel_id, "type": kind, "title": title, "description": description,
-        "datasource": _DATASOURCE, "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "id": panel_id,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": _DATASOURCE,
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
-        "options": panel_options, "targets": targets,
-    }  # fmt: skip
+        "options": panel_options,
+        "targets": targets,
+    }
 
 
 def _quantiles(metric: str, selector: str, by: str, legend: str, *qs: float) -> list[tuple]:
     """histogram_quantile queries of `metric` at each q, one (expression, legend) each."""
     return [
-        (f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{selector}}}[1m])))",
-         f"p{round(q * 100)}{legend}")
+        (
+            f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{selector}}}[1m])))",
+            f"p{round(q * 100)}{legend}",
+        )
         for q in qs
-    ]  # fmt: skip
+    ]
 
 
 def dashboard_panels() -> list[dict]:
     """Every panel of "Proyecto 3": the original three first, then the platform's."""
-    threshold_style = [{
-        "matcher": {"id": "byName", "options": "threshold"},
-        "properties": [
-            {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
-            {"id": "custom.fillOpacity", "value": 0},
-        ],
-    }]  # fmt: skip
+    threshold_style = [
+        {
+            "matcher": {"id": "byName", "options": "threshold"},
+            "properties": [
+                {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                {"id": "custom.fillOpacity", "value": 0},
+            ],
+        }
+    ]
     panels = [
         # The original dashboard's three panels.
-        _panel(1, "Total Requests",
-               "Requests received by /predict and /predict/batch since the API started.",
-               (0, 0, 8, 6), _targets((f"sum(api_http_requests_total{{{_API}, "
-                                       f"{_PREDICT_ROUTES}}})", "requests")),
-               kind="stat"),
-        _panel(2, "Memory usage (MB)", "Resident memory of the API process.",
-               (8, 0, 8, 6),
-               _targets((f"process_resident_memory_bytes{{{_API}}} / 1024 / 1024",
-                         "{{instance}}")),
-               unit="mbytes"),
-        _panel(3, "CPU usage (CPU seconds per second)",
-               "CPU seconds the API process used per second, averaged over a minute.",
-               (16, 0, 8, 6),
-               _targets((f"rate(process_cpu_seconds_total{{{_API}}}[1m])", "{{instance}}"))),
+        _panel(
+            1,
+            "Total Requests",
+            "Requests received by /predict and /predict/batch since the API started.",
+            (0, 0, 8, 6),
+            _targets((f"sum(api_http_requests_total{{{_API}, {_PREDICT_ROUTES}}})", "requests")),
+            kind="stat",
+        ),
+        _panel(
+            2,
+            "Memory usage (MB)",
+            "Resident memory of the API process.",
+            (8, 0, 8, 6),
+            _targets((f"process_resident_memory_bytes{{{_API}}} / 1024 / 1024", "{{instance}}")),
+            unit="mbytes",
+        ),
+        _panel(
+            3,
+            "CPU usage (CPU seconds per second)",
+            "CPU seconds the API process used per second, averaged over a minute.",
+            (16, 0, 8, 6),
+            _targets((f"rate(process_cpu_seconds_total{{{_API}}}[1m])", "{{instance}}")),
+        ),
         # Traffic, latency, errors.
-        _panel(4, "Request rate by route", "Requests per second, by route.",
-               (0, 6, 8, 8),
-               _targets((f"sum by (handler) (rate(api_http_requests_total{{{_API}}}[1m]))",
-                         "{{handler}}")),
-               unit="reqps"),
-        _panel(5, "Latency p50 / p95 / p99",
-               "Response time of the prediction routes; the line is the ApiSlowP95 alert's "
-               "200 ms on /predict.",
-               (8, 6, 8, 8),
-               _targets(*_quantiles("api_http_request_duration_seconds",
-                                    f"{_API}, {_PREDICT_ROUTES}", "handler, le", " {{handler}}",
-                                    0.5, 0.95, 0.99)),
-               unit="s", threshold_line=0.2),
-        _panel(6, "Error ratio (5xx / all requests)",
-               "Share of requests answered 5xx (the ApiHighErrorRatio alert's 1 % is the "
-               "line), and 4xx for reference: bad client input, not an outage.",
-               (16, 6, 8, 8),
-               _targets(*[(f"(sum(rate(api_http_requests_total{{{_API}, status=~\"{c}..\"}}"
-                           f"[1m])) or vector(0)) / sum(rate(api_http_requests_total{{{_API}}}"
-                           f"[1m]))", f"{c}xx") for c in "54"]),
-               unit="percentunit", threshold_line=0.01),
+        _panel(
+            4,
+            "Request rate by route",
+            "Requests per second, by route.",
+            (0, 6, 8, 8),
+            _targets(
+                (f"sum by (handler) (rate(api_http_requests_total{{{_API}}}[1m]))", "{{handler}}")
+            ),
+            unit="reqps",
+        ),
+        _panel(
+            5,
+            "Latency p50 / p95 / p99",
+            "Response time of the prediction routes; the line is the ApiSlowP95 alert's "
+            "200 ms on /predict.",
+            (8, 6, 8, 8),
+            _targets(
+                *_quantiles(
+                    "api_http_request_duration_seconds",
+                    f"{_API}, {_PREDICT_ROUTES}",
+                    "handler, le",
+                    " {{handler}}",
+                    0.5,
+                    0.95,
+                    0.99,
+                )
+            ),
+            unit="s",
+            threshold_line=0.2,
+        ),
+        _panel(
+            6,
+            "Error ratio (5xx / all requests)",
+            "Share of requests answered 5xx (the ApiHighErrorRatio alert's 1 % is the "
+            "line), and 4xx for reference: bad client input, not an outage.",
+            (16, 6, 8, 8),
+            _targets(
+                *[
+                    (
+                        f'(sum(rate(api_http_requests_total{{{_API}, status=~"{c}.."}}'
+                        f"[1m])) or vector(0)) / sum(rate(api_http_requests_total{{{_API}}}"
+                        f"[1m]))",
+                        f"{c}xx",
+                    )
+                    for c in "54"
+                ]
+            ),
+            unit="percentunit",
+            threshold_line=0.01,
+        ),
         # The model.
-        _panel(7, "Predictions by class", "Encounters scored per second, by predicted class.",
-               (0, 14, 8, 8),
-               _targets((f"sum by (prediction) (rate(api_predictions_total{{{_API}}}[1m]))",
-                         "{{prediction}}"))),
-        _panel(8, "Model version in service",
-               "Registry version of the model the API serves (0: none loaded).",
-               (8, 14, 4, 8), _targets((f"api_model_version{{{_API}}}", "version")),
-               kind="stat", unit="none"),
-        _panel(9, "Time since the model was loaded",
-               "Since the API loaded the model in service (start-up or hot reload).",
-               (12, 14, 4, 8),
-               _targets((f"time() - (api_model_loaded_timestamp_seconds{{{_API}}} > 0)",
-                         "{{instance}}")),
-               kind="stat", unit="s"),
-        _panel(10, "Model reloads (per 5 min)",
-               "Model swaps (success) and failed registry checks or loads (failure); the "
-               "ModelReloadFailures alert fires on any failure.",
-               (16, 14, 8, 8),
-               _targets((f"sum by (result) (increase(api_model_reloads_total{{{_API}}}[5m]))",
-                         "{{result}}"))),
-        _panel(11, "Encounters per model call p50 / p95",
-               "How many encounters the predictor scores together (the batching that gives "
-               "the throughput); Prometheus interpolates inside the lowest bucket, so a value "
-               "below 1 means most calls score one encounter.",
-               (0, 22, 8, 8),
-               _targets(*_quantiles("api_predict_batch_rows", _API, "le", "", 0.5, 0.95))),
+        _panel(
+            7,
+            "Predictions by class",
+            "Encounters scored per second, by predicted class.",
+            (0, 14, 8, 8),
+            _targets(
+                (
+                    f"sum by (prediction) (rate(api_predictions_total{{{_API}}}[1m]))",
+                    "{{prediction}}",
+                )
+            ),
+        ),
+        _panel(
+            8,
+            "Model version in service",
+            "Registry version of the model the API serves (0: none loaded).",
+            (8, 14, 4, 8),
+            _targets((f"api_model_version{{{_API}}}", "version")),
+            kind="stat",
+            unit="none",
+        ),
+        _panel(
+            9,
+            "Time since the model was loaded",
+            "Since the API loaded the model in service (start-up or hot reload).",
+            (12, 14, 4, 8),
+            _targets(
+                (f"time() - (api_model_loaded_timestamp_seconds{{{_API}}} > 0)", "{{instance}}")
+            ),
+            kind="stat",
+            unit="s",
+        ),
+        _panel(
+            10,
+            "Model reloads (per 5 min)",
+            "Model swaps (success) and failed registry checks or loads (failure); the "
+            "ModelReloadFailures alert fires on any failure.",
+            (16, 14, 8, 8),
+            _targets(
+                (f"sum by (result) (increase(api_model_reloads_total{{{_API}}}[5m]))", "{{result}}")
+            ),
+        ),
+        _panel(
+            11,
+            "Encounters per model call p50 / p95",
+            "How many encounters the predictor scores together (the batching that gives "
+            "the throughput); Prometheus interpolates inside the lowest bucket, so a value "
+            "below 1 means most calls score one encounter.",
+            (0, 22, 8, 8),
+            _targets(*_quantiles("api_predict_batch_rows", _API, "le", "", 0.5, 0.95)),
+        ),
         # The prediction log and patient history.
-        _panel(12, "Prediction log: rows written and dropped",
-               "Predictions written to serving.predictions per second, and those dropped "
-               "because the queue was full.",
-               (8, 22, 8, 8),
-               _targets((f"rate(api_prediction_log_written_rows_total{{{_API}}}[1m])",
-                         "written"),
-                        (f"rate(api_prediction_log_dropped_rows_total{{{_API}}}[1m])",
-                         "dropped"))),
-        _panel(13, "Prediction log: queue and failures",
-               "Predictions waiting to be written (rows), failed write attempts and failed "
-               "patient-history look-ups (per second).",
-               (16, 22, 8, 8),
-               _targets((f"api_prediction_log_queue_rows{{{_API}}}", "queued rows"),
-                        (f"rate(api_prediction_log_write_failures_total{{{_API}}}[1m])",
-                         "failed writes/s"),
-                        (f"rate(api_history_lookup_failures_total{{{_API}}}[1m])",
-                         "failed history look-ups/s"))),
+        _panel(
+            12,
+            "Prediction log: rows written and dropped",
+            "Predictions written to serving.predictions per second, and those dropped "
+            "because the queue was full.",
+            (8, 22, 8, 8),
+            _targets(
+                (f"rate(api_prediction_log_written_rows_total{{{_API}}}[1m])", "written"),
+                (f"rate(api_prediction_log_dropped_rows_total{{{_API}}}[1m])", "dropped"),
+            ),
+        ),
+        _panel(
+            13,
+            "Prediction log: queue and failures",
+            "Predictions waiting to be written (rows), failed write attempts and failed "
+            "patient-history look-ups (per second).",
+            (16, 22, 8, 8),
+            _targets(
+                (f"api_prediction_log_queue_rows{{{_API}}}", "queued rows"),
+                (f"rate(api_prediction_log_write_failures_total{{{_API}}}[1m])", "failed writes/s"),
+                (
+                    f"rate(api_history_lookup_failures_total{{{_API}}}[1m])",
+                    "failed history look-ups/s",
+                ),
+            ),
+        ),
         # Input drift.
-        _panel(14, "Input drift: PSI by feature",
-               "Population stability index of each input feature, recent requests against "
-               "the training data; the dashed line is the API's threshold "
-               "(api_drift_psi_threshold), above which the InputDrift alert fires after 10 m.",
-               (0, 30, 20, 10),
-               _targets((f"api_feature_drift_psi{{{_API}}}", "{{feature}}"),
-                        (f"api_drift_psi_threshold{{{_API}}}", "threshold")),
-               overrides=threshold_style,
-               legend={"displayMode": "table", "placement": "right", "showLegend": True,
-                       "calcs": ["lastNotNull", "max"], "sortBy": "Last *",
-                       "sortDesc": True}),
-        _panel(15, "Drift window (rows)", "Recent encounters the drift figures are computed on.",
-               (20, 30, 4, 10), _targets((f"api_drift_window_rows{{{_API}}}", "rows")),
-               kind="stat"),
-    ]  # fmt: skip
+        _panel(
+            14,
+            "Input drift: PSI by feature",
+            "Population stability index of each input feature, recent requests against "
+            "the training data; the dashed line is the API's threshold "
+            "(api_drift_psi_threshold), above which the InputDrift alert fires after 10 m.",
+            (0, 30, 20, 10),
+            _targets(
+                (f"api_feature_drift_psi{{{_API}}}", "{{feature}}"),
+                (f"api_drift_psi_threshold{{{_API}}}", "threshold"),
+            ),
+            overrides=threshold_style,
+            legend={
+                "displayMode": "table",
+                "placement": "right",
+                "showLegend": True,
+                "calcs": ["lastNotNull", "max"],
+                "sortBy": "Last *",
+                "sortDesc": True,
+            },
+        ),
+        _panel(
+            15,
+            "Drift window (rows)",
+            "Recent encounters the drift figures are computed on.",
+            (20, 30, 4, 10),
+            _targets((f"api_drift_window_rows{{{_API}}}", "rows")),
+            kind="stat",
+        ),
+    ]
     return panels
 
 
@@ -335,7 +452,7 @@ def render_dashboard() -> str:
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,
         "description": "The readmission API: traffic, latency, errors, resources, the model "
-                       "in service, the prediction log and input drift.",
+        "in service, the prediction log and input drift.",
         "tags": ["readmission", "fast-api"],
         "schemaVersion": SCHEMA_VERSION,
         "version": 1,
@@ -348,7 +465,7 @@ def render_dashboard() -> str:
         "templating": {"list": []},
         "links": [],
         "panels": dashboard_panels(),
-    }  # fmt: skip
+    }
     return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -368,8 +485,9 @@ def _write(text: str, out: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`render-prometheus` and `render-dashboard`."""
-    parser = argparse.ArgumentParser(prog="python -m readmission.monitoring",
-                                     description=__doc__.splitlines()[0])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m readmission.monitoring", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     prom = commands.add_parser("render-prometheus", help="the Prometheus config of a mode")
     prom.add_argument("--mode", choices=sorted(MODES), required=True)
@@ -383,8 +501,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "render-prometheus":
         try:
-            text = render_prometheus(args.mode, args.api_target, args.prometheus_target,
-                                     args.rules, args.scrape_interval)  # fmt: skip
+            text = render_prometheus(
+                args.mode, args.api_target, args.prometheus_target, args.rules, args.scrape_interval
+            )
         except ValueError as exc:
             parser.error(str(exc))
         _write(text, args.out)

@@ -40,8 +40,9 @@ def plan_raw_load(limit: int | None = None, settings: Settings | None = None) ->
     return pending
 
 
-def load_raw_batch(batch_id: int, run_id: str | None = None,
-                   settings: Settings | None = None) -> dict:  # fmt: skip
+def load_raw_batch(
+    batch_id: int, run_id: str | None = None, settings: Settings | None = None
+) -> dict:
     """Load one batch of the file into raw_data (idempotent)."""
     settings = settings or get_settings()
     source = dataset.locate(settings, download=False)
@@ -51,20 +52,27 @@ def load_raw_batch(batch_id: int, run_id: str | None = None,
     return report.to_dict()
 
 
-def load_raw_batches(batch_ids: list[int], run_id: str | None = None,
-                     settings: Settings | None = None) -> list[dict]:  # fmt: skip
+def load_raw_batches(
+    batch_ids: list[int], run_id: str | None = None, settings: Settings | None = None
+) -> list[dict]:
     """Load several batches in one pass over the file (the CLI's path)."""
     settings = settings or get_settings()
     source = dataset.locate(settings, download=False)
     reports = ingest.load_batches(
-        engine(settings), source, batch_ids, settings.batch_size, settings.split_salt, run_id,
+        engine(settings),
+        source,
+        batch_ids,
+        settings.batch_size,
+        settings.split_salt,
+        run_id,
         workers=settings.raw_load_workers,
-    )  # fmt: skip
+    )
     return [report.to_dict() for report in reports]
 
 
-def clean_new_rows(run_id: str | None = None, full_refresh: bool = False,
-                   settings: Settings | None = None) -> dict:  # fmt: skip
+def clean_new_rows(
+    run_id: str | None = None, full_refresh: bool = False, settings: Settings | None = None
+) -> dict:
     """Clean every raw row not cleaned yet; all rows again, in one transaction, if
     `full_refresh` or the cleaning rules changed since the table was made."""
     report = warehouse.clean_pending(engine(settings), run_id=run_id, full_refresh=full_refresh)
@@ -159,8 +167,12 @@ def promote_best(
     if snapshot is None:  # the candidates' own (all must share it)
         snapshot = _snapshot_of(candidates)
     data = _training_data(settings, snapshot)
-    return training.promote_best(candidates, data, {"orchestrator_run_id": run_id or "cli"},
-                                 lock=training.promotion_lock(engine(settings)))  # fmt: skip
+    return training.promote_best(
+        candidates,
+        data,
+        {"orchestrator_run_id": run_id or "cli"},
+        lock=training.promotion_lock(engine(settings)),
+    )
 
 
 def _snapshot_of(candidates: list[dict]) -> dict:
@@ -173,13 +185,16 @@ def _snapshot_of(candidates: list[dict]) -> dict:
     return lineage["snapshot"]
 
 
-def train_and_promote(families: list[str] | None = None, profile: str | None = None,
-                      settings: Settings | None = None) -> dict:  # fmt: skip
+def train_and_promote(
+    families: list[str] | None = None, profile: str | None = None, settings: Settings | None = None
+) -> dict:
     """Every step of model_training_pipeline in this process (the CLI's `train`): pin the
     data, train each family on it, promote the best."""
     snapshot = pin_data(settings)
-    candidates = [train_candidate(f, profile, settings=settings, snapshot=snapshot)
-                  for f in families or model_families()]  # fmt: skip
+    candidates = [
+        train_candidate(f, profile, settings=settings, snapshot=snapshot)
+        for f in families or model_families()
+    ]
     decision = promote_best(candidates, settings=settings, snapshot=snapshot)
     return {"snapshot": snapshot, "candidates": candidates, "decision": decision}
 

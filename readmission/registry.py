@@ -264,6 +264,11 @@ def register(model_uri: str, *, tags: dict[str, str] | None = None) -> ModelVers
     return version
 
 
+def entry(version: str) -> ModelVersion:
+    """The registry entry of a version of MODEL_NAME (tags, stage, aliases, status)."""
+    return _entry(_client(), version)
+
+
 def version_of_run(run_id: str) -> ModelVersion | None:
     """The newest READY version registered from `run_id`, if any: makes retries idempotent.
 
@@ -275,8 +280,14 @@ def version_of_run(run_id: str) -> ModelVersion | None:
         entry = _await_registration(client, entry.version)  # with its aliases
         if entry.status == "READY":
             return entry
-        log.warning("%s v%s of run %s is %s, not reused: %s", MODEL_NAME, entry.version, run_id,
-                    entry.status, entry.status_message or "no message")  # fmt: skip
+        log.warning(
+            "%s v%s of run %s is %s, not reused: %s",
+            MODEL_NAME,
+            entry.version,
+            run_id,
+            entry.status,
+            entry.status_message or "no message",
+        )
     return None
 
 

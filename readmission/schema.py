@@ -60,6 +60,12 @@ def to_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", name.strip().lower()).strip("_")
 
 
+def words(text: str) -> tuple[str, ...]:
+    """The whitespace-separated words of a block of text: a long list of codes kept readable
+    (and out of the formatter's one-item-a-line layout)."""
+    return tuple(text.split())
+
+
 MISSING_MARKER = "?"  # how the UCI file writes a missing value
 DRUG_LEVELS = ("No", "Steady", "Up", "Down")
 AGE_BRACKETS = tuple(f"[{lo}-{lo + 10})" for lo in range(0, 100, 10))
@@ -150,37 +156,40 @@ UNKNOWN_CODE_LABELS = frozenset({"NULL", "Not Available", "Not Mapped", "Unknown
 #: is not death: 86 of the file's 771 hospice encounters were readmitted (43 within 30 days).
 EXPIRED_DISPOSITIONS = frozenset({11, 19, 20, 21})
 
-PAYER_CODES = (
-    "MC", "HM", "SP", "BC", "MD", "CP", "UN", "CM", "OG", "PO", "DM", "CH", "WC", "OT", "MP",
-    "SI", "FR",
-)  # fmt: skip
-MEDICAL_SPECIALTIES = (
-    "InternalMedicine", "Emergency/Trauma", "Family/GeneralPractice", "Cardiology",
-    "Surgery-General", "Nephrology", "Orthopedics", "Orthopedics-Reconstructive",
-    "Radiologist", "Pulmonology", "Psychiatry", "Urology", "ObstetricsandGynecology",
-    "Surgery-Cardiovascular/Thoracic", "Gastroenterology", "Surgery-Vascular",
-    "Surgery-Neuro", "PhysicalMedicineandRehabilitation", "Oncology", "Pediatrics",
-    "Hematology/Oncology", "Neurology", "Pediatrics-Endocrinology", "Otolaryngology",
-    "Endocrinology", "Surgery-Thoracic", "Psychology", "Podiatry", "Surgery-Cardiovascular",
-    "Pediatrics-CriticalCare", "Hematology", "Gynecology", "Hospitalist", "Radiology",
-    "Surgeon", "Surgery-Plastic", "Osteopath", "Ophthalmology", "InfectiousDiseases",
-    "SurgicalSpecialty", "Obsterics&Gynecology-GynecologicOnco", "Pediatrics-Pulmonology",
-    "Anesthesiology-Pediatric", "Obstetrics", "Rheumatology", "Pathology", "Anesthesiology",
-    "OutreachServices", "Surgery-Colon&Rectal", "Surgery-Maxillofacial", "PhysicianNotFound",
-    "Pediatrics-Neurology", "Surgery-Pediatric", "Endocrinology-Metabolism",
-    "Psychiatry-Child/Adolescent", "AllergyandImmunology", "Cardiology-Pediatric", "DCPTEAM",
-    "Pediatrics-Hematology-Oncology", "Dentistry", "Pediatrics-EmergencyMedicine",
-    "Pediatrics-AllergyandImmunology", "Resident", "Surgery-PlasticwithinHeadandNeck",
-    "Pediatrics-InfectiousDiseases", "Psychiatry-Addictive", "Proctology", "Dermatology",
-    "SportsMedicine", "Speech", "Perinatology", "Neurophysiology",
-)  # fmt: skip
-MEDICATIONS = (
-    "metformin", "repaglinide", "nateglinide", "chlorpropamide", "glimepiride",
-    "acetohexamide", "glipizide", "glyburide", "tolbutamide", "pioglitazone",
-    "rosiglitazone", "acarbose", "miglitol", "troglitazone", "tolazamide", "examide",
-    "citoglipton", "insulin", "glyburide-metformin", "glipizide-metformin",
-    "glimepiride-pioglitazone", "metformin-rosiglitazone", "metformin-pioglitazone",
-)  # fmt: skip
+#: Codes of the file's `payer_code` (Medicare, Blue Cross, self-pay, ...), one word each.
+PAYER_CODES: tuple[str, ...] = words(
+    """
+    MC HM SP BC MD CP UN CM OG PO DM CH WC OT MP SI FR
+    """
+)
+MEDICAL_SPECIALTIES: tuple[str, ...] = words(
+    """
+    InternalMedicine Emergency/Trauma Family/GeneralPractice Cardiology Surgery-General
+    Nephrology Orthopedics Orthopedics-Reconstructive Radiologist Pulmonology Psychiatry
+    Urology ObstetricsandGynecology Surgery-Cardiovascular/Thoracic Gastroenterology
+    Surgery-Vascular Surgery-Neuro PhysicalMedicineandRehabilitation Oncology Pediatrics
+    Hematology/Oncology Neurology Pediatrics-Endocrinology Otolaryngology Endocrinology
+    Surgery-Thoracic Psychology Podiatry Surgery-Cardiovascular Pediatrics-CriticalCare
+    Hematology Gynecology Hospitalist Radiology Surgeon Surgery-Plastic Osteopath
+    Ophthalmology InfectiousDiseases SurgicalSpecialty Obsterics&Gynecology-GynecologicOnco
+    Pediatrics-Pulmonology Anesthesiology-Pediatric Obstetrics Rheumatology Pathology
+    Anesthesiology OutreachServices Surgery-Colon&Rectal Surgery-Maxillofacial
+    PhysicianNotFound Pediatrics-Neurology Surgery-Pediatric Endocrinology-Metabolism
+    Psychiatry-Child/Adolescent AllergyandImmunology Cardiology-Pediatric DCPTEAM
+    Pediatrics-Hematology-Oncology Dentistry Pediatrics-EmergencyMedicine
+    Pediatrics-AllergyandImmunology Resident Surgery-PlasticwithinHeadandNeck
+    Pediatrics-InfectiousDiseases Psychiatry-Addictive Proctology Dermatology SportsMedicine
+    Speech Perinatology Neurophysiology
+    """
+)
+MEDICATIONS: tuple[str, ...] = words(
+    """
+    metformin repaglinide nateglinide chlorpropamide glimepiride acetohexamide glipizide
+    glyburide tolbutamide pioglitazone rosiglitazone acarbose miglitol troglitazone
+    tolazamide examide citoglipton insulin glyburide-metformin glipizide-metformin
+    glimepiride-pioglitazone metformin-rosiglitazone metformin-pioglitazone
+    """
+)
 
 
 def _count(name: str, low: int, high: int, typical: int, description: str) -> Column:
@@ -201,19 +210,28 @@ def _code(name: str, codes: MappingProxyType[int, str], typical: int, descriptio
 COLUMNS: tuple[Column, ...] = (
     Column("encounter_id", Kind.IDENTIFIER, "Unique identifier of the encounter"),
     Column("patient_nbr", Kind.IDENTIFIER, "Unique identifier of the patient"),
-    _category("race", ("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"),
-              "Caucasian", "Race"),
+    _category(
+        "race", ("Caucasian", "AfricanAmerican", "Hispanic", "Asian", "Other"), "Caucasian", "Race"
+    ),
     _category("gender", ("Female", "Male", "Unknown/Invalid"), "Female", "Gender"),
     _category("age", AGE_BRACKETS, "[70-80)", "Age, grouped in 10-year brackets"),
     _category("weight", WEIGHT_BRACKETS, "[75-100)", "Weight in pounds (97% missing)"),
     _code("admission_type_id", ADMISSION_TYPES, 1, "Type of admission (IDs_mapping.csv)"),
-    _code("discharge_disposition_id", DISCHARGE_DISPOSITIONS, 1,
-          "Where the patient was discharged to (IDs_mapping.csv)"),
+    _code(
+        "discharge_disposition_id",
+        DISCHARGE_DISPOSITIONS,
+        1,
+        "Where the patient was discharged to (IDs_mapping.csv)",
+    ),
     _code("admission_source_id", ADMISSION_SOURCES, 7, "Source of admission (IDs_mapping.csv)"),
     _count("time_in_hospital", 1, 14, 3, "Days between admission and discharge"),
     _category("payer_code", PAYER_CODES, "MC", "Payer (Medicare, Blue Cross, self-pay, ...)"),
-    _category("medical_specialty", MEDICAL_SPECIALTIES, "InternalMedicine",
-              "Specialty of the admitting physician"),
+    _category(
+        "medical_specialty",
+        MEDICAL_SPECIALTIES,
+        "InternalMedicine",
+        "Specialty of the admitting physician",
+    ),
     _count("num_lab_procedures", 0, 300, 44, "Lab tests performed during the encounter"),
     _count("num_procedures", 0, 50, 1, "Procedures (other than lab tests) performed"),
     _count("num_medications", 0, 200, 15, "Distinct generic drugs administered"),
@@ -224,19 +242,31 @@ COLUMNS: tuple[Column, ...] = (
     Column("diag_2", Kind.DIAGNOSIS, "Secondary diagnosis (ICD-9-CM)", typical="276"),
     Column("diag_3", Kind.DIAGNOSIS, "Additional secondary diagnosis (ICD-9-CM)", typical="250"),
     _count("number_diagnoses", 1, 16, 8, "Diagnoses entered in the system"),
-    _category("max_glu_serum", ("None", "Norm", ">200", ">300"), "None",
-              "Glucose serum test result ('None': not measured)"),
-    _category("A1Cresult", ("None", "Norm", ">7", ">8"), "None",
-              "HbA1c test result ('None': not measured)"),
+    _category(
+        "max_glu_serum",
+        ("None", "Norm", ">200", ">300"),
+        "None",
+        "Glucose serum test result ('None': not measured)",
+    ),
+    _category(
+        "A1Cresult",
+        ("None", "Norm", ">7", ">8"),
+        "None",
+        "HbA1c test result ('None': not measured)",
+    ),
     *(
         _category(drug, DRUG_LEVELS, "No", f"Prescription of {drug} and its dose change")
         for drug in MEDICATIONS
     ),
     _category("change", ("No", "Ch"), "No", "Any change in diabetic medication"),
     _category("diabetesMed", ("No", "Yes"), "Yes", "Any diabetic medication prescribed"),
-    Column("readmitted", Kind.TARGET, "Readmitted within 30 days, after 30 days, or not",
-           categories=READMITTED_CLASSES),
-)  # fmt: skip
+    Column(
+        "readmitted",
+        Kind.TARGET,
+        "Readmitted within 30 days, after 30 days, or not",
+        categories=READMITTED_CLASSES,
+    ),
+)
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 COLUMN_KEYS: tuple[str, ...] = tuple(c.key for c in COLUMNS)
@@ -248,6 +278,29 @@ PATIENT_ID = "patient_nbr"
 TARGET = "readmitted"
 IDENTIFIERS: tuple[str, ...] = tuple(c.key for c in COLUMNS if c.kind is Kind.IDENTIFIER)
 FEATURES: tuple[Column, ...] = tuple(c for c in COLUMNS if c.is_feature)
+#: What a request must carry: what every real encounter records (the UCI file never lacks
+#: it) and whose absence has no documented meaning. Absent lab results mean "not taken"
+#: and absent drugs "not prescribed" (cleaning rules 3 and 4); race, weight, payer,
+#: specialty and the diagnoses are missing in the file itself. Keys, not UCI names.
+REQUIRED_IN_REQUEST: frozenset[str] = frozenset(
+    {
+        "gender",
+        "age",
+        "admission_type_id",
+        "discharge_disposition_id",
+        "admission_source_id",
+        "time_in_hospital",
+        "num_lab_procedures",
+        "num_procedures",
+        "num_medications",
+        "number_outpatient",
+        "number_emergency",
+        "number_inpatient",
+        "number_diagnoses",
+        "change",
+        "diabetesmed",
+    }
+)
 
 
 def columns_of(kind: Kind) -> Iterator[Column]:

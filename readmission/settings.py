@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         validation_alias="API_MAX_BODY_BYTES",
         description="Largest request body the API reads (413 beyond).",
     )
+    predict_queue_rows: int = Field(
+        default=10_000,
+        gt=0,
+        validation_alias="API_PREDICT_QUEUE_ROWS",
+        description="Encounters that may wait to be scored; beyond, a 503 with Retry-After.",
+    )
     patient_history: bool = Field(
         default=True,
         validation_alias="API_PATIENT_HISTORY",

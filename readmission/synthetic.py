@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 
 from readmission import schema
+from readmission.schema import words
 
-_ICD9_EXAMPLES = (
-    "428", "414", "786", "410", "486", "427", "491", "715", "682", "434", "250.83", "250.02",
-    "276", "401", "599", "403", "585", "272", "V57", "V45", "E885", "996", "8", "38",
-)  # fmt: skip
+_ICD9_EXAMPLES: tuple[str, ...] = words(
+    """
+    428 414 786 410 486 427 491 715 682 434 250.83 250.02 276 401 599 403 585 272 V57 V45
+    E885 996 8 38
+    """
+)
 _MISSING_RATE = {"race": 0.02, "weight": 0.96, "payer_code": 0.4, "medical_specialty": 0.49}
 
 
@@ -48,8 +51,9 @@ def encounters(n: int, seed: int = 0, patients: int | None = None) -> pd.DataFra
         elif column.kind is schema.Kind.COUNT:
             values = np.clip(
                 np.rint(rng.gamma(2.0, (column.typical or 1) / 2.0 + 0.5, size=n)),
-                column.minimum, min(column.maximum, (column.typical or 1) * 6 + 3),
-            ).astype(int)  # fmt: skip
+                column.minimum,
+                min(column.maximum, (column.typical or 1) * 6 + 3),
+            ).astype(int)
         elif column.kind is schema.Kind.CODE:
             values = _pick(rng, list(column.codes), column.typical, n)
         elif column.kind is schema.Kind.DIAGNOSIS:
@@ -66,6 +70,10 @@ def encounters(n: int, seed: int = 0, patients: int | None = None) -> pd.DataFra
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write a raw frame like the UCI file (CRLF line ends; gzip when the name ends .gz)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False, lineterminator="\r\n",
-                 compression="gzip" if path.suffix == ".gz" else None)  # fmt: skip
+    frame.to_csv(
+        path,
+        index=False,
+        lineterminator="\r\n",
+        compression="gzip" if path.suffix == ".gz" else None,
+    )
     return path

@@ -36,6 +36,7 @@ from readmission import db, drift, evaluation, registry, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +55,57 @@ MODEL_INPUTS: tuple[str, ...] = (
 SEARCH: dict[Profile, dict[Family, list[dict]]] = {
     "full": {
         "logistic_regression": [
-            {"C": 0.03}, {"C": 0.1}, {"C": 0.3}, {"C": 1.0},
+            {"C": 0.03},
+            {"C": 0.1},
+            {"C": 0.3},
+            {"C": 1.0},
         ],
         "random_forest": [
-            {"n_estimators": 300, "min_samples_leaf": 3, "max_features": "sqrt",
-             "max_samples": 0.7},
-            {"n_estimators": 300, "min_samples_leaf": 10, "max_features": "sqrt",
-             "max_samples": 0.7},
-            {"n_estimators": 300, "min_samples_leaf": 30, "max_features": 0.3,
-             "max_samples": 0.7},
+            {
+                "n_estimators": 300,
+                "min_samples_leaf": 3,
+                "max_features": "sqrt",
+                "max_samples": 0.7,
+            },
+            {
+                "n_estimators": 300,
+                "min_samples_leaf": 10,
+                "max_features": "sqrt",
+                "max_samples": 0.7,
+            },
+            {"n_estimators": 300, "min_samples_leaf": 30, "max_features": 0.3, "max_samples": 0.7},
         ],
         "hist_gradient_boosting": [
-            {"learning_rate": 0.03, "max_leaf_nodes": 15, "min_samples_leaf": 100,
-             "l2_regularization": 1.0, "max_iter": 1500},
-            {"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 50,
-             "l2_regularization": 0.5, "max_iter": 1000},
-            {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 200,
-             "l2_regularization": 2.0, "max_iter": 1000, "max_features": 0.5},
+            {
+                "learning_rate": 0.03,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 100,
+                "l2_regularization": 1.0,
+                "max_iter": 1500,
+            },
+            {
+                "learning_rate": 0.05,
+                "max_leaf_nodes": 31,
+                "min_samples_leaf": 50,
+                "l2_regularization": 0.5,
+                "max_iter": 1000,
+            },
+            {
+                "learning_rate": 0.05,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 200,
+                "l2_regularization": 2.0,
+                "max_iter": 1000,
+                "max_features": 0.5,
+            },
         ],
     },
     "quick": {  # tests and smoke runs: one small configuration each
         "logistic_regression": [{"C": 0.1, "max_iter": 300}],
         "random_forest": [{"n_estimators": 30, "min_samples_leaf": 5, "max_features": "sqrt"}],
-        "hist_gradient_boosting": [{"learning_rate": 0.1, "max_leaf_nodes": 15,
-                                    "max_iter": 100}],
+        "hist_gradient_boosting": [{"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 100}],
     },
-}  # fmt: skip
+}
 
 
 class SnapshotChangedError(RuntimeError):
@@ -105,20 +131,28 @@ class Snapshot:
     @property
     def id(self) -> str:
         """A short name of the snapshot (tags, logs)."""
-        text = json.dumps([list(self.batches), self.rows, self.encounter_id_sum,
-                           self.chunk_id_sum])  # fmt: skip
+        text = json.dumps([list(self.batches), self.rows, self.encounter_id_sum, self.chunk_id_sum])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "batches": list(self.batches), "rows": self.rows,
-                "encounter_id_sum": self.encounter_id_sum, "chunk_id_sum": self.chunk_id_sum,
-                "rows_by_split": dict(self.rows_by_split)}  # fmt: skip
+        return {
+            "id": self.id,
+            "batches": list(self.batches),
+            "rows": self.rows,
+            "encounter_id_sum": self.encounter_id_sum,
+            "chunk_id_sum": self.chunk_id_sum,
+            "rows_by_split": dict(self.rows_by_split),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Snapshot:
-        snapshot = cls(tuple(int(b) for b in data["batches"]), int(data["rows"]),
-                       int(data["encounter_id_sum"]), int(data["chunk_id_sum"]),
-                       dict(data.get("rows_by_split") or {}))  # fmt: skip
+        snapshot = cls(
+            tuple(int(b) for b in data["batches"]),
+            int(data["rows"]),
+            int(data["encounter_id_sum"]),
+            int(data["chunk_id_sum"]),
+            dict(data.get("rows_by_split") or {}),
+        )
         if "id" in data and data["id"] != snapshot.id:
             raise ValueError(f"snapshot {data['id']} does not match its own figures")
         return snapshot
@@ -127,12 +161,16 @@ class Snapshot:
 def _fingerprint(conn, batches: tuple[int, ...] | None) -> tuple[tuple[int, ...], int, int, int]:
     table = db.clean_encounters
     where = [] if batches is None else [table.c.batch_id.in_(batches)]
-    found = tuple(sorted(int(b) for b in conn.scalars(
-        sa.select(table.c.batch_id).where(*where).distinct())))  # fmt: skip
+    found = tuple(
+        sorted(int(b) for b in conn.scalars(sa.select(table.c.batch_id).where(*where).distinct()))
+    )
     rows, encounters, chunks = conn.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(table.c.encounter_id), 0),
-                  sa.func.coalesce(sa.func.sum(table.c.chunk_id), 0)).where(*where)
-    ).one()  # fmt: skip
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(table.c.encounter_id), 0),
+            sa.func.coalesce(sa.func.sum(table.c.chunk_id), 0),
+        ).where(*where)
+    ).one()
     return found, int(rows), int(encounters), int(chunks)
 
 
@@ -141,8 +179,9 @@ def pin_snapshot(engine: Engine) -> Snapshot:
     table = db.clean_encounters
     with engine.connect() as conn:
         batches, rows, encounters, chunks = _fingerprint(conn, None)
-        by_split = dict(conn.execute(
-            sa.select(table.c.split, sa.func.count()).group_by(table.c.split)).all())  # fmt: skip
+        by_split = dict(
+            conn.execute(sa.select(table.c.split, sa.func.count()).group_by(table.c.split)).all()
+        )
     return Snapshot(batches, rows, encounters, chunks, {k: int(v) for k, v in by_split.items()})
 
 
@@ -159,6 +198,9 @@ class TrainingData:
 
     def target(self, split: str) -> pd.Series:
         return self.frames[split][schema.TARGET]
+
+    def patients(self, split: str) -> pd.Series:
+        return self.frames[split][schema.PATIENT_ID]
 
 
 def load_training_data(engine: Engine, snapshot: Snapshot | None = None) -> TrainingData:
@@ -191,10 +233,11 @@ def load_training_data(engine: Engine, snapshot: Snapshot | None = None) -> Trai
         "snapshot": snapshot.to_dict(),
         "batches": list(snapshot.batches),
         "rows": {split: len(frame) for split, frame in frames.items()},
-        "patients": {split: int(frame[schema.PATIENT_ID].nunique())
-                     for split, frame in frames.items()},
+        "patients": {
+            split: int(frame[schema.PATIENT_ID].nunique()) for split, frame in frames.items()
+        },
         "classes_train": frames["train"][schema.TARGET].value_counts().to_dict(),
-    }  # fmt: skip
+    }
     return TrainingData(frames, lineage, snapshot)
 
 
@@ -210,8 +253,9 @@ class Candidate:
     seconds: float = 0.0
 
 
-def tune(family: Family, data: TrainingData, profile: Profile = "full",
-         seed: int = 0) -> tuple[dict, list[dict]]:  # fmt: skip
+def tune(
+    family: Family, data: TrainingData, profile: Profile = "full", seed: int = 0
+) -> tuple[dict, list[dict]]:
     """The configuration with the lowest log-loss on a patient-grouped 20 % holdout of
     the train split, and every configuration's score."""
     space = SEARCH[profile][family]
@@ -224,51 +268,67 @@ def tune(family: Family, data: TrainingData, profile: Profile = "full",
         )
     )
     x, y = data.inputs("train"), data.target("train")
+    patients = data.patients("train")
     results = []
     for params in space:
         started = time.perf_counter()
         model = ReadmissionModel(build_pipeline(family, params, seed)).fit(
-            x.iloc[inner], y.iloc[inner]
+            x.iloc[inner], y.iloc[inner], groups=patients.iloc[inner]
         )
         proba = model.predict_proba(x.iloc[holdout])
-        loss = evaluation.metrics(y.iloc[holdout], proba, list(model.classes_),
-                                  model.predict(x.iloc[holdout]))["log_loss"]  # fmt: skip
-        results.append({"params": params, "holdout_log_loss": loss,
-                        "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+        loss = evaluation.metrics(
+            y.iloc[holdout], proba, list(model.classes_), model.predict(x.iloc[holdout])
+        )["log_loss"]
+        results.append(
+            {
+                "params": params,
+                "holdout_log_loss": loss,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         log.info("%s %s: holdout log-loss %.4f", family, params, loss)
     best = min(results, key=lambda r: r["holdout_log_loss"])
     return dict(best["params"]), results
 
 
-def fit_candidate(family: Family, data: TrainingData, profile: Profile = "full",
-                  seed: int = 0) -> Candidate:  # fmt: skip
+def fit_candidate(
+    family: Family, data: TrainingData, profile: Profile = "full", seed: int = 0
+) -> Candidate:
     """Tune, refit on train, tune the decision rule on valid, measure valid and test."""
     started = time.perf_counter()
     params, search = tune(family, data, profile, seed)
     model = ReadmissionModel(build_pipeline(family, params, seed))
-    model.fit(data.inputs("train"), data.target("train"))
+    model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
     model.tune_decision(data.inputs("valid"), data.target("valid"))
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
     figures: dict[str, float] = {}
     for split in ("valid", "test"):
         proba = model.predict_proba(data.inputs(split))
-        scores = evaluation.metrics(data.target(split), proba, list(model.classes_),
-                                    model.decide(proba))  # fmt: skip
+        scores = evaluation.metrics(
+            data.target(split), proba, list(model.classes_), model.decide(proba)
+        )
         figures.update({f"{split}_{name}": value for name, value in scores.items()})
         baseline = evaluation.majority_baseline(data.target("train"), data.target(split))
         figures[f"{split}_baseline_macro_f1"] = baseline["macro_f1"]
     seconds = time.perf_counter() - started
-    log.info("%s: %s %.4f (test %.4f), %.0f s", family, PRIMARY_METRIC, figures[PRIMARY_METRIC],
-             figures["test_macro_f1"], seconds)  # fmt: skip
+    log.info(
+        "%s: %s %.4f (test %.4f), %.0f s",
+        family,
+        PRIMARY_METRIC,
+        figures[PRIMARY_METRIC],
+        figures["test_macro_f1"],
+        seconds,
+    )
     return Candidate(family, params, model, figures, search, seconds)
 
 
 def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> float:
     """The primary metric of any model on a split of the current data (for the champion)."""
     proba = model.predict_proba(data.inputs(split))
-    return evaluation.metrics(data.target(split), proba, list(model.classes_),
-                              model.decide(proba))["macro_f1"]  # fmt: skip
+    return evaluation.metrics(data.target(split), proba, list(model.classes_), model.decide(proba))[
+        "macro_f1"
+    ]
 
 
 def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]) -> dict:
@@ -282,35 +342,46 @@ def log_candidate(candidate: Candidate, data: TrainingData, tags: dict[str, str]
     with mlflow.start_run(
         run_name=candidate.family, tags={**tags, "family": candidate.family}
     ) as run:
-        mlflow.log_params({"family": candidate.family, **candidate.params,
-                           "decision_weights": json.dumps(candidate.model.decision_weights_),
-                           "search_size": len(candidate.search)})  # fmt: skip
+        mlflow.log_params(
+            {
+                "family": candidate.family,
+                **candidate.params,
+                "decision_weights": json.dumps(candidate.model.decision_weights_),
+                "search_size": len(candidate.search),
+            }
+        )
         mlflow.log_metrics({**candidate.metrics, "training_seconds": candidate.seconds})
         for split in ("valid", "test"):
             proba = candidate.model.predict_proba(data.inputs(split))
             image = evaluation.confusion_matrix_png(
-                data.target(split), candidate.model.decide(proba), list(candidate.model.classes_),
+                data.target(split),
+                candidate.model.decide(proba),
+                list(candidate.model.classes_),
                 f"{candidate.family}, {split} split",
-            )  # fmt: skip
+            )
             _log_bytes(image, f"confusion_matrix_{split}.png")
         mlflow.log_dict({"search": candidate.search}, "search.json")
         mlflow.log_dict(data.lineage, "data.json")
         profile = getattr(candidate.model, "reference_profile_", None)
         if profile is not None:  # fit_candidate always sets it; a hand-made model may not
             mlflow.log_dict(profile, "drift_reference.json")
-        mlflow.set_tags({
-            "data.snapshot": data.snapshot.id,
-            "data.batches": ",".join(map(str, data.lineage["batches"])),
-            **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
-        })  # fmt: skip
+        mlflow.set_tags(
+            {
+                "data.snapshot": data.snapshot.id,
+                "data.batches": ",".join(map(str, data.lineage["batches"])),
+                **{f"data.rows_{split}": str(n) for split, n in data.lineage["rows"].items()},
+            }
+        )
         train_inputs = data.inputs("train")
-        dataset = mlflow.data.from_pandas(registry.signature_frame(train_inputs),
-                                          name="clean_data.train")  # fmt: skip
+        dataset = mlflow.data.from_pandas(
+            registry.signature_frame(train_inputs), name="clean_data.train"
+        )
         mlflow.log_input(dataset, context="training")
         model_uri = registry.log_sklearn_model(
-            candidate.model, training_frame=train_inputs,
+            candidate.model,
+            training_frame=train_inputs,
             input_example=data.inputs("valid").head(3),
-        )  # fmt: skip
+        )
         return {
             "family": candidate.family,
             "run_id": run.info.run_id,
@@ -354,8 +425,9 @@ def promotion_lock(
     deadline = time.monotonic() + timeout
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            while not conn.scalar(sa.text("SELECT pg_try_advisory_lock(:key)"),
-                                  {"key": PROMOTION_LOCK_KEY}):  # fmt: skip
+            while not conn.scalar(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": PROMOTION_LOCK_KEY}
+            ):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"promotion lock still held after {timeout:.0f} s")
                 time.sleep(0.2)
@@ -385,8 +457,12 @@ def promotion_lock(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str],
-                 lock: contextlib.AbstractContextManager | None = None) -> dict:  # fmt: skip
+def promote_best(
+    candidates: list[dict],
+    data: TrainingData,
+    tags: dict[str, str],
+    lock: contextlib.AbstractContextManager | None = None,
+) -> dict:
     """Register the best candidate; promote it only if it beats the current champion.
 
     The champion is re-scored on the current valid split, the one the candidates were
@@ -405,9 +481,13 @@ def promote_best(candidates: list[dict], data: TrainingData, tags: dict[str, str
     best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
     version = registry.version_of_run(best["run_id"]) or registry.register(
         best["model_uri"],
-        tags={**tags, "family": best["family"], "run_id": best["run_id"],
-              "data.snapshot": data.snapshot.id},
-    )  # fmt: skip
+        tags={
+            **tags,
+            "family": best["family"],
+            "run_id": best["run_id"],
+            "data.snapshot": data.snapshot.id,
+        },
+    )
     with lock or contextlib.nullcontext():
         return _decide(best, version, data)
 
@@ -458,9 +538,10 @@ def _rescore(champion_version: str, data: TrainingData) -> tuple[float | None, s
             model = registry.load_model(path)
             return score(model, data), None
         except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
-            why = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-            log.error("champion v%s cannot be scored, it will be replaced: %s",
-                      champion_version, why)  # fmt: skip
+            why = short_error(exc, limit=300)
+            log.error(
+                "champion v%s cannot be scored, it will be replaced: %s", champion_version, why
+            )
             return None, f"champion v{champion_version} which cannot be scored ({why})"
 
 

@@ -119,8 +119,9 @@ def _record_rules(conn: Connection) -> None:
     current = conn.scalar(sa.select(db.clean_rules.c.version))
     if current != RULES_VERSION:
         conn.execute(sa.delete(db.clean_rules))
-        conn.execute(sa.insert(db.clean_rules).values(version=RULES_VERSION,
-                                                      applied_at=datetime.now(UTC)))  # fmt: skip
+        conn.execute(
+            sa.insert(db.clean_rules).values(version=RULES_VERSION, applied_at=datetime.now(UTC))
+        )
 
 
 def _clean_next_batch(conn: Connection, run_id: str | None, report: CleanRunReport) -> bool:
@@ -133,21 +134,33 @@ def _clean_next_batch(conn: Connection, run_id: str | None, report: CleanRunRepo
     cleaned, chunk_report = clean_with_report(raw)
     invalid = {k: v for k, v in chunk_report.to_dict()["invalid"].items() if v}
     runs = db.clean_runs
-    chunk_id = conn.execute(sa.insert(runs).values(
-        run_id=run_id, rows_cleaned=0, invalid_values=json.dumps(invalid, sort_keys=True),
-        started_at=started, finished_at=started,
-    )).inserted_primary_key[0]  # fmt: skip
+    chunk_id = conn.execute(
+        sa.insert(runs).values(
+            run_id=run_id,
+            rows_cleaned=0,
+            invalid_values=json.dumps(invalid, sort_keys=True),
+            started_at=started,
+            finished_at=started,
+        )
+    ).inserted_primary_key[0]
     rows = cleaned[[*columns, *LINEAGE]].assign(chunk_id=chunk_id)
     inserted = db.insert_new(conn, db.clean_encounters, rows)
     if inserted == 0:  # cannot happen for pending rows; never loop forever on it
         raise RuntimeError("cleaning made no progress: pending rows were not inserted")
-    conn.execute(sa.update(runs).where(runs.c.id == chunk_id)
-                 .values(rows_cleaned=inserted, finished_at=datetime.now(UTC)))  # fmt: skip
+    conn.execute(
+        sa.update(runs)
+        .where(runs.c.id == chunk_id)
+        .values(rows_cleaned=inserted, finished_at=datetime.now(UTC))
+    )
     report.rows_cleaned += inserted
     report.chunks += 1
     report.invalid_values.update(invalid)
-    log.info("cleaned %d rows of batch %d (%s)", inserted, int(raw["batch_id"].iloc[0]),
-             chunk_report.summary())  # fmt: skip
+    log.info(
+        "cleaned %d rows of batch %d (%s)",
+        inserted,
+        int(raw["batch_id"].iloc[0]),
+        chunk_report.summary(),
+    )
     return True
 
 
@@ -157,9 +170,11 @@ def summary(engine: Engine) -> dict:
     with engine.connect() as conn:
 
         def per_split(table: sa.Table) -> dict[str, int]:
-            counts = dict(conn.execute(
-                sa.select(table.c.split, sa.func.count()).group_by(table.c.split)
-            ).all())  # fmt: skip
+            counts = dict(
+                conn.execute(
+                    sa.select(table.c.split, sa.func.count()).group_by(table.c.split)
+                ).all()
+            )
             return {split: int(counts.get(split, 0)) for split in db.SPLITS}
 
         raw_rows, clean_rows = per_split(raw), per_split(clean)

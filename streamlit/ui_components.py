@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import streamlit as st
-from ui_logic import ApiError, PredictionResult, describe_class, probability_frame
+from ui_logic import (
+    ApiError,
+    PredictionResult,
+    describe_class,
+    describe_history,
+    probability_frame,
+)
 
 #: Streamlit's colour of each class: the sooner the readmission, the hotter.
 CLASS_COLORS = {"NO": "green", ">30": "orange", "<30": "red"}
@@ -37,6 +43,8 @@ def show_prediction(result: PredictionResult) -> None:
         "probabilities with per-class decision weights tuned for macro-F1 on the "
         "validation split, so it is not always the most probable class."
     )
+    if history := describe_history(prediction.history):
+        st.caption(history)
     st.bar_chart(
         probability_frame(prediction.probabilities),
         x="class",

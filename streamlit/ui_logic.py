@@ -133,6 +133,7 @@ LABELS: Mapping[str, str] = {
     "diabetesMed": "Diabetic medication prescribed",
 }
 PATIENT_LABEL = "Patient number (optional)"
+ENCOUNTER_LABEL = "Encounter id (optional)"
 
 
 class FormError(ValueError):
@@ -205,12 +206,16 @@ def _whole_number(name: str, value: object) -> int:
     return int(number)
 
 
-def build_request(values: Mapping[str, object], patient_nbr: object = None) -> dict[str, Any]:
+def build_request(
+    values: Mapping[str, object], patient_nbr: object = None, encounter_id: object = None
+) -> dict[str, Any]:
     """The JSON body of POST /predict from form values keyed by UCI names.
 
     Codes are sent as ints, counts as ints, texts stripped; the missing choice, blanks and
     absent columns become null. `patient_nbr` is sent only when given, so that the API
-    looks up the patient's earlier encounters.
+    looks up the patient's earlier encounters; `encounter_id` too, so that re-scoring a
+    stored encounter counts only the encounters before it (without it, the API takes the
+    request for a new encounter, after every stored one).
     """
     body: dict[str, Any] = {}
     for column in schema.FEATURES:
@@ -231,6 +236,11 @@ def build_request(values: Mapping[str, object], patient_nbr: object = None) -> d
         if number < 0:
             raise FormError(f"{schema.PATIENT_ID} must not be negative")
         body[schema.PATIENT_ID] = number
+    if not _is_blank(encounter_id):
+        number = _whole_number(schema.ENCOUNTER_ID, encounter_id)
+        if number < 0:
+            raise FormError(f"{schema.ENCOUNTER_ID} must not be negative")
+        body[schema.ENCOUNTER_ID] = number
     return body
 
 
@@ -261,11 +271,13 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One encounter's answer: the class, the three probabilities, the 30-day risk."""
+    """One encounter's answer: the class, the three probabilities, the 30-day risk, and the
+    patient's history it was scored with (as the API reports it)."""
 
     predicted_class: str
     probabilities: Mapping[str, float]
     readmission_30d_risk: float
+    history: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +286,25 @@ class PredictionResult:
 
     prediction: Prediction
     model: ModelRef
+
+
+def describe_history(history: Mapping[str, Any] | None) -> str:
+    """What the API says of the patient's history it used, for people ('' if it says none)."""
+    if not history:
+        return ""
+    status, earlier = history.get("status"), history.get("earlier_encounters", 0)
+    if status == "looked_up":
+        counted = "1 earlier encounter" if earlier == 1 else f"{earlier} earlier encounters"
+        verb = "was" if earlier == 1 else "were"
+        return f"History: {counted} of this patient {verb} counted."
+    if status == "unavailable":
+        return (
+            "History: the patient's earlier encounters were unavailable (the data store did "
+            "not answer); this risk counts none."
+        )
+    if status == "no_patient":
+        return "History: no patient number was given, so no earlier encounter was counted."
+    return "History: the API does not look up earlier encounters."
 
 
 def describe_class(predicted_class: str) -> str:
@@ -320,10 +351,12 @@ def _parse_prediction(payload: object, what: str) -> Prediction:
     try:
         probabilities = {str(k): _number(v) for k, v in payload["probabilities"].items()}
         risk = payload.get("readmission_30d_risk", probabilities.get("<30"))
+        history = payload.get("history")
         return Prediction(
             predicted_class=str(payload["prediction"]),
             probabilities=probabilities,
             readmission_30d_risk=_number(risk),
+            history=history if isinstance(history, Mapping) else None,
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise _bad_answer(what, f"a prediction lacks a field or a number ({exc})") from None

@@ -131,8 +131,9 @@ def mlflow_empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def mlflow_tracking(mlflow_empty_store: Path, tmp_path: Path,
-                    monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # fmt: skip
+def mlflow_tracking(
+    mlflow_empty_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """A private MLflow (SQLite store, artifacts in tmp_path), its URI in the environment;
     MLflow's process-wide globals restored afterwards."""
     import sqlite3

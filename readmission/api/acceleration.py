@@ -115,13 +115,15 @@ def accelerate(model: Any, sample: pd.DataFrame) -> Any:
         faster = copy.copy(model)
         faster.pipeline_ = _FastPipeline(pipeline, compiled)
         for rows in (sample.iloc[:1], sample.iloc[: min(len(sample), SMALL_BATCH)]):
-            if not np.allclose(faster.predict_proba(rows), model.predict_proba(rows), rtol=0,
-                               atol=1e-9):  # fmt: skip
+            if not np.allclose(
+                faster.predict_proba(rows), model.predict_proba(rows), rtol=0, atol=1e-9
+            ):
                 log.warning("compiled trees disagree with scikit-learn; serving the original")
                 return model
     except Exception as exc:  # noqa: BLE001 - the original model always works
         log.warning("could not compile the model's trees (%s); serving the original", exc)
         return model
-    log.info("gradient-boosting trees compiled: %d trees, depth %d", len(compiled.roots),
-             compiled.depth)  # fmt: skip
+    log.info(
+        "gradient-boosting trees compiled: %d trees, depth %d", len(compiled.roots), compiled.depth
+    )
     return faster

@@ -74,12 +74,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = ModelStore(metrics, settings.drift_window, settings.drift_min_rows)
         metrics.drift_threshold.set(settings.drift_psi_threshold)
         history = partial(lookup, engine) if settings.patient_history else None
-        predictor = Predictor(store, metrics, history)
+        predictor = Predictor(store, metrics, history, max_queued_rows=settings.predict_queue_rows)
         prediction_log = (
-            PredictionLog(engine, metrics, settings.prediction_log_queue,
-                          settings.prediction_log_flush_seconds)
-            if settings.prediction_log else None
-        )  # fmt: skip
+            PredictionLog(
+                engine,
+                metrics,
+                settings.prediction_log_queue,
+                settings.prediction_log_flush_seconds,
+            )
+            if settings.prediction_log
+            else None
+        )
         app.state.services = Services(settings, metrics, store, predictor, prediction_log)
         poller = asyncio.create_task(_poll(store, settings.model_poll_seconds))
         try:
@@ -94,39 +99,68 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if engine is not None:
                 engine.dispose()
 
-    app = FastAPI(title="Diabetes readmission API", version=__version__,
-                  description=DESCRIPTION, lifespan=lifespan)  # fmt: skip
+    app = FastAPI(
+        title="Diabetes readmission API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     metrics = ApiMetrics()
     app.state.metrics = metrics
     batch = create_model(
         "EncounterBatch",
-        encounters=(list[Encounter], Field(min_length=1, max_length=settings.max_batch,
-                                           description=f"At most {settings.max_batch:,}.")),
-        __config__={"extra": "forbid",
-                    "json_schema_extra": {"examples": [{"encounters": [EXAMPLE]}]}},
-    )  # fmt: skip
+        encounters=(
+            list[Encounter],
+            Field(
+                min_length=1,
+                max_length=settings.max_batch,
+                description=f"At most {settings.max_batch:,}.",
+            ),
+        ),
+        __config__={
+            "extra": "forbid",
+            "json_schema_extra": {"examples": [{"encounters": [EXAMPLE]}]},
+        },
+    )
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(predict.batch_route(batch))
     # Documented here rather than per route: every /model route answers 503 with a `detail`
     # when no model is loaded or the registry cannot be reached.
-    app.include_router(model.router, responses={
-        503: {"model": Message, "description": "No model loaded, or the registry is unreachable"},
-    })  # fmt: skip
+    app.include_router(
+        model.router,
+        responses={
+            503: {
+                "model": Message,
+                "description": "No model loaded, or the registry is unreachable",
+            },
+        },
+    )
     errors.install(app)
     app.add_middleware(errors.BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrors)  # outside the size limit, inside the metrics
     instrumentator = Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics.registry
     )
-    instrumentator.add(instrumentator_metrics.requests(metric_namespace="api",
-                                                       registry=metrics.registry))  # fmt: skip
-    instrumentator.add(instrumentator_metrics.latency(
-        metric_namespace="api", buckets=LATENCY_BUCKETS, registry=metrics.registry))  # fmt: skip
+    instrumentator.add(
+        instrumentator_metrics.requests(metric_namespace="api", registry=metrics.registry)
+    )
+    instrumentator.add(
+        instrumentator_metrics.latency(
+            metric_namespace="api", buckets=LATENCY_BUCKETS, registry=metrics.registry
+        )
+    )
     instrumentator.instrument(app).expose(
-        app, endpoint="/metrics", tags=["monitoring"], summary="Prometheus metrics",
+        app,
+        endpoint="/metrics",
+        tags=["monitoring"],
+        summary="Prometheus metrics",
         response_class=PlainTextResponse,
-        responses={200: {"description": "Prometheus text exposition format",
-                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    )  # fmt: skip
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     return app

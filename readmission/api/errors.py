@@ -20,13 +20,20 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from readmission.api.predictor import NoModelError
+from readmission import schema
+from readmission.api.predictor import NoModelError, QueueFullError
+from readmission.api.schemas import REQUIRED_REASON
 
 log = logging.getLogger(__name__)
 NO_MODEL = (
     "no model loaded: no model is in Production yet, or the registry cannot be reached. "
     "Train one with `make run` or `python -m readmission train`, then retry (the API picks "
     "it up by itself, or at once with POST /model/reload)."
+)
+RETRY_AFTER_SECONDS = 1
+QUEUE_FULL = (
+    "the scoring queue is full (API_PREDICT_QUEUE_ROWS encounters wait already): retry in "
+    f"{RETRY_AFTER_SECONDS} s"
 )
 
 
@@ -79,10 +86,17 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
         elif kind == "string_unicode":
             reason = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
         reason = reason.removeprefix("Value error, ")
+        if reason.startswith(REQUIRED_REASON) and field in schema.BY_KEY:
+            field = schema.BY_KEY[field].name  # an absent field is located by its key
         if len(field) > 120:  # an unknown key of megabytes is named, not echoed
             field = field[:120] + f"... ({len(field):,} characters)"
-        out.append({"field": _printable(field), "reason": _printable(reason),
-                    "input": _shown(error.get("input"))})  # fmt: skip
+        out.append(
+            {
+                "field": _printable(field),
+                "reason": _printable(reason),
+                "input": _shown(error.get("input")),
+            }
+        )
     return out
 
 
@@ -138,8 +152,9 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body larger than {self.limit:,} bytes"},
-                                status_code=413)  # fmt: skip
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.limit:,} bytes"}, status_code=413
+        )
         await response({"type": "http"}, _no_body, send)
 
 
@@ -170,8 +185,9 @@ class UnexpectedErrors:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # too late for an answer of our own
                 raise
-            response = JSONResponse({"detail": "internal error; it has been logged"},
-                                    status_code=500)  # fmt: skip
+            response = JSONResponse(
+                {"detail": "internal error; it has been logged"}, status_code=500
+            )
             await response(scope, receive, send)
 
 
@@ -196,6 +212,14 @@ def install(app: FastAPI) -> None:
             problem = {"field": "body", "reason": _unreadable(exc.__cause__), "input": None}
             return JSONResponse({"detail": [problem]}, status_code=422)
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(_request: Request, _exc: QueueFullError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": QUEUE_FULL},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     @app.exception_handler(NoModelError)
     async def no_model(_request: Request, _exc: NoModelError) -> JSONResponse:

@@ -16,8 +16,23 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.2,
-                   0.5, 1.0, 2.5, 5.0)  # fmt: skip
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 
 
 class ApiMetrics:
@@ -27,67 +42,102 @@ class ApiMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # resident memory, CPU seconds
         self.predictions = Counter(
-            "api_predictions_total", "Predictions served, by predicted class and model version",
-            ["prediction", "model_version"], registry=self.registry,
-        )  # fmt: skip
+            "api_predictions_total",
+            "Predictions served, by predicted class and model version",
+            ["prediction", "model_version"],
+            registry=self.registry,
+        )
         self.model_info = Gauge(
-            "api_model_info", "The model in service (value 1), by name and version",
-            ["name", "version"], registry=self.registry,
-        )  # fmt: skip
+            "api_model_info",
+            "The model in service (value 1), by name and version",
+            ["name", "version"],
+            registry=self.registry,
+        )
         self.model_version = Gauge(
-            "api_model_version", "Version number of the model in service (0: none)",
+            "api_model_version",
+            "Version number of the model in service (0: none)",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.model_loaded_seconds = Gauge(
-            "api_model_loaded_timestamp_seconds", "When the model in service was loaded",
+            "api_model_loaded_timestamp_seconds",
+            "When the model in service was loaded",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.reloads = Counter(
             "api_model_reloads_total",
             "Model swaps (success) and failed checks or loads (failure)",
-            ["result"], registry=self.registry,
-        )  # fmt: skip
+            ["result"],
+            registry=self.registry,
+        )
         for result in ("success", "failure"):
             self.reloads.labels(result)
         self.batch_rows = Histogram(
-            "api_predict_batch_rows", "Encounters scored together by one model call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), registry=self.registry,
-        )  # fmt: skip
+            "api_predict_batch_rows",
+            "Encounters scored together by one model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=self.registry,
+        )
         self.log_write_failures = Counter(
             "api_prediction_log_write_failures_total",
-            "Failed attempts to write queued predictions to the database", registry=self.registry,
-        )  # fmt: skip
+            "Failed attempts to write queued predictions to the database",
+            registry=self.registry,
+        )
         self.log_dropped = Counter(
             "api_prediction_log_dropped_rows_total",
-            "Predictions never written because the queue was full", registry=self.registry,
-        )  # fmt: skip
+            "Predictions never written because the queue was full",
+            registry=self.registry,
+        )
         self.log_written = Counter(
-            "api_prediction_log_written_rows_total", "Predictions written to the database",
+            "api_prediction_log_written_rows_total",
+            "Predictions written to the database",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.log_queue = Gauge(
-            "api_prediction_log_queue_rows", "Predictions waiting to be written",
+            "api_prediction_log_queue_rows",
+            "Predictions waiting to be written",
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.without_history = Counter(
+            "api_predictions_without_history_total",
+            "Encounters scored without their patient's history: the look-up was unavailable",
+            registry=self.registry,
+        )
+        self.predict_failures = Counter(
+            "api_predict_failures_total",
+            "Requests whose encounters could not be scored (others batched with them are "
+            "scored apart)",
+            registry=self.registry,
+        )
+        self.queue_full = Counter(
+            "api_predict_queue_full_total",
+            "Requests refused with 503 because the scoring queue was full",
+            registry=self.registry,
+        )
+        self.queue_rows = Gauge(
+            "api_predict_queue_rows", "Encounters waiting to be scored", registry=self.registry
+        )
         self.history_failures = Counter(
             "api_history_lookup_failures_total",
             "Patient-history look-ups that failed (the prediction used no history)",
             registry=self.registry,
-        )  # fmt: skip
+        )
 
         self.drift_psi = Gauge(
             "api_feature_drift_psi",
             "Population stability index of each input feature: recent requests vs training",
-            ["feature"], registry=self.registry,
-        )  # fmt: skip
+            ["feature"],
+            registry=self.registry,
+        )
         self.drift_threshold = Gauge(
-            "api_drift_psi_threshold", "PSI above which a feature counts as drifted",
+            "api_drift_psi_threshold",
+            "PSI above which a feature counts as drifted",
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.drift_rows = Gauge(
-            "api_drift_window_rows", "Recent encounters in the drift window",
+            "api_drift_window_rows",
+            "Recent encounters in the drift window",
             registry=self.registry,
-        )  # fmt: skip
+        )
 
     def drift(self, scores: dict[str, float], rows: int) -> None:
         """Publish the drift window's scores (none until it holds enough rows)."""

@@ -20,6 +20,7 @@ from readmission import registry
 from readmission.api.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.drift import DriftMonitor
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +52,23 @@ class RegistryStatus:
 
     def to_dict(self) -> dict:
         """What /model and a 503 from /ready report about the registry."""
-        return {"reachable": self.reachable, "checked_at": self.checked_at,
-                "message": self.message}  # fmt: skip
+        return {"reachable": self.reachable, "checked_at": self.checked_at, "message": self.message}
 
 
 class ModelStore:
     """Holds the Production model and swaps in a newly promoted one."""
 
-    def __init__(self, metrics: ApiMetrics, drift_window: int = 1_000,
-                 drift_min_rows: int = 200) -> None:  # fmt: skip
+    def __init__(
+        self, metrics: ApiMetrics, drift_window: int = 1_000, drift_min_rows: int = 200
+    ) -> None:
         self.metrics = metrics
         self.drift_window = drift_window
         self.drift_min_rows = drift_min_rows
         self.current: LoadedModel | None = None
         self.status = RegistryStatus()
+        # what the registry says of the serving version: (version, description, when read),
+        # refreshed at every check, so /model shows tags, stage and aliases as they are now
+        self._described: tuple[str, dict, str] | None = None
         self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
 
     def check(self) -> str:
@@ -78,13 +82,14 @@ class ModelStore:
         try:
             champion = registry.champion()
         except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
-            self.status = RegistryStatus(False, now, f"registry unreachable: {_short(exc)}")
+            self.status = RegistryStatus(False, now, f"registry unreachable: {short_error(exc)}")
             self.metrics.reloads.labels("failure").inc()
             log.warning("model check failed, %s keeps serving: %s", self._serving(), exc)
             return self.status.message
         if champion is None:
             self.status = RegistryStatus(True, now, "no Production model in the registry")
             return self.status.message
+        self._refresh_description(champion, now)
         if self.current is not None and self.current.version == str(champion.version):
             self.status = RegistryStatus(True, now, f"v{champion.version} already in service")
             return self.status.message
@@ -94,16 +99,27 @@ class ModelStore:
             described = registry.describe(version)
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
-            self.status = RegistryStatus(True, now, f"v{champion.version} failed to load: "
-                                         f"{_short(exc)}")  # fmt: skip
+            self.status = RegistryStatus(
+                True, now, f"v{champion.version} failed to load: {short_error(exc)}"
+            )
             self.metrics.reloads.labels("failure").inc()
-            log.error("loading model v%s failed, %s keeps serving: %s", champion.version,
-                      self._serving(), exc)  # fmt: skip
+            log.error(
+                "loading model v%s failed, %s keeps serving: %s",
+                champion.version,
+                self._serving(),
+                exc,
+            )
             return self.status.message
         profile = getattr(model, "reference_profile_", None)
         monitor = DriftMonitor(profile, self.drift_window, self.drift_min_rows) if profile else None
-        loaded = LoadedModel(model, registry.MODEL_NAME, str(version.version),
-                             registry.PRODUCTION_ALIAS, described, monitor)  # fmt: skip
+        loaded = LoadedModel(
+            model,
+            registry.MODEL_NAME,
+            str(version.version),
+            registry.PRODUCTION_ALIAS,
+            described,
+            monitor,
+        )
         previous = self.current
         self.current = loaded  # the swap: one reference assignment
         # The long-lived objects (libraries, the model's trees) leave the garbage collector's
@@ -114,14 +130,38 @@ class ModelStore:
         self.metrics.serving(loaded.name, loaded.version, time.time())
         self.status = RegistryStatus(True, now, f"v{loaded.version} loaded")
         was = previous.version if previous else "none"
-        log.info("now serving %s v%s (was %s), loaded in %.1f s", loaded.name, loaded.version,
-                 was, time.perf_counter() - started)  # fmt: skip
+        log.info(
+            "now serving %s v%s (was %s), loaded in %.1f s",
+            loaded.name,
+            loaded.version,
+            was,
+            time.perf_counter() - started,
+        )
         return self.status.message
+
+    def description(self) -> tuple[dict, str] | None:
+        """What the registry said of the serving version at the last check, and when."""
+        current, described = self.current, self._described
+        if current is None:
+            return None
+        if described is not None and described[0] == current.version:
+            return described[1], described[2]
+        return current.described, current.loaded_at
+
+    def _refresh_description(self, champion, now: str) -> None:
+        current = self.current
+        if current is None:
+            return
+        try:
+            same = current.version == str(champion.version)
+            entry = champion if same else registry.entry(current.version)
+            self._described = (current.version, registry.describe(entry), now)
+        except Exception as exc:  # noqa: BLE001 - /model then shows the last description
+            log.warning(
+                "could not refresh what the registry says of v%s: %s",
+                current.version,
+                short_error(exc),
+            )
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]

@@ -20,21 +20,35 @@ from sqlalchemy.engine import Engine
 
 from readmission import db
 from readmission.api.metrics import ApiMetrics
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 MAX_ROWS_PER_WRITE = 5_000
 COLUMNS = (
-    "predicted_at", "model_name", "model_version", "encounter_id", "patient_nbr",
-    "prediction", "probability_no", "probability_gt30", "probability_lt30", "inputs",
-)  # fmt: skip
+    "predicted_at",
+    "model_name",
+    "model_version",
+    "encounter_id",
+    "patient_nbr",
+    "prediction",
+    "probability_no",
+    "probability_gt30",
+    "probability_lt30",
+    "inputs",
+)
 MAX_PAUSE_SECONDS = 30.0
 
 
 class PredictionLog:
     """A bounded queue of predictions and the thread that writes them."""
 
-    def __init__(self, engine: Engine, metrics: ApiMetrics, capacity: int = 50_000,
-                 flush_seconds: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ApiMetrics,
+        capacity: int = 50_000,
+        flush_seconds: float = 1.0,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.capacity = capacity
@@ -122,10 +136,16 @@ class PredictionLog:
                 db.append_rows(conn, db.predictions, COLUMNS, batch)
         except Exception as exc:  # noqa: BLE001 - the database being down must not stop serving
             self.metrics.log_write_failures.inc()
-            log.warning("prediction log: %d rows not written yet (%s); retrying", len(batch),
-                        str(exc).splitlines()[0][:200])  # fmt: skip
+            log.warning(
+                "prediction log: %d rows not written yet (%s); retrying",
+                len(batch),
+                short_error(exc),
+            )
             return False
         self.metrics.log_written.inc(len(batch))
-        log.debug("prediction log: wrote %d rows in %.1f ms", len(batch),
-                  1e3 * (time.perf_counter() - started))  # fmt: skip
+        log.debug(
+            "prediction log: wrote %d rows in %.1f ms",
+            len(batch),
+            1e3 * (time.perf_counter() - started),
+        )
         return True

@@ -5,6 +5,11 @@ whatever has queued up since its last call (up to `max_rows`) and scores it in o
 A lone request is scored at once, and under load many requests share a call: one-row
 calls cost ~10 ms of preprocessing overhead while a 1,000-row call costs ~0.04 ms a row,
 and concurrent model calls in threads only add OpenMP contention (measured here).
+
+A shared call that fails is tried again request by request, so one bad record fails only
+the request that sent it. The queue holds at most `max_queued_rows` encounters: beyond,
+a request is refused at once (`QueueFullError`, a 503 with Retry-After) rather than left
+waiting behind work it cannot outrun.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import numpy as np
 import pandas as pd
 
 from readmission import schema
+from readmission.api.history import History
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
 from readmission.cleaning import clean
 from readmission.features import HISTORY
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 CLASSES = schema.READMITTED_CLASSES
@@ -33,6 +40,10 @@ HISTORY_RETRY_SECONDS = 5.0
 
 class NoModelError(RuntimeError):
     """No model is loaded yet."""
+
+
+class QueueFullError(RuntimeError):
+    """The scoring queue holds as many encounters as it may: come back shortly."""
 
 
 @dataclass
@@ -44,10 +55,11 @@ class _Job:
 
 @dataclass(frozen=True)
 class Scored:
-    """One encounter's answer."""
+    """One encounter's answer, and the history it was scored with."""
 
     prediction: str
     probabilities: dict[str, float]
+    history: History
 
     @property
     def risk_30d(self) -> float:
@@ -61,13 +73,17 @@ class Predictor:
         self,
         store: ModelStore,
         metrics: ApiMetrics,
-        history: Callable[[list[dict]], list[dict[str, float]]] | None = None,
+        history: Callable[[list[dict]], list[History]] | None = None,
         max_rows: int = 2_048,
+        max_queued_rows: int = 10_000,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.history = history
         self.max_rows = max_rows
+        self.max_queued_rows = max_queued_rows
+        self._queued_rows = 0
+        self._queued_lock = threading.Lock()
         self._history_paused_until = 0.0
         self._drift_due = 0.0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -75,9 +91,17 @@ class Predictor:
         self._thread.start()
 
     async def score(self, records: list[dict]) -> tuple[list[Scored], LoadedModel]:
-        """Score encounters (dicts keyed by column key); raises NoModelError."""
+        """Score encounters (dicts keyed by column key); raises NoModelError, and
+        QueueFullError when the queue cannot take them (an empty queue takes any request)."""
         if self.store.current is None:
             raise NoModelError
+        with self._queued_lock:
+            queued = self._queued_rows + len(records)
+            if self._queued_rows and queued > self.max_queued_rows:
+                self.metrics.queue_full.inc()
+                raise QueueFullError
+            self._queued_rows = queued
+        self.metrics.queue_rows.set(queued)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put(_Job(records, future, loop))
@@ -103,6 +127,9 @@ class Predictor:
                     break
                 jobs.append(extra)
                 rows += len(extra.records)
+            with self._queued_lock:
+                self._queued_rows -= rows
+                self.metrics.queue_rows.set(self._queued_rows)
             self._score_jobs(jobs)
 
     def _score_jobs(self, jobs: list[_Job]) -> None:
@@ -112,7 +139,18 @@ class Predictor:
                 raise NoModelError
             records = [record for job in jobs for record in job.records]
             answers = self._score(loaded, records)
-        except Exception as exc:  # noqa: BLE001 - handed to each waiting request
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
+            if len(jobs) > 1 and not isinstance(exc, NoModelError):
+                log.warning(
+                    "a call of %d requests failed, scoring them one by one: %s",
+                    len(jobs),
+                    short_error(exc),
+                )
+                for job in jobs:  # so that one bad record fails only its own request
+                    self._score_jobs([job])
+                return
+            self.metrics.predict_failures.inc()
+            log.error("scoring a request failed: %s", short_error(exc))
             for job in jobs:
                 job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
             return
@@ -127,15 +165,15 @@ class Predictor:
         frame = clean(pd.DataFrame.from_records(records))
         history = self._history(records)
         for name in HISTORY:
-            frame[name] = [figures[name] for figures in history]
+            frame[name] = [h.figures[name] for h in history]
         proba = loaded.model.predict_proba(frame)
         predicted = loaded.model.decide(proba)
         classes = [str(c) for c in loaded.model.classes_]
         order = [classes.index(c) for c in CLASSES]
         proba = np.round(proba[:, order], 6)
         answers = [
-            Scored(str(label), dict(zip(CLASSES, map(float, row), strict=True)))
-            for label, row in zip(predicted, proba, strict=True)
+            Scored(str(label), dict(zip(CLASSES, map(float, row), strict=True)), used)
+            for label, row, used in zip(predicted, proba, history, strict=True)
         ]
         self.metrics.batch_rows.observe(len(records))
         if loaded.drift is not None:
@@ -143,26 +181,31 @@ class Predictor:
             if time.monotonic() >= self._drift_due:  # scores at most once a second
                 self._drift_due = time.monotonic() + 1.0
                 self.metrics.drift(loaded.drift.scores(), loaded.drift.rows)
-        for label, count in zip(*np.unique(predicted.astype(str), return_counts=True),
-                                strict=True):  # fmt: skip
+        for label, count in zip(*np.unique(predicted.astype(str), return_counts=True), strict=True):
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))
         log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
         return answers
 
-    def _history(self, records: list[dict]) -> list[dict[str, float]]:
-        """History figures; none while the store is failing (retried every few seconds, so
-        a database outage costs each request nothing but the missing history)."""
-        empty = dict.fromkeys(HISTORY, 0.0)
-        if self.history is None or time.monotonic() < self._history_paused_until:
-            return [dict(empty) for _ in records]
-        try:
-            return self.history(records)
-        except Exception as exc:  # noqa: BLE001 - a prediction without history beats none
-            self.metrics.history_failures.inc()
-            self._history_paused_until = time.monotonic() + HISTORY_RETRY_SECONDS
-            log.warning("patient history look-up failed, scoring without it for %.0f s: %s",
-                        HISTORY_RETRY_SECONDS, str(exc).splitlines()[0][:200])  # fmt: skip
-            return [dict(empty) for _ in records]
+    def _history(self, records: list[dict]) -> list[History]:
+        """History of each record; none while the store is failing (retried every few
+        seconds, so a database outage costs each request nothing but the missing history,
+        which its answer reports and `api_predictions_without_history_total` counts)."""
+        if self.history is None:
+            return [History.none("disabled") for _ in records]
+        if time.monotonic() >= self._history_paused_until:
+            try:
+                return self.history(records)
+            except Exception as exc:  # noqa: BLE001 - a prediction without history beats none
+                self.metrics.history_failures.inc()
+                self._history_paused_until = time.monotonic() + HISTORY_RETRY_SECONDS
+                log.warning(
+                    "patient history look-up failed, scoring without it for %.0f s: %s",
+                    HISTORY_RETRY_SECONDS,
+                    short_error(exc),
+                )
+        answers = [History.none("unavailable") for _ in records]
+        self.metrics.without_history.inc(len(answers))
+        return answers
 
 
 def _set_result(future: asyncio.Future, value: object) -> None:

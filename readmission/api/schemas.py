@@ -15,7 +15,7 @@ the raw file's cleaning, a request is not forgiven a wrong case or stray blanks.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     create_model,
+    model_validator,
 )
 
 from readmission import schema
@@ -96,26 +97,49 @@ def _diagnosis_check(value: str | None) -> str | None:
     return value
 
 
-def _documented(*accepted: dict[str, Any]) -> WithJsonSchema:
-    """The field's JSON schema: what it accepts, the missing markers and null included."""
-    return WithJsonSchema({"anyOf": [*accepted, _MISSING_SCHEMA, {"type": "null"}]})
+def _documented(accepted: dict[str, Any], required: bool = False) -> WithJsonSchema:
+    """The field's JSON schema: what it accepts, and the missing markers and null unless the
+    field is required."""
+    if required:
+        return WithJsonSchema(accepted)
+    return WithJsonSchema({"anyOf": [accepted, _MISSING_SCHEMA, {"type": "null"}]})
+
+
+REQUIRED_REASON = "required: every encounter records it"
+
+
+def _present(value: Any) -> Any:
+    if value is None:
+        raise ValueError(
+            f'{REQUIRED_REASON} (the UCI file never lacks it), so null, "?" and "" are not '
+            "accepted here"
+        )
+    return value
 
 
 def _field_type(column: schema.Column) -> Any:
     """The annotated type of one column in a request.
 
     Constraints sit on the inner type (`Annotated[int, ...] | None`), so that a value the
-    before-validator turned into None (`"?"`) is not checked against them.
+    before-validator turned into None (`"?"`) is not checked against them; a required
+    column (`schema.REQUIRED_IN_REQUEST`) then refuses that None, and its absence.
     """
+    annotated = _annotated(column, required=column.key in schema.REQUIRED_IN_REQUEST)
+    if column.key in schema.REQUIRED_IN_REQUEST:
+        return Annotated[annotated, AfterValidator(_present)]
+    return annotated
+
+
+def _annotated(column: schema.Column, required: bool) -> Any:
     described = Field(default=None, description=column.description)
     if column.kind is schema.Kind.COUNT:
         bounded = Annotated[int, Field(ge=column.minimum, le=column.maximum)]
-        documented = _documented({"type": "integer", "minimum": column.minimum,
-                                  "maximum": column.maximum})  # fmt: skip
+        bounds = {"type": "integer", "minimum": column.minimum, "maximum": column.maximum}
+        documented = _documented(bounds, required)
         return Annotated[bounded | None, BeforeValidator(_integer), documented, described]
     if column.kind is schema.Kind.CODE:
         checked = AfterValidator(_code_check(column))
-        documented = _documented({"type": "integer", "enum": sorted(column.codes)})
+        documented = _documented({"type": "integer", "enum": sorted(column.codes)}, required)
         return Annotated[int | None, BeforeValidator(_integer), checked, documented, described]
     if column.kind is schema.Kind.IDENTIFIER:
         bounded = Annotated[int, Field(ge=0, le=2**53)]
@@ -123,49 +147,103 @@ def _field_type(column: schema.Column) -> Any:
         return Annotated[bounded | None, BeforeValidator(_integer), documented, described]
     if column.kind is schema.Kind.DIAGNOSIS:
         checker = _diagnosis_check
-        documented = _documented({"type": "string", "pattern": DIAGNOSIS_PATTERN,
-                                  "maxLength": MAX_TEXT})  # fmt: skip
+        documented = _documented(
+            {"type": "string", "pattern": DIAGNOSIS_PATTERN, "maxLength": MAX_TEXT}
+        )
     else:
         checker = _category_check(column)
-        documented = _documented({"type": "string", "enum": list(column.categories)})
+        documented = _documented({"type": "string", "enum": list(column.categories)}, required)
     bounded = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-    return Annotated[bounded | None, BeforeValidator(_text), AfterValidator(checker), documented,
-                     described]  # fmt: skip
+    return Annotated[
+        bounded | None, BeforeValidator(_text), AfterValidator(checker), documented, described
+    ]
 
 
 def _aliases(column: schema.Column) -> AliasChoices:
-    spellings = dict.fromkeys([column.name, column.key, column.name.lower(),
-                               column.name.replace("-", "_")])  # fmt: skip
+    spellings = dict.fromkeys(
+        [column.name, column.key, column.name.lower(), column.name.replace("-", "_")]
+    )
     return AliasChoices(*spellings)
 
 
 def _example() -> dict[str, Any]:
     """A real encounter of the UCI file (encounter 149190), as the file writes it."""
     record = {c.name: c.typical for c in schema.COLUMNS if c.kind is not schema.Kind.TARGET}
-    record.update({
-        "encounter_id": 149190, "patient_nbr": 55629189, "race": "Caucasian",
-        "gender": "Female", "age": "[10-20)", "weight": "?", "admission_type_id": 1,
-        "discharge_disposition_id": 1, "admission_source_id": 7, "time_in_hospital": 3,
-        "payer_code": "?", "medical_specialty": "?", "num_lab_procedures": 59,
-        "num_procedures": 0, "num_medications": 18, "number_outpatient": 0,
-        "number_emergency": 0, "number_inpatient": 0, "diag_1": "276", "diag_2": "250.01",
-        "diag_3": "255", "number_diagnoses": 9, "max_glu_serum": "None", "A1Cresult": "None",
-        "insulin": "Up", "change": "Ch", "diabetesMed": "Yes",
-    })  # fmt: skip
+    record.update(
+        {
+            "encounter_id": 149190,
+            "patient_nbr": 55629189,
+            "race": "Caucasian",
+            "gender": "Female",
+            "age": "[10-20)",
+            "weight": "?",
+            "admission_type_id": 1,
+            "discharge_disposition_id": 1,
+            "admission_source_id": 7,
+            "time_in_hospital": 3,
+            "payer_code": "?",
+            "medical_specialty": "?",
+            "num_lab_procedures": 59,
+            "num_procedures": 0,
+            "num_medications": 18,
+            "number_outpatient": 0,
+            "number_emergency": 0,
+            "number_inpatient": 0,
+            "diag_1": "276",
+            "diag_2": "250.01",
+            "diag_3": "255",
+            "number_diagnoses": 9,
+            "max_glu_serum": "None",
+            "A1Cresult": "None",
+            "insulin": "Up",
+            "change": "Ch",
+            "diabetesMed": "Yes",
+        }
+    )
     return record
 
 
 EXAMPLE = _example()
 
+#: The UCI names of the required columns, in file order (the JSON schema's `required`).
+REQUIRED_NAMES = tuple(c.name for c in schema.COLUMNS if c.key in schema.REQUIRED_IN_REQUEST)
+_SPELLINGS = schema.key_aliases()
+_FEATURE_SPELLINGS = frozenset(a for a, key in _SPELLINGS.items() if schema.BY_KEY[key].is_feature)
+
+
+def _schema_extra(json_schema: dict[str, Any]) -> None:
+    json_schema["examples"] = [EXAMPLE]
+    json_schema["required"] = list(REQUIRED_NAMES)
+
+
+def _some_encounter_field(data: Any) -> Any:
+    """Refuse at once an object that carries none of the encounter's fields (nothing, or
+    only identifiers and the target): it describes no patient."""
+    if (
+        isinstance(data, dict)
+        and not _FEATURE_SPELLINGS.intersection(data)
+        and all(key in _SPELLINGS for key in data)  # unknown keys are named as such
+    ):
+        raise ValueError(
+            "the object carries none of the encounter's fields (only identifiers, the target "
+            f"or nothing): an encounter needs at least {', '.join(REQUIRED_NAMES)}"
+        )
+    return data
+
+
 Encounter = create_model(
     "Encounter",
-    __config__=ConfigDict(
-        extra="forbid", populate_by_name=False, json_schema_extra={"examples": [EXAMPLE]}
-    ),
+    __config__=ConfigDict(extra="forbid", populate_by_name=False, json_schema_extra=_schema_extra),
+    __validators__={"some_encounter_field": model_validator(mode="before")(_some_encounter_field)},
     **{
         column.key: (
             _field_type(column),
-            Field(default=None, validation_alias=_aliases(column), alias=column.name),
+            Field(
+                default=None,
+                validation_alias=_aliases(column),
+                alias=column.name,
+                validate_default=column.key in schema.REQUIRED_IN_REQUEST,
+            ),
         )
         for column in schema.COLUMNS
     },
@@ -191,12 +269,28 @@ class ModelRef(BaseModel):
     alias: str
 
 
+class HistoryUsed(BaseModel):
+    """The patient's history the answer was scored with."""
+
+    status: Literal["looked_up", "no_patient", "unavailable", "disabled"] = Field(
+        description="looked_up: the patient's earlier encounters were read (stored ones and "
+        "those sent in the same request); no_patient: no patient_nbr was sent; unavailable: "
+        "the store could not be read, the answer counts no history; disabled: the API does "
+        "not look history up (API_PATIENT_HISTORY=false)"
+    )
+    earlier_encounters: int = Field(
+        description="Encounters of the patient before this one (lower encounter_id; all "
+        "known ones when the request has no encounter_id) that the figures count"
+    )
+
+
 class Prediction(BaseModel):
     """The model's answer for one encounter."""
 
     prediction: str = Field(description="NO, >30 or <30")
     probabilities: dict[str, float] = Field(description="Probability of each class")
     readmission_30d_risk: float = Field(description="Probability of readmission within 30 days")
+    history: HistoryUsed
 
 
 class PredictionResponse(Prediction):

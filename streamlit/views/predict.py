@@ -12,6 +12,7 @@ import streamlit as st
 from ui_client import ApiClient
 from ui_components import show_api_error, show_prediction
 from ui_logic import (
+    ENCOUNTER_LABEL,
     FORM_SECTIONS,
     MEDICATION_COLUMNS,
     PATIENT_LABEL,
@@ -92,12 +93,24 @@ with st.form("predict"):
         key="form_patient_nbr",
         help="When given, the API adds the patient's earlier encounters to the prediction.",
     )
+    encounter_id = st.number_input(
+        ENCOUNTER_LABEL,
+        min_value=0,
+        value=None,
+        step=1,
+        format="%d",
+        key="form_encounter_id",
+        help="When re-scoring a stored encounter, its id: only the patient's encounters "
+        "before it count as history (never its own outcome). Leave empty for a new one.",
+    )
     submitted = st.form_submit_button("Predict", type="primary", key="predict_submit")
 
 if submitted:
     st.session_state.pop(RESULT_KEY, None)
     try:
-        st.session_state[RESULT_KEY] = client.predict(build_request(values, patient_nbr))
+        st.session_state[RESULT_KEY] = client.predict(
+            build_request(values, patient_nbr, encounter_id)
+        )
     except FormError as error:
         st.error(f"Check the form: {error}", icon="✏️")
     except ApiError as error:

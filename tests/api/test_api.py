@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,38 +55,65 @@ def test_predict_answers_with_class_probabilities_risk_and_model(world):
     assert body["model"] == {"name": "diabetes-readmission", "version": "1", "alias": "production"}
 
 
+def _without(*names: str) -> dict:
+    return {k: v for k, v in EXAMPLE.items() if k not in names}
+
+
 def test_the_original_clients_spellings_give_the_same_answer(world):
-    uci = {"A1Cresult": ">8", "diabetesMed": "Yes", "glyburide-metformin": "Steady",
-           "max_glu_serum": ">200", "age": "[60-70)"}  # fmt: skip
-    original = {"a1cresult": ">8", "diabetesmed": "Yes", "glyburide_metformin": "Steady",
-                "max_glu_serum": ">200", "age": "[60-70)"}  # fmt: skip
-    assert world.client.post("/predict", json=uci).json() == \
-        world.client.post("/predict", json=original).json()  # fmt: skip
+    uci = {
+        "A1Cresult": ">8",
+        "diabetesMed": "Yes",
+        "glyburide-metformin": "Steady",
+        "max_glu_serum": ">200",
+        "age": "[60-70)",
+    }
+    original = {
+        "a1cresult": ">8",
+        "diabetesmed": "Yes",
+        "glyburide_metformin": "Steady",
+        "max_glu_serum": ">200",
+        "age": "[60-70)",
+    }
+    base = _without(*uci)
+    answers = [world.client.post("/predict", json={**base, **body}) for body in (uci, original)]
+    assert [a.status_code for a in answers] == [200, 200], answers[1].text
+    assert answers[0].json() == answers[1].json()
 
 
 def test_null_question_mark_and_absent_are_the_same_missing_value(world):
-    base = {"race": "Caucasian", "age": "[70-80)", "num_medications": 12}
-    answers = [
-        world.client.post("/predict", json={**base, "weight": None, "payer_code": None}).json(),
-        world.client.post("/predict", json={**base, "weight": "?", "payer_code": "?"}).json(),
-        world.client.post("/predict", json=base).json(),
+    base = _without("weight", "payer_code", "race")
+    bodies = [
+        {**base, "weight": None, "payer_code": None, "race": None},
+        {**base, "weight": "?", "payer_code": "?", "race": "?"},
+        {**base, "weight": "", "payer_code": "", "race": ""},
+        base,
     ]
-    assert answers[0] == answers[1] == answers[2]
+    answers = [world.client.post("/predict", json=body) for body in bodies]
+    assert {a.status_code for a in answers} == {200}
+    assert answers[0].json() == answers[1].json() == answers[2].json() == answers[3].json()
 
 
 def test_identifiers_and_the_target_are_accepted_and_ignored_by_the_model(world):
-    plain = world.client.post("/predict", json={"race": "Asian", "number_inpatient": 2}).json()
-    with_ids = world.client.post("/predict", json={
-        "race": "Asian", "number_inpatient": 2, "encounter_id": 999_999_999,
-        "patient_nbr": 999_999_999, "readmitted": "<30",
-    }).json()  # fmt: skip
-    assert plain == with_ids  # an unknown patient has no history
+    plain = world.client.post("/predict", json=_without("encounter_id", "patient_nbr"))
+    with_ids = world.client.post(
+        "/predict",
+        json={
+            **EXAMPLE,
+            "encounter_id": 999_999_999,
+            "patient_nbr": 999_999_999,
+            "readmitted": "<30",
+        },
+    )
+    assert plain.status_code == with_ids.status_code == 200
+    # an unknown patient has no history: the same answer but for the history report
+    assert {**plain.json(), "history": None} == {**with_ids.json(), "history": None}
 
 
 def test_served_predictions_equal_in_process_ones_nulls_included(world):
-    records = _records(60)
+    # without patients: their history (stored, or sent together) is tested on its own
+    records = [{**r, "patient_nbr": None} for r in _records(60)]
     for record in records[::3]:  # JSON nulls, which pandas receives as None
-        record.update({"race": None, "num_lab_procedures": None, "A1Cresult": None})
+        record.update({"race": None, "diag_2": None, "A1Cresult": None})
     response = world.client.post("/predict/batch", json={"encounters": records})
     assert response.status_code == 200, response.text[:2000]
     served = response.json()
@@ -98,11 +128,13 @@ def test_served_predictions_equal_in_process_ones_nulls_included(world):
 
 
 def test_batch_keeps_request_order_and_equals_single_predictions(world):
-    records = _records(25, seed=8)
+    # one encounter per patient: encounters of one patient sent together are history
+    records = [{**r, "patient_nbr": 10**9 + i} for i, r in enumerate(_records(25, seed=8))]
     batch = world.client.post("/predict/batch", json={"encounters": records}).json()
     singles = [world.client.post("/predict", json=r).json() for r in records]
-    assert [b["probabilities"] for b in batch["predictions"]] == \
-        [s["probabilities"] for s in singles]  # fmt: skip
+    assert [b["probabilities"] for b in batch["predictions"]] == [
+        s["probabilities"] for s in singles
+    ]
     assert batch["model"]["version"] == "1"
 
 
@@ -117,6 +149,40 @@ def test_batch_limits(world):
     full = world.client.post("/predict/batch", json={"encounters": records * 1_000})
     assert full.status_code == 200
     assert len(full.json()["predictions"]) == 1_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"encounter_id": 12, "patient_nbr": 34}, {"readmitted": "NO", "encounter_id": 1}],
+    ids=["empty", "identifiers", "identifiers-and-target"],
+)
+def test_a_request_with_none_of_the_encounters_fields_is_refused(world, body):
+    for route, payload in (("/predict", body), ("/predict/batch", {"encounters": [body]})):
+        answer = world.client.post(route, json=payload)
+        assert answer.status_code == 422, answer.text
+        problems = answer.json()["detail"]
+        assert any("none of the encounter's fields" in p["reason"] for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "name", [schema.BY_KEY[k].name for k in sorted(schema.REQUIRED_IN_REQUEST)]
+)
+def test_every_field_a_real_encounter_always_has_is_required(world, name):
+    for missing in ("absent", None, "?"):
+        body = {k: v for k, v in EXAMPLE.items() if k != name}
+        if missing != "absent":
+            body[name] = missing
+        answer = world.client.post("/predict", json=body)
+        assert answer.status_code == 422, (name, missing, answer.text)
+        problems = answer.json()["detail"]
+        assert [p["field"] for p in problems] == [name], problems
+        assert "required" in problems[0]["reason"], problems
+
+
+def test_the_openapi_schema_marks_the_required_fields(world):
+    schemas = world.client.get("/openapi.json").json()["components"]["schemas"]
+    required = set(schemas["Encounter"]["required"])
+    assert required == {schema.BY_KEY[key].name for key in schema.REQUIRED_IN_REQUEST}
 
 
 @pytest.mark.parametrize(
@@ -151,12 +217,17 @@ def test_bad_fields_are_422_naming_the_field_and_the_reason(world, body, field, 
         (b"{not json", {"content-type": "application/json"}, "invalid JSON"),
         (b"[1, 2]", {"content-type": "application/json"}, "must be a JSON object"),
         (b'{"race": "Asian"}', {"content-type": "text/plain"}, "Content-Type: application/json"),
-        (b'{"num_medications": NaN}', {"content-type": "application/json"}, "finite number"),
+        (
+            json.dumps({**EXAMPLE, "num_medications": float("nan")}).encode(),
+            {"content-type": "application/json"},
+            "finite number",
+        ),
     ],
     ids=["empty", "not-json", "array", "text-plain", "nan"],
 )
-def test_unreadable_bodies_are_422_and_the_service_answers_right_after(world, content, headers,
-                                                                         reason):  # fmt: skip
+def test_unreadable_bodies_are_422_and_the_service_answers_right_after(
+    world, content, headers, reason
+):
     answer = world.client.post("/predict", content=content, headers=headers)
     assert answer.status_code == 422, answer.text
     assert reason in answer.json()["detail"][0]["reason"]
@@ -165,21 +236,29 @@ def test_unreadable_bodies_are_422_and_the_service_answers_right_after(world, co
 
 def test_a_body_over_the_limit_is_413(world):
     huge = b'{"race": "' + b"x" * (world.settings.max_body_bytes + 10) + b'"}'
-    answer = world.client.post("/predict", content=huge,
-                               headers={"content-type": "application/json"})  # fmt: skip
+    answer = world.client.post(
+        "/predict", content=huge, headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 413
     assert "larger than" in answer.json()["detail"]
 
 
 def test_metrics_are_exported_with_service_prefixed_names(world):
     world.client.post("/predict", json=EXAMPLE)
-    world.client.post("/predict", json={"race": "Martian"})
+    world.client.post("/predict", json={**EXAMPLE, "race": "Martian"})
     text = world.client.get("/metrics").text
-    for name in ("api_http_requests_total", "api_http_request_duration_seconds_bucket",
-                 "api_predictions_total", "api_model_info", "api_model_version",
-                 "api_model_reloads_total", "api_prediction_log_write_failures_total",
-                 "api_prediction_log_dropped_rows_total", "process_resident_memory_bytes",
-                 "process_cpu_seconds_total"):  # fmt: skip
+    for name in (
+        "api_http_requests_total",
+        "api_http_request_duration_seconds_bucket",
+        "api_predictions_total",
+        "api_model_info",
+        "api_model_version",
+        "api_model_reloads_total",
+        "api_prediction_log_write_failures_total",
+        "api_prediction_log_dropped_rows_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ):
         assert f"\n{name}" in text, name
     assert 'handler="/predict",method="POST",status="422"' in text
     assert 'api_model_info{name="diabetes-readmission",version="1"} 1.0' in text
@@ -214,14 +293,34 @@ def test_predictions_are_logged_with_their_model_version(world):
 
     def logged() -> bool:
         with engine.connect() as conn:
-            return conn.scalar(sa.select(sa.func.count()).select_from(db.predictions).where(
-                db.predictions.c.encounter_id == 424242)) == 1  # fmt: skip
+            return (
+                conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(db.predictions)
+                    .where(db.predictions.c.encounter_id == 424242)
+                )
+                == 1
+            )
 
     world.wait_for(logged)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.predictions).where(
-            db.predictions.c.encounter_id == 424242)).one()  # fmt: skip
+        row = conn.execute(
+            sa.select(db.predictions).where(db.predictions.c.encounter_id == 424242)
+        ).one()
     assert row.model_version == "1"
     assert row.prediction in CLASSES
     assert np.isclose(row.probability_no + row.probability_gt30 + row.probability_lt30, 1)
     assert '"race":"Caucasian"' in row.inputs
+
+
+def test_the_readmes_curl_examples_are_answered(world):
+    """Every `curl ... /predict -d '{...}'` of the README is a request the API answers."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    pattern = r"/predict -H 'Content-Type: application/json' \\\n\s+-d '(\{.*?\})'"
+    bodies = re.findall(pattern, readme, flags=re.S)
+    assert len(bodies) >= 2
+    for body in bodies:
+        answer = world.client.post("/predict", json=json.loads(body))
+        assert answer.status_code == 200, (body, answer.text)

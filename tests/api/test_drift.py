@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from readmission import schema, synthetic
+from readmission.api.schemas import EXAMPLE
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +51,21 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
 
     _send(world, _encounters(1_000, seed=21))
     world.wait_for(lambda: len(_psi(world)) > 40)  # scores are published at most once a second
-    world.client.post("/predict", json={"race": "Asian"})
+    world.client.post("/predict", json=EXAMPLE)
     calm = _psi(world)
     assert max(calm.values()) < threshold, sorted(calm.items(), key=lambda kv: -kv[1])[:3]
 
     rng = np.random.default_rng(0)
     old_and_often_admitted = _encounters(
-        1_000, seed=22, age=rng.choice(["[80-90)", "[90-100)"], 1_000),
+        1_000,
+        seed=22,
+        age=rng.choice(["[80-90)", "[90-100)"], 1_000),
         number_inpatient=rng.integers(6, 13, 1_000),
-    )  # fmt: skip
+    )
     _send(world, old_and_often_admitted)
 
     def shifted() -> bool:
-        world.client.post("/predict", json={"race": "Asian"})  # triggers a fresh score
+        world.client.post("/predict", json=EXAMPLE)  # triggers a fresh score
         scores = _psi(world)
         return scores.get("age", 0) > threshold and scores.get("number_inpatient", 0) > threshold
 
@@ -70,6 +73,9 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
     scores = _psi(world)
     others = {k: v for k, v in scores.items() if k not in ("age", "number_inpatient")}
     assert max(others.values()) < threshold, sorted(others.items(), key=lambda kv: -kv[1])[:3]
-    rows = next(line for line in world.client.get("/metrics").text.splitlines()
-                if line.startswith("api_drift_window_rows "))  # fmt: skip
+    rows = next(
+        line
+        for line in world.client.get("/metrics").text.splitlines()
+        if line.startswith("api_drift_window_rows ")
+    )
     assert float(rows.split()[-1]) == world.settings.drift_window

@@ -47,8 +47,9 @@ def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requ
     sender.start()
     try:
         new = _promote_new_version(world.settings, "logistic_regression")
-        world.wait_for(lambda: world.client.get("/ready").json()["model"]["version"] == new,
-                       timeout=10)  # fmt: skip
+        world.wait_for(
+            lambda: world.client.get("/ready").json()["model"]["version"] == new, timeout=10
+        )
         world.wait_for(lambda: len(versions) > 0 and versions[-1] == new, timeout=10)
     finally:
         stop.set()
@@ -97,3 +98,24 @@ def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world):
     assert world.client.post("/predict", json=EXAMPLE).status_code == 200
     message = world.client.get("/model").json()["registry"]["message"]
     assert f"v{version} failed to load" in message
+    # what /model says of the version still serving is the registry's word now, not at load:
+    # it no longer holds the alias
+    described = world.client.get("/model").json()
+    assert described["version"] == serving
+    assert "production" not in described["aliases"]
+    assert described["described_at"] >= described["loaded_at"]
+
+
+def test_model_shows_the_registry_as_it_is_now_not_as_it_was_at_load(world):
+    import mlflow
+
+    serving = world.client.get("/model").json()
+    assert "reviewed_by" not in serving["tags"]
+    mlflow.MlflowClient().set_model_version_tag(
+        registry.MODEL_NAME, serving["version"], "reviewed_by", "the care team"
+    )
+    world.client.post("/model/reload")  # or the next poll
+    now = world.client.get("/model").json()
+    assert now["version"] == serving["version"]
+    assert now["tags"]["reviewed_by"] == "the care team"
+    assert now["loaded_at"] == serving["loaded_at"]  # not loaded again

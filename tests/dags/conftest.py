@@ -14,8 +14,13 @@ import pytest
 def airflow_db() -> Path:
     home = Path(os.environ["AIRFLOW_HOME"])
     airflow = Path(sys.executable).parent / "airflow"
-    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True,
-                            env=os.environ.copy(), check=False)  # fmt: skip
+    result = subprocess.run(
+        [str(airflow), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return home
 

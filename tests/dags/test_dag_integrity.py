@@ -58,10 +58,19 @@ def test_parsing_a_dag_file_does_no_data_work(path, tmp_path):
         " if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
-    env = {**os.environ, "DATA_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-           "DIABETES_CSV": str(tmp_path / "absent.csv")}  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env=env, check=False, cwd=tmp_path)  # fmt: skip
+    env = {
+        **os.environ,
+        "DATA_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DIABETES_CSV": str(tmp_path / "absent.csv"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "HEAVY=\n" in result.stdout, result.stdout[-2000:]
 

@@ -29,8 +29,11 @@ def test_raw_load_dag_loads_the_next_batches_then_the_rest_then_nothing(dagbag, 
 
     first = dag.test(run_conf={"batches": 2})
     assert first.state == "success"
-    assert _states(first) == {"plan": ["success"], "load_batch": ["success"] * 2,
-                              "publish": ["success"]}  # fmt: skip
+    assert _states(first) == {
+        "plan": ["success"],
+        "load_batch": ["success"] * 2,
+        "publish": ["success"],
+    }
     assert pipeline.store_summary()["batches_loaded"] == [0, 1]
 
     rest = dag.test(run_conf={"batches": 0})
@@ -81,8 +84,11 @@ def test_training_dag_trains_every_family_and_promotes_the_first_model(
     pipeline.clean_new_rows()
     run = dagbag.get_dag("model_training_pipeline").test()
     assert run.state == "success"
-    assert _states(run) == {"pin_data": ["success"], "train_candidate": ["success"] * 3,
-                            "promote": ["success"]}  # fmt: skip
+    assert _states(run) == {
+        "pin_data": ["success"],
+        "train_candidate": ["success"] * 3,
+        "promote": ["success"],
+    }
     production = registry.champion()
     assert production is not None
     assert production.current_stage == "Production"

@@ -64,6 +64,17 @@ def test_only_the_expired_dispositions_are_never_readmitted(frame):
 
 
 @needs_file
+def test_a_request_requires_exactly_what_the_file_never_lacks_without_a_default(frame):
+    """A field is required when every real encounter records it and its absence has no
+    documented meaning (absent lab results: not taken; absent drugs: not prescribed)."""
+    with_default = {"max_glu_serum", "a1cresult", *(schema.to_key(d) for d in schema.MEDICATIONS)}
+    complete = [name for name in frame.columns if frame[name].notna().all()]
+    never_missing = {schema.BY_NAME[name].key for name in complete}
+    features = {c.key for c in schema.FEATURES}
+    assert (never_missing & features) - with_default == schema.REQUIRED_IN_REQUEST
+
+
+@needs_file
 def test_every_category_in_the_file_is_in_the_schema(frame):
     for column in schema.COLUMNS:
         if column.kind in (schema.Kind.CATEGORY, schema.Kind.TARGET):

@@ -147,15 +147,26 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """kompose/ copied (without any secrets/*.env of the checkout), secrets written from .env."""
     target = tmp_path_factory.mktemp("k8s") / "kompose"
     shutil.copytree(
-        KOMPOSE, target, ignore=lambda _dir, names: [n for n in names if n.endswith(".env")
-                                                     and Path(_dir).name == "secrets"]
-    )  # fmt: skip
+        KOMPOSE,
+        target,
+        ignore=lambda _dir, names: [
+            n for n in names if n.endswith(".env") and Path(_dir).name == "secrets"
+        ],
+    )
     result = subprocess.run(
-        [sys.executable, str(target / "secrets_from_env.py"), "--env-file", str(ROOT / ".env"),
-         "--root", str(target)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            str(target / "secrets_from_env.py"),
+            "--env-file",
+            str(ROOT / ".env"),
+            "--root",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     return target
 
@@ -225,14 +236,26 @@ def test_secrets_script_refuses_a_password_unfit_for_urls(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("replace", "by", "flag", "message"),
     [
-        ("GF_SECURITY_ADMIN_PASSWORD=dev-grafana-change-me", "GF_SECURITY_ADMIN_PASSWORD=admin",
-         "true", "GF_SECURITY_ADMIN_PASSWORD: a well-known default password"),
-        ("MINIO_ROOT_PASSWORD=dev-minio-change-me", "MINIO_ROOT_PASSWORD=minioadmin",
-         "true", "MINIO_ROOT_PASSWORD: a well-known default password"),
-        ("READMISSION_DEV_CREDENTIALS=true", "READMISSION_DEV_CREDENTIALS=false",
-         "false", "POSTGRES_PASSWORD: the development value of .env"),
+        (
+            "GF_SECURITY_ADMIN_PASSWORD=dev-grafana-change-me",
+            "GF_SECURITY_ADMIN_PASSWORD=admin",
+            "true",
+            "GF_SECURITY_ADMIN_PASSWORD: a well-known default password",
+        ),
+        (
+            "MINIO_ROOT_PASSWORD=dev-minio-change-me",
+            "MINIO_ROOT_PASSWORD=minioadmin",
+            "true",
+            "MINIO_ROOT_PASSWORD: a well-known default password",
+        ),
+        (
+            "READMISSION_DEV_CREDENTIALS=true",
+            "READMISSION_DEV_CREDENTIALS=false",
+            "false",
+            "POSTGRES_PASSWORD: the development value of .env",
+        ),
     ],
-)  # fmt: skip
+)
 def test_secrets_script_refuses_weak_credentials_and_writes_nothing(
     tmp_path: Path, capsys, replace: str, by: str, flag: str, message: str
 ) -> None:
@@ -260,17 +283,33 @@ def test_no_secret_values_are_tracked_by_git() -> None:
 
 
 def test_base_renders_the_whole_hybrid_deployment(base: list[dict]) -> None:
-    workloads = {"mlops-postgres", "minio", "mlflow", "fast-api", "streamlit", "locust",
-                 "prometheus", "grafana", "jupyter"}  # fmt: skip
+    workloads = {
+        "mlops-postgres",
+        "minio",
+        "mlflow",
+        "fast-api",
+        "streamlit",
+        "locust",
+        "prometheus",
+        "grafana",
+        "jupyter",
+    }
     assert set(_by_kind(base, "Deployment")) == workloads
     assert set(_by_kind(base, "Service")) == workloads | HEADLESS.keys()
     assert set(_by_kind(base, "Job")) == {"minio-init"}
     assert set(_by_kind(base, "PersistentVolumeClaim")) == {
-        "mlops-postgres-data", "minio-data", "prometheus-data"}  # fmt: skip
+        "mlops-postgres-data",
+        "minio-data",
+        "prometheus-data",
+    }
     assert set(_by_kind(base, "Secret")) == SECRETS
     assert {n.rsplit("-", 1)[0] for n in _by_kind(base, "ConfigMap")} == {
-        "readmission-settings", "prometheus-config", "grafana-datasources",
-        "grafana-dashboard-providers", "grafana-dashboards"}  # fmt: skip
+        "readmission-settings",
+        "prometheus-config",
+        "grafana-datasources",
+        "grafana-dashboard-providers",
+        "grafana-dashboards",
+    }
     job = _by_kind(base, "Job")["minio-init"]["spec"]["template"]["spec"]["containers"][0]
     assert "local/mlflows3" in job["args"]
     assert "--ignore-existing" in job["args"]
@@ -280,8 +319,11 @@ def test_overlay_adds_airflow_to_the_base(base: list[dict], overlay: list[dict])
     names = {(o["kind"], o["metadata"]["name"]) for o in base}
     added = {(o["kind"], o["metadata"]["name"]) for o in overlay} - names
     assert {name for kind, name in added if kind == "Deployment"} == {
-        "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-        "airflow-triggerer"}  # fmt: skip
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    }
     assert ("Job", "airflow-db-migrate") in added
     assert ("Service", "airflow-apiserver") in added
     assert ("Secret", "airflow-internal") in added
@@ -379,15 +421,19 @@ def test_images_are_the_projects_or_pinned_third_party(rendered: list[dict]) -> 
 def test_images_are_the_ones_the_makefile_builds(rendered: list[dict]) -> None:
     result = subprocess.run(
         ["make", "-s", "image-names", "REGISTRY=readmission", "TAG=0.1.0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"`make image-names` failed: {result.stderr}"
     built = set(result.stdout.split())
     assert len(built) == 7
     ours = {c["image"] for _o, _s, c, _i in _containers(rendered)} - {
-        c["image"] for _o, _s, c, _i in _containers(rendered)
+        c["image"]
+        for _o, _s, c, _i in _containers(rendered)
         if c["image"].partition(":")[0] in THIRD_PARTY
-    }  # fmt: skip
+    }
     assert ours
     assert ours <= built
 
@@ -396,8 +442,10 @@ def test_kustomize_images_retarget_every_project_image(copy: Path, tmp_path: Pat
     """`images:` in the kustomizations covers each project image: a new tag reaches all."""
     retargeted = tmp_path / "kompose"
     shutil.copytree(copy, retargeted)
-    for path in [retargeted / "base" / "kustomization.yaml",
-                 retargeted / OVERLAY / "kustomization.yaml"]:  # fmt: skip
+    for path in [
+        retargeted / "base" / "kustomization.yaml",
+        retargeted / OVERLAY / "kustomization.yaml",
+    ]:
         kustomization = yaml.safe_load(path.read_text())
         for entry in kustomization["images"]:
             entry["newName"] = entry["newName"].replace("readmission/", "registry.example/")
@@ -420,8 +468,11 @@ def test_probes_use_the_documented_health_endpoints(
             if row is None:
                 continue  # Airflow's other components: no documented endpoint, exec probes
             documented = set(re.findall(r"`([^`]+)`", row["health"]))
-            probes = [container[k] for k in ("startupProbe", "livenessProbe", "readinessProbe")
-                      if k in container]  # fmt: skip
+            probes = [
+                container[k]
+                for k in ("startupProbe", "livenessProbe", "readinessProbe")
+                if k in container
+            ]
             used = {p["httpGet"]["path"] for p in probes if "httpGet" in p}
             used |= {" ".join(p["exec"]["command"]) for p in probes if "exec" in p}
             for endpoint in documented:
@@ -491,7 +542,10 @@ def test_fast_api_scales_out(base: list[dict]) -> None:
     hpa = _by_kind(base, "HorizontalPodAutoscaler")["fast-api"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
-        "apiVersion": "apps/v1", "kind": "Deployment", "name": "fast-api"}  # fmt: skip
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "fast-api",
+    }
     assert hpa["spec"]["minReplicas"] >= 2 < hpa["spec"]["maxReplicas"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     pdb = _by_kind(base, "PodDisruptionBudget")["fast-api"]
@@ -518,9 +572,10 @@ def test_service_selectors_match_one_deployment(rendered: list[dict]) -> None:
         name = HEADLESS.get(service_name, service_name)
         selector = service["spec"]["selector"]
         matching = [
-            d for d, obj in deployments.items()
+            d
+            for d, obj in deployments.items()
             if selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
-        ]  # fmt: skip
+        ]
         assert matching == [name], (name, matching)
         deployment = deployments[name]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= (
@@ -555,8 +610,11 @@ def test_prometheus_and_grafana_copies_are_in_sync() -> None:
     assert (BASE / "prometheus" / "alerts.yml").read_bytes() == (
         (ROOT / "prometheus" / "alerts.yml").read_bytes()
     )
-    sources = {p.relative_to(ROOT / "grafana") for p in (ROOT / "grafana").rglob("*.*")
-               if p.parent != ROOT / "grafana"}  # fmt: skip
+    sources = {
+        p.relative_to(ROOT / "grafana")
+        for p in (ROOT / "grafana").rglob("*.*")
+        if p.parent != ROOT / "grafana"
+    }
     copies = {p.relative_to(BASE / "grafana") for p in (BASE / "grafana").rglob("*.*")}
     assert sources
     assert sources == copies
@@ -567,8 +625,9 @@ def test_prometheus_and_grafana_copies_are_in_sync() -> None:
 
 
 def test_configmaps_carry_the_files(base: list[dict]) -> None:
-    maps = {o["metadata"]["name"].rsplit("-", 1)[0]: o["data"] for o in base
-            if o["kind"] == "ConfigMap"}  # fmt: skip
+    maps = {
+        o["metadata"]["name"].rsplit("-", 1)[0]: o["data"] for o in base if o["kind"] == "ConfigMap"
+    }
     assert maps["prometheus-config"] == {
         "prometheus.yml": (BASE / "prometheus" / "prometheus.yml").read_text(),
         "alerts.yml": (BASE / "prometheus" / "alerts.yml").read_text(),

@@ -91,9 +91,12 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
     log = tmp_path / "local.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "readmission", "local"], cwd=PROJECT_ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "readmission", "local"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 600
         while "Serving until Ctrl-C" not in log.read_text():

@@ -15,16 +15,35 @@ from readmission import db
 pytestmark = pytest.mark.postgres
 
 SQL = Path(__file__).resolve().parents[2] / "initdb" / "01_schemas.sql"
-PASSWORDS = {"AIRFLOW_DB_PASSWORD": "a-secret", "MLFLOW_DB_PASSWORD": "m-secret",
-             "MLOPS_DB_PASSWORD": "d-secret"}  # fmt: skip
+PASSWORDS = {
+    "AIRFLOW_DB_PASSWORD": "a-secret",
+    "MLFLOW_DB_PASSWORD": "m-secret",
+    "MLOPS_DB_PASSWORD": "d-secret",
+}
 
 
 def _psql(server, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(server.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
-         "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-f", str(SQL)],
-        env={**os.environ, **env}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            str(server.bin_dir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(SQL),
+        ],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +56,27 @@ def initialised(postgres_server):
 
 def test_creates_users_and_their_databases(initialised):
     with sa.create_engine(initialised.url()).connect() as conn:
-        owners = dict(conn.execute(sa.text(
-            "SELECT datname, pg_get_userbyid(datdba) FROM pg_database "
-            "WHERE datname IN ('airflow', 'mlflow', 'mlops')"
-        )).all())  # fmt: skip
+        owners = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT datname, pg_get_userbyid(datdba) FROM pg_database "
+                    "WHERE datname IN ('airflow', 'mlflow', 'mlops')"
+                )
+            ).all()
+        )
     assert owners == {"airflow": "airflow", "mlflow": "mlflow", "mlops": "mlops"}
 
 
 def test_data_database_has_the_raw_and_clean_schemas_owned_by_mlops(initialised):
     with sa.create_engine(initialised.url("mlops")).connect() as conn:
-        schemas = dict(conn.execute(sa.text(
-            "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace "
-            "WHERE nspname IN ('raw_data', 'clean_data', 'serving')"
-        )).all())  # fmt: skip
+        schemas = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace "
+                    "WHERE nspname IN ('raw_data', 'clean_data', 'serving')"
+                )
+            ).all()
+        )
     assert schemas == {"raw_data": "mlops", "clean_data": "mlops", "serving": "mlops"}
 
 
@@ -57,12 +84,16 @@ def test_the_mlops_user_can_create_the_pipeline_tables(initialised):
     url = f"postgresql+psycopg://mlops@127.0.0.1:{initialised.port}/mlops"
     engine = db.make_engine(url)
     db.create_tables(engine)
+    owned = "SELECT schemaname || '.' || tablename FROM pg_tables WHERE tableowner = 'mlops'"
     with engine.connect() as conn:
-        tables = set(conn.scalars(sa.text(
-            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE tableowner = 'mlops'"
-        )))  # fmt: skip
-    assert {"raw_data.diabetes", "raw_data.batches", "raw_data.quarantine",
-            "clean_data.diabetes", "clean_data.runs"} <= tables  # fmt: skip
+        tables = set(conn.scalars(sa.text(owned)))
+    assert {
+        "raw_data.diabetes",
+        "raw_data.batches",
+        "raw_data.quarantine",
+        "clean_data.diabetes",
+        "clean_data.runs",
+    } <= tables
     engine.dispose()
 
 

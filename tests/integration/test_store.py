@@ -28,8 +28,10 @@ def _frame(url: str, table: sa.Table) -> pd.DataFrame:
 
 
 def _load_all(settings, limit=None) -> list[dict]:
-    return [pipeline.load_raw_batch(b, settings=settings)
-            for b in pipeline.plan_raw_load(limit, settings=settings)]  # fmt: skip
+    return [
+        pipeline.load_raw_batch(b, settings=settings)
+        for b in pipeline.plan_raw_load(limit, settings=settings)
+    ]
 
 
 @pytest.fixture
@@ -43,9 +45,13 @@ def test_full_load_stores_every_row_once_with_its_patient_split(settings, sample
     assert sum(r["rows_inserted"] for r in reports) == 1_000
     raw = _frame(settings.database_url, db.raw_encounters)
     assert len(raw) == raw["encounter_id"].nunique() == 1_000
-    expected = dict(zip(sample_frame["encounter_id"].astype(int),
-                        ingest.assign_split(sample_frame["patient_nbr"].astype(int), SALT),
-                        strict=True))  # fmt: skip
+    expected = dict(
+        zip(
+            sample_frame["encounter_id"].astype(int),
+            ingest.assign_split(sample_frame["patient_nbr"].astype(int), SALT),
+            strict=True,
+        )
+    )
     assert (raw["split"] == raw["encounter_id"].map(expected)).all()
     assert (raw.groupby("patient_nbr")["split"].nunique() == 1).all()
     # text is stored verbatim: the raw layer keeps the file's '?'
@@ -187,8 +193,9 @@ def test_unparseable_rows_are_quarantined_and_the_rest_loaded(
 def test_a_wrong_header_stops_before_anything_is_written(
     tmp_path, settings_for, store_url, sample_frame
 ):
-    path = synthetic.write_csv(sample_frame.rename(columns={"race": "ethnicity"}),
-                               tmp_path / "bad" / "diabetic_data.csv")  # fmt: skip
+    path = synthetic.write_csv(
+        sample_frame.rename(columns={"race": "ethnicity"}), tmp_path / "bad" / "diabetic_data.csv"
+    )
     settings = settings_for(path, store_url, RAW_BATCH_SIZE=BATCH)
     pipeline.engine(settings)  # the store exists, as after earlier runs
     with pytest.raises(SchemaError, match="missing columns: race; unknown columns: ethnicity"):
@@ -256,8 +263,8 @@ def test_clean_rows_keep_the_raw_rows_split_and_batch(settings):
     assert clean["diag_1_group"].notna().mean() > 0.95
 
 
-def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypatch):
-    _load_all(settings)
+def _kill_cleaning_at_third_chunk(monkeypatch):
+    """The cleaning worker dies at its third chunk; returns the real cleaning function."""
     original = warehouse.clean_with_report
     calls = {"n": 0}
 
@@ -268,6 +275,12 @@ def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypa
         return original(frame)
 
     monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    return original
+
+
+def test_an_interrupted_cleaning_run_resumes_where_it_stopped(settings, monkeypatch):
+    _load_all(settings)
+    original = _kill_cleaning_at_third_chunk(monkeypatch)
     with pytest.raises(RuntimeError, match="worker killed"):
         warehouse.clean_pending(pipeline.engine(settings))
     assert _count(settings.database_url, db.clean_encounters) == 2 * BATCH
@@ -309,16 +322,7 @@ def test_a_full_refresh_that_fails_half_way_leaves_the_old_rows(settings, monkey
     _load_all(settings)
     pipeline.clean_new_rows(settings=settings)
     before = _frame(settings.database_url, db.clean_encounters)
-    original = warehouse.clean_with_report
-    calls = {"n": 0}
-
-    def fail_on_third_chunk(frame):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("worker killed")
-        return original(frame)
-
-    monkeypatch.setattr(warehouse, "clean_with_report", fail_on_third_chunk)
+    _kill_cleaning_at_third_chunk(monkeypatch)
     with pytest.raises(RuntimeError, match="worker killed"):
         pipeline.clean_new_rows(full_refresh=True, settings=settings)
     after = _frame(settings.database_url, db.clean_encounters)
@@ -350,8 +354,9 @@ def test_a_clean_table_of_an_older_layout_is_rebuilt_in_the_new_one(settings):
     pipeline.clean_new_rows(settings=settings)
     engine = pipeline.engine(settings)
     with engine.begin() as conn:
-        conn.execute(sa.text("ALTER TABLE clean_data.diabetes RENAME COLUMN expired "
-                             "TO expired_or_hospice"))  # fmt: skip
+        conn.execute(
+            sa.text("ALTER TABLE clean_data.diabetes RENAME COLUMN expired TO expired_or_hospice")
+        )
         conn.execute(sa.delete(db.clean_rules))  # built before the rules had a version
     report = pipeline.clean_new_rows(settings=settings)
     assert report["rows_cleaned"] == 1_000
@@ -386,8 +391,9 @@ def test_a_bad_value_in_a_plain_file_quarantines_only_its_row(
 
 
 @pytest.mark.postgres
-def test_postgres_and_sqlite_store_identical_raw_rows(settings_for, sample_csv, sqlite_url,
-                                                     postgres_url):  # fmt: skip
+def test_postgres_and_sqlite_store_identical_raw_rows(
+    settings_for, sample_csv, sqlite_url, postgres_url
+):
     tables = []
     for url in (sqlite_url, postgres_url):
         _load_all(settings_for(sample_csv, url, RAW_BATCH_SIZE=BATCH))

@@ -23,8 +23,11 @@ from tests.support.pgserver import free_port
 
 REQUEST_NAMES = [c.name for c in schema.COLUMNS if c.kind is not schema.Kind.TARGET]
 MODEL = {"name": "diabetes-readmission", "version": "3", "alias": "production"}
-SCORED = {"prediction": ">30", "probabilities": {"NO": 0.5, ">30": 0.3, "<30": 0.2},
-          "readmission_30d_risk": 0.2}  # fmt: skip
+SCORED = {
+    "prediction": ">30",
+    "probabilities": {"NO": 0.5, ">30": 0.3, "<30": 0.2},
+    "readmission_30d_risk": 0.2,
+}
 
 
 def _assert_sent_as_the_file_writes_them(records: list[load_logic.Record]) -> None:
@@ -111,8 +114,12 @@ def test_the_locust_user_runs_each_task_with_its_weight():
     gevent, which the other tests' threads and sockets must not get."""
     shown = subprocess.run(
         [str(LOCUST), "-f", str(LOCUSTFILE), "--show-task-ratio-json"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     tasks = json.loads(shown)["per_class"]["ApiClient"]["tasks"]
     total = sum(load_logic.TASK_WEIGHTS.values())
     assert {name: task["ratio"] for name, task in tasks.items()} == {
@@ -126,8 +133,11 @@ def test_the_locust_folder_does_not_shadow_the_library():
     assert not (PROJECT_ROOT / "locust" / "__init__.py").exists()
     found = subprocess.run(
         [sys.executable, "-c", "import locust, sys; print(locust.__file__, locust.__version__)"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "site-packages" in found, found
 
 
@@ -135,8 +145,14 @@ def test_the_locust_folder_does_not_shadow_the_library():
 
 
 def test_defaults_reproduce_the_original_test(monkeypatch: pytest.MonkeyPatch):
-    for name in ("LOAD_USERS", "LOAD_SPAWN_RATE", "LOAD_RUN_TIME", "LOAD_P95_MS",
-                 "LOAD_USER_RPS", "API_URL"):  # fmt: skip
+    for name in (
+        "LOAD_USERS",
+        "LOAD_SPAWN_RATE",
+        "LOAD_RUN_TIME",
+        "LOAD_P95_MS",
+        "LOAD_USER_RPS",
+        "API_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     settings = load_logic.load_settings()
     assert (settings.users, settings.spawn_rate, settings.user_rps) == (2, 2, 1)
@@ -147,9 +163,15 @@ def test_defaults_reproduce_the_original_test(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
-    for name, value in {"LOAD_USERS": "8", "LOAD_SPAWN_RATE": "0.5", "LOAD_RUN_TIME": "2m",
-                        "LOAD_P95_MS": "0.001", "LOAD_USER_RPS": "3", "LOAD_RECORDS": "synthetic",
-                        "API_URL": "http://fast-api:8989/"}.items():  # fmt: skip
+    for name, value in {
+        "LOAD_USERS": "8",
+        "LOAD_SPAWN_RATE": "0.5",
+        "LOAD_RUN_TIME": "2m",
+        "LOAD_P95_MS": "0.001",
+        "LOAD_USER_RPS": "3",
+        "LOAD_RECORDS": "synthetic",
+        "API_URL": "http://fast-api:8989/",
+    }.items():
         monkeypatch.setenv(name, value)
     settings = load_logic.load_settings()
     assert (settings.users, settings.spawn_rate, settings.run_time) == (8, 0.5, "2m")
@@ -159,9 +181,15 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("LOAD_USERS", "0"), ("LOAD_USERS", "two"), ("LOAD_P95_MS", "-1"),
-     ("LOAD_RUN_TIME", "soon"), ("LOAD_RUN_TIME", "0s"), ("LOAD_RECORDS", "some")],
-)  # fmt: skip
+    [
+        ("LOAD_USERS", "0"),
+        ("LOAD_USERS", "two"),
+        ("LOAD_P95_MS", "-1"),
+        ("LOAD_RUN_TIME", "soon"),
+        ("LOAD_RUN_TIME", "0s"),
+        ("LOAD_RECORDS", "some"),
+    ],
+)
 def test_a_bad_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, name: str, value: str):
     monkeypatch.setenv(name, value)
     with pytest.raises(load_logic.LoadConfigError, match=name):
@@ -188,13 +216,15 @@ def test_a_prediction_that_keeps_the_contract_passes():
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [({"prediction": "maybe"}, "prediction"),
-     ({"probabilities": {"NO": 0.5, ">30": 0.5}}, "probabilities"),
-     ({"probabilities": {"NO": 0.9, ">30": 0.3, "<30": 0.2}}, "sum to 1"),
-     ({"probabilities": {"NO": 1.2, ">30": -0.4, "<30": 0.2}}, "in \\[0, 1\\]"),
-     ({"readmission_30d_risk": None}, "readmission_30d_risk"),
-     ({"model": {"name": "x"}}, "version")],
-)  # fmt: skip
+    [
+        ({"prediction": "maybe"}, "prediction"),
+        ({"probabilities": {"NO": 0.5, ">30": 0.5}}, "probabilities"),
+        ({"probabilities": {"NO": 0.9, ">30": 0.3, "<30": 0.2}}, "sum to 1"),
+        ({"probabilities": {"NO": 1.2, ">30": -0.4, "<30": 0.2}}, "in \\[0, 1\\]"),
+        ({"readmission_30d_risk": None}, "readmission_30d_risk"),
+        ({"model": {"name": "x"}}, "version"),
+    ],
+)
 def test_a_prediction_off_contract_is_a_failure(change: dict, reason: str):
     problem = _problem({**SCORED, "model": MODEL, **change}, load_logic.prediction_problem)
     assert problem is not None

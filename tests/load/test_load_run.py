@@ -21,14 +21,36 @@ def run_locust(
 ) -> subprocess.CompletedProcess[str]:
     """`locust --headless` for `seconds` against `url` (API_URL), reports under `reports`;
     `flags` are added to Locust's command line."""
-    environment = {**os.environ, "API_URL": url, "LOAD_USER_RPS": "6", "LOAD_POOL_SIZE": "500",
-                   "LOAD_USERS": str(users), "LOAD_SPAWN_RATE": str(users),
-                   "LOAD_RUN_TIME": f"{seconds}s", **env}  # fmt: skip
-    command = [str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-               "--csv", str(reports / "load"), "--html", str(reports / "load.html"),
-               *flags]  # fmt: skip
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True,
-                          text=True, timeout=seconds + 60)  # fmt: skip
+    environment = {
+        **os.environ,
+        "API_URL": url,
+        "LOAD_USER_RPS": "6",
+        "LOAD_POOL_SIZE": "500",
+        "LOAD_USERS": str(users),
+        "LOAD_SPAWN_RATE": str(users),
+        "LOAD_RUN_TIME": f"{seconds}s",
+        **env,
+    }
+    command = [
+        str(LOCUST),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--csv",
+        str(reports / "load"),
+        "--html",
+        str(reports / "load.html"),
+        *flags,
+    ]
+    return subprocess.run(
+        command,
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
 
 
 def stats_by_route(reports: Path) -> dict[str, dict[str, str]]:

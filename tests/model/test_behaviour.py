@@ -49,11 +49,13 @@ def test_predictions_are_invariant_to_identifiers(trained):
     rng = np.random.default_rng(0)
     shuffled["encounter_id"] = rng.permutation(shuffled["encounter_id"].to_numpy())
     shuffled["patient_nbr"] = rng.integers(1, 10**8, len(shuffled))
-    np.testing.assert_array_equal(candidate.model.predict_proba(inputs),
-                                  candidate.model.predict_proba(shuffled))  # fmt: skip
+    np.testing.assert_array_equal(
+        candidate.model.predict_proba(inputs), candidate.model.predict_proba(shuffled)
+    )
     without = inputs.drop(columns=["encounter_id", "patient_nbr", "readmitted"])
-    np.testing.assert_array_equal(candidate.model.predict_proba(inputs),
-                                  candidate.model.predict_proba(without))  # fmt: skip
+    np.testing.assert_array_equal(
+        candidate.model.predict_proba(inputs), candidate.model.predict_proba(without)
+    )
 
 
 def test_more_prior_inpatient_visits_never_lower_the_30_day_risk_on_average(trained):

@@ -24,9 +24,11 @@ from tests.support.pgserver import free_port
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(PROMETHEUS).is_file(),
-                       reason="no Prometheus server: install the Debian package `prometheus`"),
-]  # fmt: skip
+    pytest.mark.skipif(
+        not Path(PROMETHEUS).is_file(),
+        reason="no Prometheus server: install the Debian package `prometheus`",
+    ),
+]
 DASHBOARD = monitoring.PROJECT_ROOT / "grafana" / "dashboards" / "proyecto3.json"
 PANELS = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
 MIN_SCRAPES = 5  # rate() and increase() need two samples in their window; 1 s scrapes
@@ -64,8 +66,7 @@ class Traffic:
     def warm_up(self, client: httpx.Client, encounters: list[dict]) -> None:
         """Enough encounters, in batches, for the API's drift window."""
         for start in range(0, WARM_UP_ENCOUNTERS, 100):
-            self._post(client, "/predict/batch",
-                       {"encounters": encounters[start:start + 100]})  # fmt: skip
+            self._post(client, "/predict/batch", {"encounters": encounters[start : start + 100]})
 
     def run(self) -> None:
         """Until stopped: a valid /predict, every 5th turn a batch, every 10th a 422."""
@@ -77,8 +78,9 @@ class Traffic:
                 self._post(client, "/predict", encounters[turn % len(encounters)])
                 if turn % 5 == 0:
                     start = (turn * 7) % (len(encounters) - 20)
-                    self._post(client, "/predict/batch",
-                               {"encounters": encounters[start:start + 20]})  # fmt: skip
+                    self._post(
+                        client, "/predict/batch", {"encounters": encounters[start : start + 20]}
+                    )
                 if turn % 10 == 0:
                     self._post(client, "/predict", {"num_lab_procedures": 999})
                 turn += 1
@@ -114,8 +116,11 @@ def _has_data(result: list[dict]) -> bool:
 
 def _all_panels_have_data(prometheus: Prometheus) -> bool:
     """Every target of every panel has data now."""
-    return all(_has_data(prometheus.query(target["expr"]))
-               for panel in PANELS for target in panel["targets"])  # fmt: skip
+    return all(
+        _has_data(prometheus.query(target["expr"]))
+        for panel in PANELS
+        for target in panel["targets"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,16 +140,26 @@ def prometheus(world, traffic, tmp_path_factory) -> Iterator[Prometheus]:
     root = tmp_path_factory.mktemp("prometheus")
     port = free_port()
     config = root / "prometheus.yml"
-    config.write_text(monitoring.render_prometheus(
-        "local", api_target=world.url.removeprefix("http://"),
-        prometheus_target=f"127.0.0.1:{port}", scrape_interval="1s"))  # fmt: skip
+    config.write_text(
+        monitoring.render_prometheus(
+            "local",
+            api_target=world.url.removeprefix("http://"),
+            prometheus_target=f"127.0.0.1:{port}",
+            scrape_interval="1s",
+        )
+    )
     log = root / "prometheus.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={root / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                PROMETHEUS,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     server = Prometheus(process, url, log, httpx.Client(base_url=url, timeout=10))
     try:
@@ -176,9 +191,12 @@ def scraped(prometheus, traffic) -> Prometheus:
     while True:
         counted = prometheus.query(scrapes)
         rules = prometheus.client.get("/api/v1/rules").json()["data"]["groups"]
-        ready = (bool(counted) and float(counted[0]["value"][1]) >= MIN_SCRAPES
-                 and bool(rules)
-                 and all(r["health"] != "unknown" for g in rules for r in g["rules"]))  # fmt: skip
+        ready = (
+            bool(counted)
+            and float(counted[0]["value"][1]) >= MIN_SCRAPES
+            and bool(rules)
+            and all(r["health"] != "unknown" for g in rules for r in g["rules"])
+        )
         if ready and _all_panels_have_data(prometheus):
             break
         if time.monotonic() - started >= DATA_TIMEOUT:
@@ -197,12 +215,19 @@ def test_prometheus_scrapes_the_api_and_evaluates_every_alert_rule(scraped, traf
     targets = scraped.client.get("/api/v1/targets").json()["data"]["activeTargets"]
     health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in targets}
     assert health[monitoring.API_JOB] == ("up", "")
-    rules = {rule["name"]: (rule["health"], rule.get("lastError", ""))
-             for group in scraped.client.get("/api/v1/rules").json()["data"]["groups"]
-             for rule in group["rules"]}  # fmt: skip
-    assert set(rules) == {"ApiDown", "ApiHighErrorRatio", "ApiSlowP95",
-                          "NoPredictionsWhileRequestsArrive", "ModelReloadFailures",
-                          "InputDrift"}  # fmt: skip
+    rules = {
+        rule["name"]: (rule["health"], rule.get("lastError", ""))
+        for group in scraped.client.get("/api/v1/rules").json()["data"]["groups"]
+        for rule in group["rules"]
+    }
+    assert set(rules) == {
+        "ApiDown",
+        "ApiHighErrorRatio",
+        "ApiSlowP95",
+        "NoPredictionsWhileRequestsArrive",
+        "ModelReloadFailures",
+        "InputDrift",
+    }
     assert all(health == "ok" for health, _ in rules.values()), rules
     assert traffic.sent.get(200, 0) > 50, traffic.sent
     assert traffic.sent.get(422, 0) > 0, traffic.sent
@@ -210,8 +235,11 @@ def test_prometheus_scrapes_the_api_and_evaluates_every_alert_rule(scraped, traf
 
 @pytest.mark.parametrize("panel", PANELS, ids=[panel["title"] for panel in PANELS])
 def test_panel_query_returns_data(scraped, world, panel: dict):
-    empty = [target["expr"] for target in panel["targets"]
-             if not _has_data(scraped.query(target["expr"]))]  # fmt: skip
+    empty = [
+        target["expr"]
+        for target in panel["targets"]
+        if not _has_data(scraped.query(target["expr"]))
+    ]
     if empty:
         exported = _exported_names(world.client.get("/metrics").text)
         missing = sorted({name for expr in empty for name in _metric_names(expr)} - exported)
@@ -235,5 +263,8 @@ def _metric_names(expr: str) -> set[str]:
 
 def _exported_names(exposition: str) -> set[str]:
     """The metric names of a /metrics page."""
-    return {_base_name(re.split(r"[{ ]", line, maxsplit=1)[0])
-            for line in exposition.splitlines() if line and not line.startswith("#")}  # fmt: skip
+    return {
+        _base_name(re.split(r"[{ ]", line, maxsplit=1)[0])
+        for line in exposition.splitlines()
+        if line and not line.startswith("#")
+    }

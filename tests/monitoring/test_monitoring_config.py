@@ -24,8 +24,9 @@ needs_promtool = pytest.mark.skipif(
 
 def _promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run promtool; the assertion message carries its output."""
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_committed_prometheus_config_is_the_compose_rendering():
@@ -54,10 +55,12 @@ def _targets(job: dict) -> list[str]:
 
 @pytest.mark.parametrize(
     ("mode", "api_target", "prometheus_target"),
-    [("compose", "fast-api:8989", "localhost:9090"),
-     ("kubernetes", "dns A fast-api-pods:8989", "localhost:9090"),
-     ("local", "127.0.0.1:8989", "127.0.0.1:9090")],
-)  # fmt: skip
+    [
+        ("compose", "fast-api:8989", "localhost:9090"),
+        ("kubernetes", "dns A fast-api-pods:8989", "localhost:9090"),
+        ("local", "127.0.0.1:8989", "127.0.0.1:9090"),
+    ],
+)
 def test_each_mode_scrapes_its_api_every_5_seconds_and_loads_the_rules(
     mode: str, api_target: str, prometheus_target: str
 ):
@@ -72,8 +75,19 @@ def test_each_mode_scrapes_its_api_every_5_seconds_and_loads_the_rules(
 
 def test_local_mode_takes_another_api_port_and_the_cli_writes_the_file(tmp_path: Path):
     out = tmp_path / "prometheus" / "prometheus.yml"
-    monitoring.main(["render-prometheus", "--mode", "local", "--api-target", "127.0.0.1:18989",
-                     "--prometheus-target", "127.0.0.1:19090", "--out", str(out)])  # fmt: skip
+    monitoring.main(
+        [
+            "render-prometheus",
+            "--mode",
+            "local",
+            "--api-target",
+            "127.0.0.1:18989",
+            "--prometheus-target",
+            "127.0.0.1:19090",
+            "--out",
+            str(out),
+        ]
+    )
     config = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["127.0.0.1:18989"]
     assert config["rule_files"] == [str(monitoring.RULES_FILE)]
@@ -118,9 +132,14 @@ def test_alert_unit_tests_pass():
 def test_every_alert_has_a_severity_a_summary_and_a_description():
     groups = yaml.safe_load(monitoring.RULES_FILE.read_text(encoding="utf-8"))["groups"]
     alerts = {rule["alert"]: rule for group in groups for rule in group["rules"]}
-    assert set(alerts) == {"ApiDown", "ApiHighErrorRatio", "ApiSlowP95",
-                           "NoPredictionsWhileRequestsArrive", "ModelReloadFailures",
-                           "InputDrift"}  # fmt: skip
+    assert set(alerts) == {
+        "ApiDown",
+        "ApiHighErrorRatio",
+        "ApiSlowP95",
+        "NoPredictionsWhileRequestsArrive",
+        "ModelReloadFailures",
+        "InputDrift",
+    }
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"critical", "warning"}, name
         assert rule["annotations"]["summary"], name
@@ -129,13 +148,15 @@ def test_every_alert_has_a_severity_a_summary_and_a_description():
 
 def test_grafana_provisions_the_datasource_the_dashboard_uses():
     provisioning = ROOT / "grafana" / "provisioning"
-    (source,) = yaml.safe_load(
-        (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]  # fmt: skip
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
     assert source["uid"] == monitoring.DATASOURCE_UID
     assert source["type"] == "prometheus"
     assert source["url"] == "${PROMETHEUS_URL}"
-    (provider,) = yaml.safe_load(
-        (provisioning / "dashboards" / "dashboards.yml").read_text())["providers"]  # fmt: skip
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "dashboards.yml").read_text())[
+        "providers"
+    ]
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
     dashboard = json.loads(monitoring.render_dashboard())
     assert dashboard["title"] == "Proyecto 3"

@@ -29,16 +29,25 @@ def test_the_eda_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # the kernel inherits them
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()  # fmt: skip
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outputs = "\n".join(
         str(output.get("text", "")) + str(output.get("data", {}).get("text/plain", ""))
-        for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
-    )  # fmt: skip
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
     assert "total          3,000       3,000" in outputs
     assert "registry not reachable" in outputs or "no Production model" in outputs
-    assert not any(output.get("output_type") == "error" for cell in notebook.cells
-                   for output in cell.get("outputs", []))  # fmt: skip
+    assert not any(
+        output.get("output_type") == "error"
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+    )
 
 
 def test_the_committed_notebook_carries_no_outputs():

@@ -123,11 +123,19 @@ def empty_gzip(good, out):
 # and the reason of the one quarantined row (BAD_ROW).
 CASES = [
     (no_header, "diabetic_data.csv", SchemaError, r"the header row is missing"),
-    (header_with_a_duplicated_column, "diabetic_data.csv", SchemaError,
-     r"missing columns: gender; duplicated columns: race"),
+    (
+        header_with_a_duplicated_column,
+        "diabetic_data.csv",
+        SchemaError,
+        r"missing columns: gender; duplicated columns: race",
+    ),
     (truncated_mid_line, "diabetic_data.csv", "quarantine", r"expected 50 fields, found \d+"),
-    (truncated_mid_gzip_stream, "diabetic_data.csv.gz", dataset.DatasetError,
-     r"cannot be read \(Compressed file ended before the end-of-stream marker"),
+    (
+        truncated_mid_gzip_stream,
+        "diabetic_data.csv.gz",
+        dataset.DatasetError,
+        r"cannot be read \(Compressed file ended before the end-of-stream marker",
+    ),
     (latin1_value, "diabetic_data.csv", dataset.DatasetError, r"is not UTF-8 text"),
     (utf16_file, "diabetic_data.csv", dataset.DatasetError, r"is not UTF-8 text"),
     (extra_fields, "diabetic_data.csv.gz", "quarantine", r"expected 50 fields, found 53"),
@@ -136,7 +144,7 @@ CASES = [
     (not_gzip, "diabetic_data.csv.gz", dataset.DatasetError, r"cannot be read \(Not a gzip"),
     (empty_file, "diabetic_data.csv", dataset.DatasetError, r"is empty"),
     (empty_gzip, "diabetic_data.csv.gz", dataset.DatasetError, r"is empty"),
-]  # fmt: skip
+]
 
 
 def _frame(url: str, table: sa.Table) -> pd.DataFrame:
@@ -163,8 +171,9 @@ def _run(settings, limit: int | None = None) -> None:
     pipeline.clean_new_rows(settings=settings)
 
 
-@pytest.mark.parametrize(("make", "name", "outcome", "pattern"), CASES,
-                         ids=[case[0].__name__ for case in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("make", "name", "outcome", "pattern"), CASES, ids=[case[0].__name__ for case in CASES]
+)
 def test_a_bad_file_is_refused_or_quarantined_and_nothing_stored_is_lost(
     tmp_path, settings_for, sample_csv, sample_frame, store_url, make, name, outcome, pattern
 ):

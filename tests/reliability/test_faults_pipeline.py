@@ -35,8 +35,9 @@ BATCH = 150  # small batches: the kill lands among many committed transactions
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    return synthetic.write_csv(synthetic.encounters(ROWS, seed=11),
-                               tmp_path_factory.mktemp("source") / "encounters.csv.gz")  # fmt: skip
+    return synthetic.write_csv(
+        synthetic.encounters(ROWS, seed=11), tmp_path_factory.mktemp("source") / "encounters.csv.gz"
+    )
 
 
 def cli_env(csv: Path, database_url: str, state: Path) -> dict[str, str]:
@@ -57,15 +58,19 @@ def count(engine: sa.Engine, table: sa.Table) -> int:
         return conn.scalar(sa.select(sa.func.count()).select_from(table))
 
 
-def kill_when(command: str, env: dict[str, str], engine: sa.Engine, table: sa.Table,
-              log: Path) -> int:  # fmt: skip
+def kill_when(
+    command: str, env: dict[str, str], engine: sa.Engine, table: sa.Table, log: Path
+) -> int:
     """Run `python -m readmission <command>`; SIGKILL it as soon as `table` has rows.
     Returns the rows found right after the kill."""
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "readmission", command],
-            env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 120
             while count(engine, table) == 0:
@@ -82,8 +87,12 @@ def kill_when(command: str, env: dict[str, str], engine: sa.Engine, table: sa.Ta
 def run_to_end(command: str, env: dict[str, str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "readmission", command],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -104,8 +113,9 @@ def test_a_raw_load_killed_mid_run_and_run_again_stores_every_row_once(
     raw, batches = db.raw_encounters, db.raw_batches
     with engine.connect() as conn:
         ids = sorted(conn.scalars(sa.select(raw.c.encounter_id)))
-        per_batch = dict(conn.execute(
-            sa.select(raw.c.batch_id, sa.func.count()).group_by(raw.c.batch_id)).all())  # fmt: skip
+        per_batch = dict(
+            conn.execute(sa.select(raw.c.batch_id, sa.func.count()).group_by(raw.c.batch_id)).all()
+        )
         control = pd.read_sql(sa.select(batches), conn).set_index("batch_id").sort_index()
         quarantined = conn.scalar(sa.select(sa.func.count()).select_from(db.raw_quarantine))
     engine.dispose()
@@ -122,9 +132,13 @@ def test_a_raw_load_killed_mid_run_and_run_again_stores_every_row_once(
 def test_a_cleaning_run_killed_mid_run_and_run_again_cleans_every_row_once(
     source, postgres_url, tmp_path
 ):
-    settings = Settings(DIABETES_CSV=source, DIABETES_CSV_SHA256=dataset.sha256_of(source),
-                        DATA_DATABASE_URL=postgres_url, READMISSION_STATE_DIR=tmp_path / "state",
-                        RAW_BATCH_SIZE=5_000)  # fmt: skip
+    settings = Settings(
+        DIABETES_CSV=source,
+        DIABETES_CSV_SHA256=dataset.sha256_of(source),
+        DATA_DATABASE_URL=postgres_url,
+        READMISSION_STATE_DIR=tmp_path / "state",
+        RAW_BATCH_SIZE=5_000,
+    )
     pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
     engine = db.make_engine(postgres_url)
     env = cli_env(source, postgres_url, tmp_path / "state")  # cleans BATCH rows a transaction
@@ -175,8 +189,10 @@ def candidates(tmp_path_factory, tracking_server) -> tuple[Settings, list[dict]]
     """A synthetic store and one logged candidate per family, worst first."""
     settings = build_store(tmp_path_factory.mktemp("store"), tracking_server.url, rows=1_500)
     get_settings.cache_clear()
-    logged = [pipeline.train_candidate(family, "quick", settings=settings)
-              for family in pipeline.model_families()]  # fmt: skip
+    logged = [
+        pipeline.train_candidate(family, "quick", settings=settings)
+        for family in pipeline.model_families()
+    ]
     logged.sort(key=lambda c: c[registry.PRIMARY_METRIC])
     scores = [c[registry.PRIMARY_METRIC] for c in logged]
     assert len(set(scores)) == len(scores), f"candidates tie, no order to check: {scores}"
@@ -186,17 +202,25 @@ def candidates(tmp_path_factory, tracking_server) -> tuple[Settings, list[dict]]
 def race(settings: Settings, racers: list[tuple[dict, float]], work: Path) -> list[dict]:
     """Start one promoting process per (candidate, delay) and release them together."""
     go = work / "go"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
-           "DATA_DATABASE_URL": settings.database_url,
-           "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-           "READMISSION_STATE_DIR": str(settings.state_dir)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATA_DATABASE_URL": settings.database_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "READMISSION_STATE_DIR": str(settings.state_dir),
+    }
     command = [sys.executable, "-c", RACER]
     processes = [
-        subprocess.Popen([*command, json.dumps([candidate]), str(delay), str(go)], env=env,
-                         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [*command, json.dumps([candidate]), str(delay), str(go)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for candidate, delay in racers
-    ]  # fmt: skip
+    ]
     time.sleep(8)  # both imported and waiting at the barrier (imports take seconds)
     go.touch()
     decisions = []
@@ -250,9 +274,13 @@ def test_the_promotion_lock_excludes_a_second_holder_and_dies_with_its_holder(st
     holds it, and a trainer killed while holding it (SIGKILL) does not leave it held."""
     engine = db.make_engine(store_url)
     db.create_tables(engine)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, store_url], cwd=PROJECT_ROOT,
-                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, store_url],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(TimeoutError), training.promotion_lock(engine, timeout=1.0):

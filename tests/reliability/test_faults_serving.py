@@ -145,8 +145,11 @@ def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_
     with Traffic(api.url) as traffic:
         traffic.wait_for_more(20)
         tracking_server.stop(signal.SIGKILL)
-        wait_for(lambda: httpx.get(f"{api.url}/model").json()["registry"]["reachable"] is False,
-                 timeout=15, what="/model to report the registry unreachable")  # fmt: skip
+        wait_for(
+            lambda: httpx.get(f"{api.url}/model").json()["registry"]["reachable"] is False,
+            timeout=15,
+            what="/model to report the registry unreachable",
+        )
         described = httpx.get(f"{api.url}/model").json()
         assert described["version"] == serving
         assert described["registry"]["message"].startswith("registry unreachable")
@@ -158,8 +161,11 @@ def test_mlflow_stopping_never_fails_a_prediction_and_its_return_brings_the_new_
 
         tracking_server.start()  # same backend store, same port
         registry.promote(new, reason="test: promoted after the registry came back")
-        wait_for(lambda: httpx.get(f"{api.url}/ready").json()["model"]["version"] == new,
-                 timeout=60, what=f"v{new} to be served")  # fmt: skip
+        wait_for(
+            lambda: httpx.get(f"{api.url}/ready").json()["model"]["version"] == new,
+            timeout=60,
+            what=f"v{new} to be served",
+        )
         traffic.wait_for_more(10)
     assert traffic.errors == []
     assert traffic.statuses == {200}, "a prediction failed"
@@ -193,8 +199,11 @@ def test_an_api_started_while_mlflow_is_down_becomes_ready_when_it_returns(
         assert "registry cannot be reached" in refused.json()["detail"]
     finally:
         tracking_server.start()
-    wait_for(lambda: httpx.get(f"{api.url}/ready").status_code == 200, timeout=60,
-             what="the API to load the Production model by itself")  # fmt: skip
+    wait_for(
+        lambda: httpx.get(f"{api.url}/ready").status_code == 200,
+        timeout=60,
+        what="the API to load the Production model by itself",
+    )
     assert httpx.get(f"{api.url}/ready").json()["model"]["version"] == production
     answer = httpx.post(f"{api.url}/predict", json=EXAMPLE)
     assert answer.status_code == 200
@@ -235,8 +244,11 @@ def test_postgres_restart_under_traffic_loses_no_logged_prediction(
     api = api_factory(api_env(served, DATA_DATABASE_URL=url))
     with Traffic(api.url, first_id=first) as traffic:
         traffic.wait_for_more(30)
-        wait_for(lambda: len(logged_ids(url, first, first + 10**6) or []) >= 30, timeout=20,
-                 what="the first predictions to be logged")  # fmt: skip
+        wait_for(
+            lambda: len(logged_ids(url, first, first + 10**6) or []) >= 30,
+            timeout=20,
+            what="the first predictions to be logged",
+        )
         log_postgres.stop()
         traffic.wait_for_more(30)  # answered while PostgreSQL is down
         time.sleep(1.0)
@@ -246,8 +258,11 @@ def test_postgres_restart_under_traffic_loses_no_logged_prediction(
     assert traffic.errors == []
     assert traffic.statuses == {200}, "a prediction failed while PostgreSQL restarted"
     sent = sorted(traffic.sent_ids)
-    wait_for(lambda: logged_ids(url, first, first + 10**6) == sent, timeout=60,
-             what="every prediction to be logged exactly once")  # fmt: skip
+    wait_for(
+        lambda: logged_ids(url, first, first + 10**6) == sent,
+        timeout=60,
+        what="every prediction to be logged exactly once",
+    )
     assert metric(api.url, "api_prediction_log_dropped_rows_total") == 0
     assert metric(api.url, "api_prediction_log_written_rows_total") == len(sent)
     assert metric(api.url, "api_prediction_log_queue_rows") == 0
@@ -269,20 +284,29 @@ def test_an_outage_longer_than_the_queue_drops_the_oldest_rows_and_counts_them_e
 
     for offset in range(before):
         predict(first + offset)
-    wait_for(lambda: len(logged_ids(url, first, first + 999) or []) == before, timeout=20,
-             what="the first predictions to be logged")  # fmt: skip
+    wait_for(
+        lambda: len(logged_ids(url, first, first + 999) or []) == before,
+        timeout=20,
+        what="the first predictions to be logged",
+    )
     log_postgres.stop()
     try:
         outage = [first + before + offset for offset in range(during)]
         for encounter_id in outage:
             predict(encounter_id)  # answered although the log cannot keep them all
-        wait_for(lambda: metric(api.url, "api_prediction_log_dropped_rows_total")
-                 == during - capacity, timeout=10, what="the overflow to be counted")  # fmt: skip
+        wait_for(
+            lambda: metric(api.url, "api_prediction_log_dropped_rows_total") == during - capacity,
+            timeout=10,
+            what="the overflow to be counted",
+        )
     finally:
         log_postgres.restart()
     expected = list(range(first, first + before)) + outage[-capacity:]  # the newest rows kept
-    wait_for(lambda: logged_ids(url, first, first + 999) == expected, timeout=60,
-             what="the queued rows to be written")  # fmt: skip
+    wait_for(
+        lambda: logged_ids(url, first, first + 999) == expected,
+        timeout=60,
+        what="the queued rows to be written",
+    )
     assert metric(api.url, "api_prediction_log_dropped_rows_total") == during - capacity
     assert metric(api.url, "api_prediction_log_written_rows_total") == before + capacity
     assert metric(api.url, "api_prediction_log_queue_rows") == 0

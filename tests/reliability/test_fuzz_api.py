@@ -49,8 +49,9 @@ def test_the_fuzzed_schema_is_the_one_served(world):
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))  # fmt: skip
+@settings(
+    max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_every_documented_operation_holds_its_contract(case, world):
     response = case.call_and_validate(base_url=world.url, timeout=30)
     label = f"{case.method} {case.path}"
@@ -67,7 +68,15 @@ def test_at_least_a_thousand_cases_ran_across_every_operation():
     print(f"\nschemathesis cases: {sum(RAN.values()):,}")
     for label, count in sorted(RAN.items()):
         print(f"  {label:<22} {count:>5} cases, slowest {SLOWEST[label] * 1000:.0f} ms")
-    expected = {"GET /health", "GET /ready", "GET /model", "GET /model/versions", "GET /metrics",
-                "POST /predict", "POST /predict/batch", "POST /model/reload"}  # fmt: skip
+    expected = {
+        "GET /health",
+        "GET /ready",
+        "GET /model",
+        "GET /model/versions",
+        "GET /metrics",
+        "POST /predict",
+        "POST /predict/batch",
+        "POST /model/reload",
+    }
     assert expected <= set(RAN), sorted(RAN)
     assert sum(RAN.values()) >= MIN_CASES, dict(RAN)

@@ -71,9 +71,18 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run(
-            str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
-            "--no-sync", "-E", "UTF8", "--locale=C",
-        )  # fmt: skip
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            self.user,
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         self._pg_ctl_start()
         return self
 
@@ -84,9 +93,18 @@ class PostgresServer:
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-            "-o", options, "-w", "-t", "60", "start",
-        )  # fmt: skip
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

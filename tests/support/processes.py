@@ -29,8 +29,7 @@ def _wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited ({process.returncode}):\n"
-                               f"{_tail(log)}")  # fmt: skip
+            raise RuntimeError(f"{url}: the process exited ({process.returncode}):\n{_tail(log)}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -109,15 +108,30 @@ class MlflowServer(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180) -> MlflowServer:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-               "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+        env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         self._spawn(
-            [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{self.database}", "--artifacts-destination", str(self.root / "artifacts"),
-             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1"],
-            env, cwd=self.root,
-        )  # fmt: skip
+            [
+                str(VENV_BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.database}",
+                "--artifacts-destination",
+                str(self.root / "artifacts"),
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+            ],
+            env,
+            cwd=self.root,
+        )
         _wait_http(f"{self.url}/health", self.process, self.log, timeout)
         return self
 
@@ -125,8 +139,9 @@ class MlflowServer(_Process):
 class ApiProcess(_Process):
     """The inference API as deployed: `uvicorn app.main:app`, configured by environment."""
 
-    def __init__(self, root: Path, env: dict[str, str], port: int | None = None,
-                 name: str = "api") -> None:  # fmt: skip
+    def __init__(
+        self, root: Path, env: dict[str, str], port: int | None = None, name: str = "api"
+    ) -> None:
         super().__init__(root, name)
         root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -137,13 +152,30 @@ class ApiProcess(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120, wait_for: str = "/health") -> ApiProcess:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT),
-               **self.env, "API_PORT": str(self.port)}  # fmt: skip
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            **self.env,
+            "API_PORT": str(self.port),
+        }
         self._spawn(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port",
-             str(self.port), "--no-access-log", "--log-level", "warning"],
-            env, cwd=PROJECT_ROOT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env,
+            cwd=PROJECT_ROOT,
+        )
         _wait_http(f"{self.url}{wait_for}", self.process, self.log, timeout)
         return self
 

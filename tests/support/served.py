@@ -39,10 +39,14 @@ def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Sett
     from readmission import dataset
 
     settings = Settings(
-        DIABETES_CSV=csv, DIABETES_CSV_SHA256=dataset.sha256_of(csv),
-        DATA_DATABASE_URL=f"sqlite:///{root / 'store' / 'main.db'}", READMISSION_STATE_DIR=root,
-        MLFLOW_TRACKING_URI=mlflow_uri, RAW_BATCH_SIZE=500, **extra,
-    )  # fmt: skip
+        DIABETES_CSV=csv,
+        DIABETES_CSV_SHA256=dataset.sha256_of(csv),
+        DATA_DATABASE_URL=f"sqlite:///{root / 'store' / 'main.db'}",
+        READMISSION_STATE_DIR=root,
+        MLFLOW_TRACKING_URI=mlflow_uri,
+        RAW_BATCH_SIZE=500,
+        **extra,
+    )
     pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
     pipeline.clean_new_rows(settings=settings)
     return settings
@@ -53,8 +57,12 @@ def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
     `patch` puts back what was there when it is undone."""
     from mlflow.tracking import _model_registry, _tracking_service, fluent
 
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID",
-                 "MLFLOW_EXPERIMENT_NAME"):  # fmt: skip
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+    ):
         patch.setenv(name, "")  # so that undoing restores what MLflow sets meanwhile
         patch.delenv(name)
     patch.setattr(_tracking_service.utils, "_tracking_uri", None)
@@ -93,8 +101,9 @@ def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[Mlfl
 def trained(tmp_path_factory, mlflow_module) -> Settings:
     """A store and a first Production model (quick search, gradient boosting)."""
     root = tmp_path_factory.mktemp("world")
-    settings = build_store(root, mlflow_module, API_MODEL_POLL_SECONDS=0.3,
-                           API_PREDICTION_LOG_FLUSH_SECONDS=0.2)  # fmt: skip
+    settings = build_store(
+        root, mlflow_module, API_MODEL_POLL_SECONDS=0.3, API_PREDICTION_LOG_FLUSH_SECONDS=0.2
+    )
     get_settings.cache_clear()
     pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
     return settings

@@ -125,10 +125,15 @@ def build_stub_app(stub: StubApi) -> FastAPI:
             return failure
         if _too_many_labs(body):
             return _failure(StubApi(stub.url, mode="invalid"))
+        known = body.get("patient_nbr") is not None
         return {
             "prediction": "<30",
             "probabilities": PROBABILITIES,
             "readmission_30d_risk": PROBABILITIES["<30"],
+            "history": {
+                "status": "looked_up" if known else "no_patient",
+                "earlier_encounters": 1 if known else 0,
+            },
             "model": MODEL_REF,
         }
 
@@ -166,6 +171,7 @@ def build_stub_app(stub: StubApi) -> FastAPI:
                     "prediction": CLASSES[i % 3],
                     "probabilities": probabilities,
                     "readmission_30d_risk": probabilities["<30"],
+                    "history": {"status": "no_patient", "earlier_encounters": 0},
                 }
             )
         return {"predictions": predictions, "model": MODEL_REF}

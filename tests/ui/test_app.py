@@ -49,6 +49,7 @@ def test_the_form_starts_from_a_typical_patient(stub_api: StubApi) -> None:
     assert app.text_input(key="form_diag_1").value == "428"
     assert app.selectbox(key="form_insulin").value == "No"
     assert app.number_input(key="form_patient_nbr").value is None
+    assert app.number_input(key="form_encounter_id").value is None
 
 
 def test_submitting_the_form_shows_the_class_the_risk_and_the_model_version(
@@ -61,6 +62,7 @@ def test_submitting_the_form_shows_the_class_the_risk_and_the_model_version(
     app.text_input(key="form_diag_2").set_value("250.83")
     app.selectbox(key="form_insulin").set_value("Up")
     app.number_input(key="form_patient_nbr").set_value(8222157)
+    app.number_input(key="form_encounter_id").set_value(2278392)
     submit_form(app)
 
     metrics = {m.label: m.value for m in app.metric}
@@ -77,6 +79,8 @@ def test_submitting_the_form_shows_the_class_the_risk_and_the_model_version(
     assert body["diag_2"] == "250.83"
     assert body["insulin"] == "Up"
     assert body["patient_nbr"] == 8222157
+    assert body["encounter_id"] == 2278392
+    assert any("earlier encounter" in c.value for c in app.caption)
     assert body["A1Cresult"] == "None"
 
 

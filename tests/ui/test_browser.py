@@ -22,9 +22,15 @@ from tests.ui.conftest import APP_PATH, StubApi, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STARTUP_SECONDS = 30
 PAGE_TIMEOUT_MS = 20_000
 
@@ -58,11 +64,22 @@ def streamlit_url(stub_api: StubApi, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "API_URL": stub_api.url, "HOME": str(tmp_path)}
     command = [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
-        "--server.headless", "true", "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP_PATH),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
     log = tmp_path / "streamlit.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -141,6 +141,25 @@ def test_missing_choices_and_blank_codes_become_null() -> None:
     assert body["payer_code"] is None
 
 
+def test_the_encounter_id_is_sent_when_given_so_only_earlier_encounters_count() -> None:
+    body = ui_logic.build_request(typical_values(), 8222157, 2278392)
+    assert (body["patient_nbr"], body["encounter_id"]) == (8222157, 2278392)
+    assert "encounter_id" not in ui_logic.build_request(typical_values(), 8222157, None)
+    with pytest.raises(FormError, match="encounter_id must not be negative"):
+        ui_logic.build_request(typical_values(), 8222157, -1)
+
+
+def test_the_history_the_api_used_is_described() -> None:
+    described = ui_logic.describe_history
+    assert described({"status": "looked_up", "earlier_encounters": 2}) == (
+        "History: 2 earlier encounters of this patient were counted."
+    )
+    assert "1 earlier encounter of" in described({"status": "looked_up", "earlier_encounters": 1})
+    assert "unavailable" in described({"status": "unavailable", "earlier_encounters": 0})
+    assert "no patient number" in described({"status": "no_patient", "earlier_encounters": 0})
+    assert described(None) == ""
+
+
 def test_the_patient_number_is_sent_when_given() -> None:
     assert ui_logic.build_request(typical_values(), 8222157)["patient_nbr"] == 8222157
     assert ui_logic.build_request(typical_values(), "55629189")["patient_nbr"] == 55629189

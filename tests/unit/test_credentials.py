@@ -19,8 +19,12 @@ STRONG = "q7Vx-2mLp_9RtZ4k"
 
 def _env(**overrides: str) -> dict[str, str]:
     env = {key: f"{STRONG}-{i}" for i, key in enumerate(credentials.SECRET_KEYS)}
-    env.update(POSTGRES_USER="postgres", MINIO_ROOT_USER="minio-admin",
-               GF_SECURITY_ADMIN_USER="admin", AIRFLOW_ADMIN_USER="admin")  # fmt: skip
+    env.update(
+        POSTGRES_USER="postgres",
+        MINIO_ROOT_USER="minio-admin",
+        GF_SECURITY_ADMIN_USER="admin",
+        AIRFLOW_ADMIN_USER="admin",
+    )
     env.update(overrides)
     return env
 
@@ -77,13 +81,21 @@ def test_the_command_exits_2_naming_the_keys():
     weak = _env(GF_SECURITY_ADMIN_PASSWORD=well_known, MINIO_ROOT_PASSWORD=too_short)
     env = {**os.environ, **weak}
     env.pop("READMISSION_DEV_CREDENTIALS", None)
-    done = subprocess.run([sys.executable, "-m", "readmission", "check-credentials"], env=env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "readmission", "check-credentials"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2, done
     assert "GF_SECURITY_ADMIN_PASSWORD: a well-known default password" in done.stderr
     assert "MINIO_ROOT_PASSWORD: shorter than 12 characters" in done.stderr
     only = subprocess.run(
         [sys.executable, "-m", "readmission", "check-credentials", "--key", "JUPYTER_TOKEN"],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert only.returncode == 0, only

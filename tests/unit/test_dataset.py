@@ -78,9 +78,10 @@ def test_download_extracts_the_csv_from_the_archive_and_verifies_it(tmp_path, sa
         zipped.write(csv_path, "dataset_diabetes/diabetic_data.csv")
         zipped.writestr("dataset_diabetes/IDs_mapping.csv", "x\n")
     settings = _settings(
-        tmp_path, DIABETES_DATASET_URL=archive.as_uri(),
+        tmp_path,
+        DIABETES_DATASET_URL=archive.as_uri(),
         DIABETES_CSV_SHA256=dataset.sha256_of(csv_path),
-    )  # fmt: skip
+    )
     source = dataset.locate(settings)
     assert source.path == tmp_path / "data" / "diabetic_data.csv.gz"
     with gzip.open(source.path, "rb") as got:
@@ -95,8 +96,9 @@ def test_failed_download_says_where_it_looked_and_what_failed(tmp_path):
 
 
 def test_wrong_header_is_refused_naming_the_columns(tmp_path, sample_frame):
-    path = synthetic.write_csv(sample_frame.drop(columns=["race"]).assign(extra=1),
-                               tmp_path / "bad.csv")  # fmt: skip
+    path = synthetic.write_csv(
+        sample_frame.drop(columns=["race"]).assign(extra=1), tmp_path / "bad.csv"
+    )
     with pytest.raises(SchemaError, match="missing columns: race; unknown columns: extra"):
         dataset.read_header(path)
 

@@ -68,3 +68,34 @@ def test_fast_macro_f1_equals_sklearns():
     assert _macro_f1(truth, predicted, 3) == pytest.approx(
         f1_score(truth, predicted, average="macro", labels=[0, 1, 2], zero_division=0)
     )
+
+
+def test_gradient_boosting_stops_early_on_whole_patients(monkeypatch):
+    """Its early-stopping validation set is drawn by patient: a patient's encounters are
+    either all fitted or all held out, as the splits are."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from readmission import features, synthetic
+
+    raw = synthetic.encounters(2_000, seed=3, patients=600)
+    data = features.add_history(clean(raw))
+    seen = {}
+    real_fit = HistGradientBoostingClassifier.fit
+
+    def spy(self, inputs, y, sample_weight=None, **kwargs):
+        val = kwargs.get("X_val")
+        seen.update(rows=len(inputs), val_rows=None if val is None else len(val))
+        return real_fit(self, inputs, y, sample_weight, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", spy)
+    pipeline = features.build_pipeline("hist_gradient_boosting", {"max_iter": 20})
+    model = ReadmissionModel(pipeline).fit(
+        data.drop(columns=["readmitted"]), data["readmitted"], groups=data["patient_nbr"]
+    )
+    patients = data["patient_nbr"].to_numpy()
+    held = np.isin(patients, model.early_stopping_patients_)
+    fitted = ~data["expired"].to_numpy()  # the expired are never fitted
+    assert seen["val_rows"] == int((held & fitted).sum())  # every encounter of those patients
+    assert seen["rows"] == int((~held & fitted).sum())  # and none of theirs in the fit
+    share = len(model.early_stopping_patients_) / len(set(patients))
+    assert 0.05 < share < 0.15  # validation_fraction 0.1, of patients

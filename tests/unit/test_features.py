@@ -44,8 +44,9 @@ def test_a_later_encounter_never_changes_an_earlier_ones_history():
     frame = _encounters()
     before = features.add_history(frame[frame.encounter_id < 50]).set_index("encounter_id")
     after = features.add_history(frame).set_index("encounter_id")
-    pd.testing.assert_frame_equal(before[list(features.HISTORY)],
-                                  after.loc[before.index, list(features.HISTORY)])  # fmt: skip
+    pd.testing.assert_frame_equal(
+        before[list(features.HISTORY)], after.loc[before.index, list(features.HISTORY)]
+    )
 
 
 def test_encounter_features_give_the_model_inputs_in_order():
@@ -54,16 +55,51 @@ def test_encounter_features_give_the_model_inputs_in_order():
     assert list(out.columns) == [*features.CATEGORICAL, *features.NUMERIC]
     assert out[list(features.NUMERIC)].dtypes.map(lambda d: d.kind == "f").all()
     assert (out[list(features.HISTORY)] == 0).all().all()  # absent history counts as none
-    assert set(out["diag_1_category"].dropna()) <= {"428", "414", "786", "410", "486", "427",
-        "491", "715", "682", "434", "250", "276", "401", "599", "403", "585", "272", "V57",
-        "V45", "E885", "996", "008", "038"}  # fmt: skip
+    assert set(out["diag_1_category"].dropna()) <= {
+        "428",
+        "414",
+        "786",
+        "410",
+        "486",
+        "427",
+        "491",
+        "715",
+        "682",
+        "434",
+        "250",
+        "276",
+        "401",
+        "599",
+        "403",
+        "585",
+        "272",
+        "V57",
+        "V45",
+        "E885",
+        "996",
+        "008",
+        "038",
+    }
 
 
 def test_derived_counts():
-    record = clean(pd.DataFrame([{"metformin": "Up", "insulin": "Steady", "glipizide": "Down",
-                                  "number_outpatient": 1, "number_emergency": 2,
-                                  "number_inpatient": 3, "diag_1": "428", "diag_2": "427.3",
-                                  "diag_3": "250.01"}]))  # fmt: skip
+    record = clean(
+        pd.DataFrame(
+            [
+                {
+                    "metformin": "Up",
+                    "insulin": "Steady",
+                    "glipizide": "Down",
+                    "number_outpatient": 1,
+                    "number_emergency": 2,
+                    "number_inpatient": 3,
+                    "diag_1": "428",
+                    "diag_2": "427.3",
+                    "diag_3": "250.01",
+                }
+            ]
+        )
+    )
     out = features.EncounterFeatures().fit(record).transform(record).iloc[0]
     assert out["medications_prescribed"] == 3
     assert out["medication_changes"] == 2

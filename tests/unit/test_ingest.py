@@ -32,8 +32,9 @@ def test_a_synthetic_file_is_plain_and_counted(tmp_path, sample_frame):
     ],
     ids=["quoted-comma", "quoted-newline", "short-row", "blank-lines"],
 )
-def test_files_that_are_not_one_record_per_line_take_the_record_path(tmp_path, sample_frame,
-                                                                      change, rows):  # fmt: skip
+def test_files_that_are_not_one_record_per_line_take_the_record_path(
+    tmp_path, sample_frame, change, rows
+):
     path = synthetic.write_csv(sample_frame, tmp_path / "a.csv")
     path.write_bytes(change(path.read_bytes().decode()).encode())
     source = dataset.verify(path, dataset.sha256_of(path))

@@ -23,17 +23,27 @@ def test_identifiers_and_target_are_never_features():
 
 @pytest.mark.parametrize(
     ("name", "key"),
-    [("A1Cresult", "a1cresult"), ("diabetesMed", "diabetesmed"),
-     ("glyburide-metformin", "glyburide_metformin"), ("encounter_id", "encounter_id")],
-)  # fmt: skip
+    [
+        ("A1Cresult", "a1cresult"),
+        ("diabetesMed", "diabetesmed"),
+        ("glyburide-metformin", "glyburide_metformin"),
+        ("encounter_id", "encounter_id"),
+    ],
+)
 def test_keys_are_snake_case_of_the_uci_names(name, key):
     assert schema.BY_NAME[name].key == key
 
 
 def test_aliases_accept_the_original_clients_spellings():
     aliases = schema.key_aliases()
-    for spelling in ("A1Cresult", "a1cresult", "diabetesMed", "diabetesmed",
-                     "glyburide-metformin", "glyburide_metformin"):  # fmt: skip
+    for spelling in (
+        "A1Cresult",
+        "a1cresult",
+        "diabetesMed",
+        "diabetesmed",
+        "glyburide-metformin",
+        "glyburide_metformin",
+    ):
         assert aliases[spelling] in schema.BY_KEY
 
 

@@ -19,8 +19,9 @@ def test_split_is_stable_across_batches_orders_and_calls():
     patients = np.arange(1, 10_001)
     whole = assign_split(patients, "salt")
     shuffled = np.random.default_rng(1).permutation(len(patients))
-    in_batches = np.concatenate([assign_split(patients[i : i + 1500], "salt")
-                                 for i in range(0, len(patients), 1500)])  # fmt: skip
+    in_batches = np.concatenate(
+        [assign_split(patients[i : i + 1500], "salt") for i in range(0, len(patients), 1500)]
+    )
     assert (whole == in_batches).all()
     assert (whole[shuffled] == assign_split(patients[shuffled], "salt")).all()
 
@@ -29,8 +30,13 @@ def test_split_values_are_pinned_so_a_change_of_algorithm_is_noticed():
     # Changing the hash reshuffles the split of every stored row: it must be deliberate.
     patients = np.array([8222157, 55629189, 86047875, 82442376, 42519267, 82637451])
     assert list(assign_split(patients, "diabetes-130-v1")) == [
-        "train", "train", "test", "train", "valid", "train",
-    ]  # fmt: skip
+        "train",
+        "train",
+        "test",
+        "train",
+        "valid",
+        "train",
+    ]
     counts = pd.Series(assign_split(np.arange(100_000), "diabetes-130-v1")).value_counts()
     assert counts.to_dict() == {"train": 59731, "valid": 20244, "test": 20025}
 

@@ -16,11 +16,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="A model is loaded (503 otherwise)",
-            responses={503: {"description": "No model loaded"}})  # fmt: skip
+@router.get(
+    "/ready",
+    summary="A model is loaded (503 otherwise)",
+    responses={503: {"description": "No model loaded"}},
+)
 async def ready(services: ServicesDep) -> JSONResponse:
     loaded = services.store.current
     if loaded is None:  # says why: nothing promoted yet, or the registry unreachable
-        return JSONResponse({"detail": NO_MODEL, "registry": services.store.status.to_dict()},
-                            status_code=503)  # fmt: skip
+        return JSONResponse(
+            {"detail": NO_MODEL, "registry": services.store.status.to_dict()}, status_code=503
+        )
     return JSONResponse({"status": "ready", "model": loaded.ref})

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from readmission import registry
 from readmission.api.deps import ServicesDep
 from readmission.api.errors import NO_MODEL
+from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
 
@@ -22,10 +23,19 @@ def _registry_status(services) -> dict:
 async def model(services: ServicesDep) -> JSONResponse:
     loaded = services.store.current
     if loaded is None:
-        return JSONResponse({"detail": NO_MODEL, "registry": _registry_status(services)},
-                            status_code=503)  # fmt: skip
-    return JSONResponse({**loaded.described, "alias": loaded.alias, "loaded_at": loaded.loaded_at,
-                         "registry": _registry_status(services)})  # fmt: skip
+        return JSONResponse(
+            {"detail": NO_MODEL, "registry": _registry_status(services)}, status_code=503
+        )
+    described, described_at = services.store.description() or (loaded.described, None)
+    return JSONResponse(
+        {
+            **described,
+            "alias": loaded.alias,
+            "loaded_at": loaded.loaded_at,
+            "described_at": described_at or loaded.loaded_at,
+            "registry": _registry_status(services),
+        }
+    )
 
 
 @router.get("/model/versions", summary="Every registered version with its metrics")
@@ -33,9 +43,8 @@ async def versions(services: ServicesDep) -> JSONResponse:  # noqa: ARG001
     try:
         found = await asyncio.to_thread(registry.list_versions)
     except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
-        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
-        return JSONResponse({"detail": f"model registry unreachable: {message}"},
-                            status_code=503)  # fmt: skip
+        message = short_error(exc)
+        return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
     return JSONResponse({"versions": found})
 
 

@@ -56,8 +56,9 @@ class StrictJsonRoute(APIRoute):
             encoding = request.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 reason = f"Content-Encoding {encoding[:40]} is not accepted: send the JSON as is"
-                raise RequestValidationError([{"type": "content_encoding", "loc": ("body",),
-                                               "msg": reason, "input": None}])  # fmt: skip
+                raise RequestValidationError(
+                    [{"type": "content_encoding", "loc": ("body",), "msg": reason, "input": None}]
+                )
             return await handler(_StrictJsonRequest(request.scope, request.receive))
 
         return strict
@@ -70,13 +71,24 @@ REFUSALS = {
         "model": ValidationProblems,
         "description": "Invalid input: each problem names the field and the reason",
     },
-    503: {"model": Message, "description": "No model loaded yet"},
+    503: {
+        "model": Message,
+        "description": "No model loaded yet, or the scoring queue is full (Retry-After)",
+    },
 }
 
 
 def _answer(scored: Scored) -> dict:
-    return {"prediction": scored.prediction, "probabilities": scored.probabilities,
-            "readmission_30d_risk": scored.risk_30d}  # fmt: skip
+    history = {
+        "status": scored.history.status,
+        "earlier_encounters": scored.history.earlier_encounters,
+    }
+    return {
+        "prediction": scored.prediction,
+        "probabilities": scored.probabilities,
+        "readmission_30d_risk": scored.risk_30d,
+        "history": history,
+    }
 
 
 async def _score(services: Services, records: list[dict]):
@@ -86,8 +98,12 @@ async def _score(services: Services, records: list[dict]):
     return answers, loaded
 
 
-@router.post("/predict", response_model=PredictionResponse, responses=REFUSALS,
-             summary="Readmission risk of one encounter")  # fmt: skip
+@router.post(
+    "/predict",
+    response_model=PredictionResponse,
+    responses=REFUSALS,
+    summary="Readmission risk of one encounter",
+)
 async def predict(encounter: Encounter, services: ServicesDep) -> dict:
     """Score one encounter: UCI column names (or the original clients' spellings); missing
     values as null, "?" or absent. Identifiers and `readmitted` are accepted and ignored
@@ -100,8 +116,12 @@ def batch_route(batch_model: type) -> APIRouter:
     """The batch route, typed with the app's batch model (its length limit is a setting)."""
     batch_router = APIRouter(tags=["predict"], route_class=StrictJsonRoute)
 
-    @batch_router.post("/predict/batch", response_model=BatchResponse, responses=REFUSALS,
-                       summary="Readmission risk of up to API_MAX_BATCH encounters")  # fmt: skip
+    @batch_router.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        responses=REFUSALS,
+        summary="Readmission risk of up to API_MAX_BATCH encounters",
+    )
     async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:
         """Score several encounters in one call; answers come in request order."""
         answers, loaded = await _score(services, encounter_records(batch.encounters))
