@@ -726,8 +726,11 @@ def test_no_password_is_used_before_the_credentials_check_passed(name):
 
 #: Services that write inside their image: Airflow (logs and state under AIRFLOW_HOME) and
 #: JupyterLab (its runtime files and workspaces in the home folder).
-WRITABLE_ROOT = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                 "airflow-triggerer", "airflow-init", "jupyter")  # fmt: skip
+WRITABLE_ROOT = (
+    *(f"airflow-{part}" for part in ("apiserver", "scheduler", "dag-processor", "triggerer")),
+    "airflow-init",
+    "jupyter",
+)
 
 
 @pytest.mark.parametrize("name", RUNTIME)
