@@ -68,6 +68,25 @@ requirements: | $(UV) ## Regenerate each image's pinned requirements file from t
 	  echo "$$out: $$(grep -c '^[a-zA-Z0-9]' $$out) pins (extras $$extras)"; \
 	done
 
+# --- Offline image builds: `make wheelhouse` puts every wheel the images install (each
+# image's pinned set above and the build backend of requirements/build.txt) in WHEELHOUSE,
+# for the images' platform (IMAGE_PYTHON, CPython, glibc of Debian bookworm). The Dockerfiles
+# install from it with no index when it holds wheels, from the index otherwise: same pins.
+WHEELHOUSE := wheelhouse
+BUILD_REQUIREMENTS := requirements/build.txt
+# pip does not widen a --platform to older glibc versions: every manylinux tag up to 2.36.
+WHEEL_PLATFORMS := manylinux1_x86_64 manylinux2010_x86_64 manylinux2014_x86_64 \
+  $(foreach minor,$(shell seq 5 36),manylinux_2_$(minor)_x86_64)
+
+.PHONY: wheelhouse
+wheelhouse: | $(BIN)/python ## Download every wheel the images install into wheelhouse/ (offline builds)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --dest $(WHEELHOUSE) \
+	  --python-version $(IMAGE_PYTHON) --implementation cp --abi cp311 \
+	  $(foreach platform,$(WHEEL_PLATFORMS),--platform $(platform)) \
+	  $(foreach pair,$(IMAGE_REQUIREMENTS),-r $(firstword $(subst =, ,$(pair)))) \
+	  -r $(BUILD_REQUIREMENTS)
+	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
+
 .PHONY: run
 run: venv ## Set up and run the embedded local mode end to end (Airflow UI on :8080)
 	$(BIN)/python -m readmission local
@@ -162,6 +181,23 @@ push: docker-check ## Push the seven images to REGISTRY (build them first: make 
 .PHONY: image-names
 image-names: ## Print the seven image references, one a line (REGISTRY, TAG)
 	@printf '%s\n' $(foreach i,$(IMAGES),$(call image_ref,$(i)))
+
+# --- The Docker Compose deployment on this machine's engine (tests/compose/stack.py): the
+# README's Docker Compose commands, images that cannot be pulled replaced by stand-ins built
+# from Debian's packages (tests/compose/standins.py), every step printed with its duration.
+COMPOSE_TEST_TIMEOUT ?= 3600
+
+.PHONY: compose-up
+compose-up: docker-check venv wheelhouse data ## Build the images, start the three Compose projects, wait until all are healthy
+	$(BIN)/python -m tests.compose.stack up
+
+.PHONY: compose-down
+compose-down: docker-check venv ## Remove the Compose projects' containers, volumes and network
+	$(BIN)/python -m tests.compose.stack down
+
+.PHONY: compose-test
+compose-test: docker-check venv wheelhouse data ## compose-up, the end-to-end checks over the published ports, compose-down
+	$(BIN)/pytest tests/compose/stack_checks.py -p no:cacheprovider -s --timeout $(COMPOSE_TEST_TIMEOUT)
 
 .PHONY: hadolint
 hadolint: venv ## Lint the seven Dockerfiles with hadolint

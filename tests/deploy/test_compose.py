@@ -598,6 +598,16 @@ def test_services_share_the_external_network(name):
         assert spec.get("networks") == [NETWORK], f"{name}: {service} is not on {NETWORK}"
 
 
+def test_each_runtime_file_is_its_own_compose_project():
+    """Named in the file, not after the folder: the three files share one folder, and under
+    its name (Compose's default) each `up` reported the others' containers as orphans, which
+    `--remove-orphans` deleted (seen in the real run: the jupyter file's `down` removed
+    Airflow and PostgreSQL)."""
+    names = {name: compose(name).get("name") for name in RUNTIME}
+    assert all(names.values()), f"a runtime file without a top-level name: {names}"
+    assert len(set(names.values())) == len(RUNTIME), names
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_header_says_how_to_start_it(name):
     header = []
@@ -611,11 +621,12 @@ def test_header_says_how_to_start_it(name):
         assert "kubectl apply -k kompose/" in header_text
         return
     order = [
+        "make images",
         "docker network create airflow_backend",
         "docker compose -f docker-compose-airflow.yaml up airflow-init",
-        "docker compose -f docker-compose-airflow.yaml up --build -d",
+        "docker compose -f docker-compose-airflow.yaml up -d --wait",
     ]
-    order += [f"docker compose -f {n} up --build -d" for n in RUNTIME[1 : RUNTIME.index(name) + 1]]
+    order += [f"docker compose -f {n} up -d --wait" for n in RUNTIME[1 : RUNTIME.index(name) + 1]]
     positions = [header_text.find(step) for step in order]
     assert -1 not in positions, f"{name}: missing {order[positions.index(-1)]!r}"
     assert positions == sorted(positions), f"{name}: the start commands are out of order"
@@ -715,8 +726,11 @@ def test_no_password_is_used_before_the_credentials_check_passed(name):
 
 #: Services that write inside their image: Airflow (logs and state under AIRFLOW_HOME) and
 #: JupyterLab (its runtime files and workspaces in the home folder).
-WRITABLE_ROOT = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                 "airflow-triggerer", "airflow-init", "jupyter")  # fmt: skip
+WRITABLE_ROOT = (
+    *(f"airflow-{part}" for part in ("apiserver", "scheduler", "dag-processor", "triggerer")),
+    "airflow-init",
+    "jupyter",
+)
 
 
 @pytest.mark.parametrize("name", RUNTIME)
@@ -731,3 +745,18 @@ def test_containers_are_read_only_without_capabilities(name):
         for volume in spec.get("volumes") or []:  # the project's files: mounted read-only
             if isinstance(volume, str) and volume.startswith("."):
                 assert volume.endswith(":ro"), f"{name}: {service} mounts {volume} writable"
+
+
+def test_readme_compose_commands_are_what_the_compose_test_runs():
+    """The README's Docker Compose section is the run `make compose-test` makes: its start
+    and stop blocks are the harness's UP and DOWN, its headless Locust run is the test's."""
+    from tests.compose import stack
+
+    blocks = stack.readme_commands()
+    assert list(stack.UP) in blocks, "README's start block != tests/compose/stack.py UP"
+    assert list(stack.DOWN) in blocks, "README's stop block != tests/compose/stack.py DOWN"
+    assert any(stack.LOCUST_HEADLESS in block for block in blocks)
+    assert stack.readme_predict_body(), "the README's /predict example, which the test sends"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "python -m tests.compose.stack up" in makefile
+    assert "python -m tests.compose.stack down" in makefile

@@ -11,6 +11,7 @@ image's extras can reach in the lock's dependency graph.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -302,11 +303,12 @@ def documented_extras(image: Image) -> set[str]:
 
 
 def requirements_of(image: Image) -> str | None:
-    """The requirements file the image copies in (and installs with `-r`)."""
+    """The requirements file the image copies in as requirements.txt (installed with `-r`)."""
     for stage in parse_stages(dockerfile(image)):
-        for source in copy_sources(stage):
-            if "requirements" in source:
-                return source
+        for args in of(stage, "COPY"):
+            words = [w for w in args.split() if not w.startswith("--")]
+            if words[-1] == "requirements.txt":
+                return words[0]
     return None
 
 
@@ -605,3 +607,74 @@ def test_make_help_lists_every_target():
     shown = {line.split()[0] for line in listed.splitlines() if line.strip()}
     assert {"run", "test", "images", "k8s-apply", "data"} <= phony
     assert phony - shown == set(), "targets without a ## description"
+
+
+def test_locust_flags_given_to_the_container_reach_locust():
+    """The README's headless run (`docker compose ... run --rm locust --headless ...`) passes
+    Locust's flags as the container's arguments: Locust must be the ENTRYPOINT. With the
+    whole command in CMD, the real run failed: `exec: "--headless": executable file not
+    found in $PATH`."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    arguments = re.findall(r"run --rm locust (-\S+)", readme)
+    assert arguments, "the README shows a headless Locust run"
+    final = final_stage(dockerfile(BY_NAME["locust"]))
+    (entrypoint,) = of(final, "ENTRYPOINT")
+    assert json.loads(entrypoint) == ["locust", "-f", "locust/locustfile.py"]
+    (command,) = of(final, "CMD")
+    assert json.loads(command)[0].startswith("-"), "CMD holds Locust's default flags only"
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=lambda i: i.name)
+def test_no_dockerfile_needs_a_frontend_image(image):
+    """No `# syntax=` directive: BuildKit (`docker compose build`, `up --build`) pulls the
+    frontend image it names before anything else, which fails on a closed network (seen:
+    `resolve image config for docker.io/docker/dockerfile:1 ... no such host`). The frontend
+    built into the engine reads these Dockerfiles."""
+    first = dockerfile(image).read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
+
+
+def test_images_build_offline_from_the_wheelhouse_with_the_same_pins():
+    """Every Python image installs from wheelhouse/ with no index when it holds wheels (uv's
+    offline switches set only then), its pinned requirements file either way, and the
+    package with the pinned build backend; `make wheelhouse` downloads exactly those pins."""
+    build_pin = (ROOT / "requirements" / "build.txt").read_text()
+    pins = read_pins(ROOT / "requirements" / "build.txt")
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for requirement in map(Requirement, backend):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"requirements/build.txt pins the build backend {name}"
+        assert requirement.specifier.contains(pins[name]), build_pin
+    offline = "export UV_OFFLINE=1 UV_NO_INDEX=1 UV_FIND_LINKS=/wheelhouse; fi"
+    for image in IMAGES:
+        if image.name == "postgres":
+            continue
+        text = _instructions_text(image)
+        builder = " ".join(f"{i.keyword} {i.args}" for i in parse_stages(dockerfile(image))[-2])
+        assert "COPY wheelhouse/ /wheelhouse/" in builder, image.dockerfile
+        installs = [r for r in of(parse_stages(dockerfile(image))[-2], "RUN") if "pip install" in r]
+        assert installs, image.dockerfile
+        for run in installs:
+            assert "find /wheelhouse -name '*.whl'" in run, run
+            assert offline in run, run
+        if "--no-deps ." in text:
+            assert "COPY requirements/build.txt build-constraints.txt" in builder
+            assert "--build-constraints build-constraints.txt --no-deps ." in text
+    dry_run = make("-n", "wheelhouse").stdout.replace("\\\n", " ")
+    for requirements in [*REQUIREMENTS, "requirements/build.txt"]:
+        assert f"-r {requirements}" in dry_run, f"make wheelhouse skips {requirements}"
+    assert "--only-binary=:all:" in dry_run
+    assert "--no-deps" in dry_run, "the pins are complete: nothing resolved again"
+
+
+def test_the_wheels_are_never_committed_but_reach_the_build_context():
+    ignored_by_git = subprocess.run(
+        ["git", "check-ignore", "-q", "wheelhouse/numpy-2.3.0-cp311-cp311-any.whl"],
+        cwd=ROOT,
+        check=False,
+    )
+    assert ignored_by_git.returncode == 0, ".gitignore keeps the wheels out of git"
+    patterns = dockerignore_patterns()
+    assert not ignored("wheelhouse/numpy-2.3.0-cp311-cp311-any.whl", patterns)
+    assert not ignored("requirements/build.txt", patterns)
+    assert ignored("requirements/lock.txt", patterns)
