@@ -225,7 +225,7 @@ k8s-secrets: ## Write kompose/**/secrets/*.env (the Kubernetes Secrets) from .en
 
 .PHONY: k8s-sync
 k8s-sync: venv ## Refresh kompose/base's copies of the Prometheus config and rules and the Grafana files
-	$(BIN)/python -m readmission.monitoring render-prometheus --mode kubernetes \
+	$(BIN)/python -m readmission.ops.monitoring render-prometheus --mode kubernetes \
 	  --out kompose/base/prometheus/prometheus.yml
 	cp prometheus/alerts.yml kompose/base/prometheus/alerts.yml
 	rm -rf kompose/base/grafana && mkdir -p kompose/base/grafana

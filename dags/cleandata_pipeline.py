@@ -18,7 +18,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from readmission.orchestration import CLEAN_DATA, DEFAULT_ARGS, RAW_DATA, START_DATE, TAGS
+from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, RAW_DATA, START_DATE, TAGS
 
 
 @dag(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from readmission.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, TAGS
+from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, TAGS
 
 
 @dag(

@@ -104,7 +104,7 @@ def credentials_rules():
         spec.loader.exec_module(module)
         return module
     try:
-        from readmission import credentials
+        from readmission.ops import credentials
     except ImportError as exc:
         raise SystemExit(f"cannot find readmission/credentials.py next to {KOMPOSE}") from exc
     return credentials

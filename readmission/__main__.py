@@ -64,14 +64,14 @@ def _cmd_model(args: argparse.Namespace) -> None:  # noqa: ARG001
 
 
 def _cmd_check_credentials(args: argparse.Namespace) -> None:
-    from readmission import credentials
+    from readmission.ops import credentials
 
     keys = tuple(args.key) if args.key else credentials.SECRET_KEYS
     sys.exit(credentials.main(keys=keys))
 
 
 def _cmd_local(args: argparse.Namespace) -> None:
-    from readmission import localstack
+    from readmission.ops import localstack
 
     sys.exit(localstack.main(serve=not args.no_serve))
 

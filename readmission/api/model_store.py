@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from readmission.api.acceleration import accelerate, sample_inputs
+from readmission.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.drift import DriftMonitor
 from readmission.registry import MODEL_NAME, PRODUCTION_ALIAS, Registry

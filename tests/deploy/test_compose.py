@@ -23,7 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from readmission import credentials
+from readmission.ops import credentials
 from readmission.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

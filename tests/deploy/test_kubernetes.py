@@ -23,7 +23,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from readmission import monitoring
+from readmission.ops import monitoring
 from tests.support.envfile import secrets_script
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from readmission import monitoring, schema, synthetic
+from readmission import schema, synthetic
+from readmission.ops import monitoring
 from tests.support.pgserver import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

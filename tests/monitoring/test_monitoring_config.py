@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from readmission import monitoring
+from readmission.ops import monitoring
 
 ROOT = monitoring.PROJECT_ROOT
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -32,7 +32,7 @@ def _promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_committed_prometheus_config_is_the_compose_rendering():
     committed = (ROOT / "prometheus.yml").read_text(encoding="utf-8")
     assert committed == monitoring.render_prometheus("compose"), (
-        "prometheus.yml differs from its template: run `python -m readmission.monitoring "
+        "prometheus.yml differs from its template: run `python -m readmission.ops.monitoring "
         "render-prometheus --mode compose --out prometheus.yml`"
     )
 
@@ -41,7 +41,7 @@ def test_committed_dashboard_is_the_builders_output():
     committed = (ROOT / "grafana" / "dashboards" / "proyecto3.json").read_text(encoding="utf-8")
     assert committed == monitoring.render_dashboard(), (
         "grafana/dashboards/proyecto3.json differs from the builder: run `python -m "
-        "readmission.monitoring render-dashboard --out grafana/dashboards/proyecto3.json`"
+        "readmission.ops.monitoring render-dashboard --out grafana/dashboards/proyecto3.json`"
     )
 
 

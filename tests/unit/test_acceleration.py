@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from readmission import synthetic
-from readmission.api.acceleration import CompiledTrees, _FastPipeline, accelerate, sample_inputs
+from readmission.acceleration import CompiledTrees, _FastPipeline, accelerate, sample_inputs
 from readmission.cleaning import clean
 from readmission.estimator import ReadmissionModel
 from readmission.features import HISTORY, build_pipeline

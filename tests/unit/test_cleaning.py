@@ -235,7 +235,7 @@ def test_few_and_many_rows_are_cleaned_alike() -> None:
     """Up to `_FEW_ROWS` rows each value is parsed; beyond, distinct values are."""
     few = messy_frame()
     many = pd.concat([few] * 5, ignore_index=True)
-    assert len(few) <= cleaning._FEW_ROWS < len(many)
+    assert len(few) <= cleaning.rules._FEW_ROWS < len(many)
     few_clean, few_report = clean_with_report(few)
     many_clean, many_report = clean_with_report(many)
     expected = pd.concat([few_clean] * 5, ignore_index=True)

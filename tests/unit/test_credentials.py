@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from readmission import credentials
+from readmission.ops import credentials
 from tests.support.envfile import project_env
 
 ROOT = Path(__file__).resolve().parents[2]

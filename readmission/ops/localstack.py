@@ -50,7 +50,7 @@ AIRFLOW_PROCESSES = (
     "airflow-triggerer",
 )
 FINISHED = {"success", "failed"}
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class LocalStackError(RuntimeError):
