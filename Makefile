@@ -224,9 +224,10 @@ k8s-secrets: ## Write kompose/**/secrets/*.env (the Kubernetes Secrets) from .en
 	python3 kompose/secrets_from_env.py
 
 .PHONY: k8s-sync
-k8s-sync: venv ## Refresh kompose/base's copies of the Prometheus config and rules and the Grafana files
+k8s-sync: venv ## Render the alert rules; refresh kompose/base's copies of the Prometheus config and rules and the Grafana files
 	$(BIN)/python -m readmission.ops.monitoring render-prometheus --mode kubernetes \
 	  --out kompose/base/prometheus/prometheus.yml
+	$(BIN)/python -m readmission.ops.monitoring render-alerts --out prometheus/alerts.yml
 	cp prometheus/alerts.yml kompose/base/prometheus/alerts.yml
 	rm -rf kompose/base/grafana && mkdir -p kompose/base/grafana
 	cp -r grafana/provisioning grafana/dashboards kompose/base/grafana/

@@ -30,12 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from readmission.estimator import ReadmissionModel  # noqa: E402
 from readmission.features import NUMERIC, TREE_CATEGORICAL  # noqa: E402
+from readmission.names import PROFILES  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=None)
-    parser.add_argument("--profile", choices=["full", "quick"], default="full")
+    parser.add_argument("--profile", choices=PROFILES, default="full")
     args = parser.parse_args()
 
     from tests.conftest import real_csv

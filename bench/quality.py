@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from readmission.names import PROFILES  # noqa: E402
+
 
 @contextlib.contextmanager
 def _output_to(path: Path):
@@ -45,7 +47,7 @@ def _output_to(path: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=["full", "quick"], default="full")
+    parser.add_argument("--profile", choices=PROFILES, default="full")
     parser.add_argument("--csv", type=Path, default=None)
     args = parser.parse_args()
 

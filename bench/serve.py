@@ -36,6 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from readmission.names import PROFILES  # noqa: E402
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -95,7 +97,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument(
         "--profile",
-        choices=["full", "quick"],
+        choices=PROFILES,
         default="full",
         help="training search of the served model",
     )

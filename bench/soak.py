@@ -122,7 +122,7 @@ def main() -> int:
             {
                 "DATA_DATABASE_URL": settings.database_url,
                 "MLFLOW_TRACKING_URI": tracking.url,
-                "READMISSION_STATE_DIR": str(settings.state_dir),
+                "READMISSION_STATE_DIR": str(settings.store.state_dir),
                 "API_MODEL_POLL_SECONDS": "5",
             },
         ).start(wait_for="/ready")

@@ -18,11 +18,12 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from readmission.names import CLEAN_DAG
 from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, RAW_DATA, START_DATE, TAGS
 
 
 @dag(
-    dag_id="clean_data_pipeline",
+    dag_id=CLEAN_DAG,
     schedule=[RAW_DATA],
     start_date=START_DATE,
     catchup=False,

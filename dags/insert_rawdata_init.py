@@ -19,11 +19,12 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 
+from readmission.names import RAW_DAG
 from readmission.ops.orchestration import DEFAULT_ARGS, RAW_DATA, START_DATE, TAGS
 
 
 @dag(
-    dag_id="raw_data_initial_batch_load",
+    dag_id=RAW_DAG,
     schedule=None,
     start_date=START_DATE,
     catchup=False,

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from readmission.names import DEFAULT_PROFILE, PROFILES, TRAIN_DAG
 from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, TAGS
 
 
 @dag(
-    dag_id="model_training_pipeline",
+    dag_id=TRAIN_DAG,
     schedule=[CLEAN_DATA],
     start_date=START_DATE,
     catchup=False,
@@ -41,8 +42,8 @@ from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, 
     doc_md=__doc__,
     params={
         "profile": Param(
-            "default",
-            enum=["default", "full", "quick"],
+            DEFAULT_PROFILE,
+            enum=[DEFAULT_PROFILE, *PROFILES],
             title="Search profile",
             description="default: the TRAINING_PROFILE setting (full unless set); full: a few "
             "configurations per family; quick: one small each.",

@@ -137,7 +137,7 @@ def load_settings() -> LoadSettings:
 
 def api_url() -> str:
     """Where the API is (`API_URL`, the project's setting shared with Streamlit)."""
-    return Settings().api_url.rstrip("/")
+    return Settings().api.url.rstrip("/")
 
 
 # --- the records sent

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from readmission import dataset
+from readmission.names import PROFILES
 
 
 def _print(data: object) -> None:
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the candidates and promote the best")
     train.add_argument(
         "--profile",
-        choices=["full", "quick"],
+        choices=PROFILES,
         default=None,
         help="search profile (default: TRAINING_PROFILE, else full)",
     )

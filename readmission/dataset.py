@@ -124,8 +124,8 @@ def sha256_of(path: Path) -> str:
 
 def candidates(settings: Settings) -> list[Path]:
     """The places a data file is looked for, in order."""
-    found = [settings.diabetes_csv] if settings.diabetes_csv else []
-    found += [settings.data_dir / name for name in FILE_NAMES]
+    found = [settings.dataset.csv] if settings.dataset.csv else []
+    found += [settings.dataset.data_dir / name for name in FILE_NAMES]
     return found
 
 
@@ -134,26 +134,26 @@ def locate(settings: Settings, *, download: bool = True) -> Source:
 
     Raises `DatasetError` naming every place looked at when nothing usable is found.
     """
-    if settings.diabetes_csv is not None:
+    if settings.dataset.csv is not None:
         # An explicit path is a promise: do not silently fall back to something else.
-        if not settings.diabetes_csv.is_file():
+        if not settings.dataset.csv.is_file():
             raise DatasetError(
-                f"DIABETES_CSV points at {settings.diabetes_csv}, which does not exist. "
+                f"DIABETES_CSV points at {settings.dataset.csv}, which does not exist. "
                 "Fix the path, or unset DIABETES_CSV to use data/ or the UCI download."
             )
-        return verify(settings.diabetes_csv, settings.dataset_sha256)
+        return verify(settings.dataset.csv, settings.dataset.csv_sha256)
     for path in candidates(settings):
         if path.is_file():
-            return verify(path, settings.dataset_sha256)
+            return verify(path, settings.dataset.csv_sha256)
     if not download:
         raise DatasetError(_not_found_message(settings))
     try:
-        path = fetch(settings.dataset_url, settings.data_dir)
+        path = fetch(settings.dataset.url, settings.dataset.data_dir)
     except (OSError, zipfile.BadZipFile, DatasetError) as exc:
         raise DatasetError(
-            f"{_not_found_message(settings)} Downloading {settings.dataset_url} failed: {exc}"
+            f"{_not_found_message(settings)} Downloading {settings.dataset.url} failed: {exc}"
         ) from exc
-    return verify(path, settings.dataset_sha256)
+    return verify(path, settings.dataset.csv_sha256)
 
 
 def _not_found_message(settings: Settings) -> str:

@@ -30,7 +30,6 @@ RAW_SCHEMA = "raw_data"
 CLEAN_SCHEMA = "clean_data"
 SERVING_SCHEMA = "serving"
 SCHEMAS = (RAW_SCHEMA, CLEAN_SCHEMA, SERVING_SCHEMA)
-SPLITS = ("train", "valid", "test")
 
 metadata = sa.MetaData()
 

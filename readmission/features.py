@@ -8,8 +8,6 @@ may omit (they count as none). Identifiers and the target never enter a model.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -22,9 +20,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from readmission import schema
 from readmission.cleaning import AGE_YEARS, DIAGNOSIS_GROUPS, EXPIRED, ICD9_GROUPS
-
-Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
-FAMILIES: tuple[Family, ...] = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+from readmission.names import FAMILIES, Family
 
 #: The patient's earlier encounters in the data (by `encounter_id`, which grows with time).
 HISTORY = (

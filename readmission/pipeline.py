@@ -12,6 +12,7 @@ from functools import lru_cache
 from sqlalchemy.engine import Engine
 
 from readmission import dataset, db, ingest, warehouse
+from readmission.names import DEFAULT_PROFILE, FAMILIES, SPLITS
 from readmission.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def plan_raw_load(limit: int | None = None, settings: Settings | None = None) ->
     settings = settings or get_settings()
     source = dataset.locate(settings)
     pending = ingest.plan_batches(
-        engine(settings), source, settings.batch_size, settings.split_salt, limit or None
+        engine(settings), source, settings.raw.batch_size, settings.raw.split_salt, limit or None
     )
     log.info("source %s (sha256 %s): pending batches %s", source.path, source.sha256, pending)
     return pending
@@ -47,7 +48,7 @@ def load_raw_batch(
     settings = settings or get_settings()
     source = dataset.locate(settings, download=False)
     report = ingest.load_batch(
-        engine(settings), source, batch_id, settings.batch_size, settings.split_salt, run_id
+        engine(settings), source, batch_id, settings.raw.batch_size, settings.raw.split_salt, run_id
     )
     return report.to_dict()
 
@@ -62,10 +63,10 @@ def load_raw_batches(
         engine(settings),
         source,
         batch_ids,
-        settings.batch_size,
-        settings.split_salt,
+        settings.raw.batch_size,
+        settings.raw.split_salt,
         run_id,
-        workers=settings.raw_load_workers,
+        workers=settings.raw.load_workers,
     )
     return [report.to_dict() for report in reports]
 
@@ -95,17 +96,11 @@ def model_registry(settings: Settings | None = None):
 
 def model_families() -> list[str]:
     """The model families trained as candidates."""
-    from readmission.features import FAMILIES
-
     return list(FAMILIES)
 
 
-#: The `profile` that defers to the TRAINING_PROFILE setting (the DAG param's default).
-DEFAULT_PROFILE = "default"
-
-
 def _profile(profile: str | None, settings: Settings) -> str:
-    return settings.training_profile if profile in (None, DEFAULT_PROFILE) else profile
+    return settings.training.profile if profile in (None, DEFAULT_PROFILE) else profile
 
 
 def pin_data(settings: Settings | None = None) -> dict:
@@ -114,7 +109,7 @@ def pin_data(settings: Settings | None = None) -> dict:
     from readmission import training
 
     snapshot = training.pin_snapshot(engine(settings))
-    empty = [split for split in training.SPLITS if not snapshot.rows_by_split.get(split)]
+    empty = [split for split in SPLITS if not snapshot.rows_by_split.get(split)]
     if empty:
         raise ValueError(f"no clean rows in {empty}: run the raw and clean DAGs first")
     log.info("training on snapshot %s: %s", snapshot.id, snapshot.to_dict())
@@ -143,7 +138,7 @@ def train_candidate(
     profile = _profile(profile, settings)
     registry = model_registry(settings)
     data = _training_data(settings, snapshot)
-    candidate = training.fit_candidate(family, data, profile, seed=settings.training_seed)
+    candidate = training.fit_candidate(family, data, profile, seed=settings.training.seed)
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
     logged = training.log_candidate(candidate, data, tags, registry)
     return {

@@ -33,6 +33,15 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from readmission.names import (
+    ARCHIVED_STAGE,
+    EXPERIMENT_NAME,
+    MODEL_NAME,
+    PRIMARY_METRIC,
+    PRODUCTION_ALIAS,
+    PRODUCTION_STAGE,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -42,13 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT_NAME = "diabetes-readmission"
-MODEL_NAME = "diabetes-readmission"
-PRODUCTION_ALIAS = "production"
-PRODUCTION_STAGE = "Production"
-ARCHIVED_STAGE = "Archived"
-#: The score that decides promotions (justified in `readmission.training`).
-PRIMARY_METRIC = "valid_macro_f1"
 #: The artifact name of the model inside its run.
 MODEL_ARTIFACT = "model"
 #: The package whose classes are trusted by skops automatically.
@@ -344,7 +346,7 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        return cls(settings.mlflow_tracking_uri)
+        return cls(settings.mlflow.tracking_uri)
 
     @property
     def client(self) -> MlflowClient:

@@ -24,7 +24,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
@@ -34,7 +33,8 @@ from sqlalchemy.engine import Engine
 from readmission import db, drift, evaluation, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
-from readmission.features import FAMILIES, HISTORY, Family, add_history, build_pipeline
+from readmission.features import HISTORY, add_history, build_pipeline
+from readmission.names import FAMILIES, SPLITS, Family, Profile
 from readmission.registry import (
     PRIMARY_METRIC,
     Registry,
@@ -47,8 +47,6 @@ from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
-Profile = Literal["full", "quick"]
-SPLITS = ("train", "valid", "test")
 
 #: What a model reads: the cleaned encounter (no identifier, no target) and its history.
 MODEL_INPUTS: tuple[str, ...] = (

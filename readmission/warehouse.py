@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmission import db, schema
 from readmission.cleaning import CLEAN_COLUMNS, RULES_VERSION, clean_with_report
+from readmission.names import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def summary(engine: Engine) -> dict:
                     sa.select(table.c.split, sa.func.count()).group_by(table.c.split)
                 ).all()
             )
-            return {split: int(counts.get(split, 0)) for split in db.SPLITS}
+            return {split: int(counts.get(split, 0)) for split in SPLITS}
 
         raw_rows, clean_rows = per_split(raw), per_split(clean)
         batches = list(conn.scalars(sa.select(db.raw_batches.c.batch_id).order_by("batch_id")))
@@ -196,7 +197,7 @@ def summary(engine: Engine) -> dict:
 def format_summary(facts: dict) -> str:
     """A small table for people."""
     lines = [f"{'split':<8}{'raw rows':>12}{'clean rows':>12}"]
-    for split in db.SPLITS:
+    for split in SPLITS:
         lines.append(f"{split:<8}{facts['raw_rows'][split]:>12,}{facts['clean_rows'][split]:>12,}")
     lines.append(f"{'total':<8}{facts['raw_total']:>12,}{facts['clean_total']:>12,}")
     batches = facts["batches_loaded"]

@@ -12,7 +12,6 @@ import gzip
 import io
 import json
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,16 +21,19 @@ from urllib.parse import quote
 
 import httpx
 import pandas as pd
+from pydantic import ValidationError
 
 from readmission import schema
-from readmission.registry import MODEL_NAME
+from readmission.names import MODEL_NAME, PRODUCTION_ALIAS, PRODUCTION_STAGE
 from readmission.schema import Column, Kind
+from readmission.settings import ApiSettings, MlflowSettings, Settings
 
 # --- settings ---------------------------------------------------------------------------------
 
-DEFAULT_API_URL = "http://127.0.0.1:8989"
-DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
-DEFAULT_TIMEOUT_SECONDS = 10.0
+_DEFAULTS = ApiSettings()
+DEFAULT_API_URL = _DEFAULTS.url
+DEFAULT_MLFLOW_UI_URL = MlflowSettings().ui_url
+DEFAULT_TIMEOUT_SECONDS = _DEFAULTS.timeout_seconds
 
 
 @dataclass(frozen=True)
@@ -44,20 +46,21 @@ class UiSettings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> UiSettings:
-    """Read `API_URL`, `MLFLOW_UI_URL` and `API_TIMEOUT_SECONDS` (blank means default)."""
-    env = os.environ if environ is None else environ
-    timeout_text = env.get("API_TIMEOUT_SECONDS", "").strip()
+    """`API_URL`, `MLFLOW_UI_URL` and `API_TIMEOUT_SECONDS`, read by the package's Settings
+    (blank means default) from the environment, or from `environ` when given."""
+    names = ("API_URL", "MLFLOW_UI_URL", "API_TIMEOUT_SECONDS")
     try:
-        timeout = float(timeout_text) if timeout_text else DEFAULT_TIMEOUT_SECONDS
-    except ValueError:
-        raise ValueError(f"API_TIMEOUT_SECONDS must be a number, not {timeout_text!r}") from None
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"API_TIMEOUT_SECONDS must be positive, not {timeout_text!r}")
-    return UiSettings(
-        api_url=(env.get("API_URL", "").strip() or DEFAULT_API_URL).rstrip("/"),
-        mlflow_ui_url=(env.get("MLFLOW_UI_URL", "").strip() or DEFAULT_MLFLOW_UI_URL).rstrip("/"),
-        timeout_seconds=timeout,
-    )
+        if environ is None:
+            settings = Settings()
+        else:
+            given = {name: environ[name] for name in names if str(environ.get(name, "")).strip()}
+            settings = Settings.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = str(error["loc"][-1]) if error.get("loc") else "a setting"
+        reason = error.get("msg", "invalid").lower()
+        raise ValueError(f"{variable} is invalid ({reason}): {error.get('input')!r}") from None
+    return UiSettings(settings.api.url, settings.mlflow.ui_url, settings.api.timeout_seconds)
 
 
 def mlflow_model_url(mlflow_ui_url: str, model_name: str = MODEL_NAME) -> str:
@@ -672,8 +675,6 @@ def class_counts(frame: pd.DataFrame) -> pd.DataFrame:
 
 # --- the model registry -----------------------------------------------------------------------
 
-PRODUCTION_STAGE = "Production"
-PRODUCTION_ALIAS = "production"
 #: Registry table columns that hold scores (formatted with three decimals).
 METRIC_COLUMNS: Mapping[str, str] = {
     "valid macro-F1": "valid_macro_f1",

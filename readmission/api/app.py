@@ -42,7 +42,7 @@ def _serving_registry(settings: Settings) -> Registry:
     (MLflow reads these two knobs from the environment only; an explicit value wins)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault(
-        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_seconds))
+        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.api.registry_timeout_seconds))
     )
     return Registry.from_settings(settings)
 
@@ -71,24 +71,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = _serving_registry(settings)
         metrics = app.state.metrics
         engine = (
-            _store_engine(settings) if settings.patient_history or settings.prediction_log else None
+            _store_engine(settings)
+            if settings.api.patient_history or settings.api.prediction_log
+            else None
         )
-        store = ModelStore(registry, metrics, settings.drift_window, settings.drift_min_rows)
-        metrics.drift_threshold.set(settings.drift_psi_threshold)
-        history = partial(lookup, engine) if settings.patient_history else None
-        predictor = Predictor(store, metrics, history, max_queued_rows=settings.predict_queue_rows)
+        store = ModelStore(
+            registry, metrics, settings.api.drift_window, settings.api.drift_min_rows
+        )
+        metrics.drift_threshold.set(settings.api.drift_psi_threshold)
+        history = partial(lookup, engine) if settings.api.patient_history else None
+        predictor = Predictor(
+            store, metrics, history, max_queued_rows=settings.api.predict_queue_rows
+        )
         prediction_log = (
             PredictionLog(
                 engine,
                 metrics,
-                settings.prediction_log_queue,
-                settings.prediction_log_flush_seconds,
+                settings.api.prediction_log_queue,
+                settings.api.prediction_log_flush_seconds,
             )
-            if settings.prediction_log
+            if settings.api.prediction_log
             else None
         )
         app.state.services = Services(settings, metrics, store, predictor, prediction_log)
-        poller = asyncio.create_task(_poll(store, settings.model_poll_seconds))
+        poller = asyncio.create_task(_poll(store, settings.api.model_poll_seconds))
         try:
             yield
         finally:
@@ -115,8 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             list[Encounter],
             Field(
                 min_length=1,
-                max_length=settings.max_batch,
-                description=f"At most {settings.max_batch:,}.",
+                max_length=settings.api.max_batch,
+                description=f"At most {settings.api.max_batch:,}.",
             ),
         ),
         __config__={
@@ -139,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     errors.install(app)
-    app.add_middleware(errors.BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(errors.BodySizeLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(errors.UnexpectedErrors)  # outside the size limit, inside the metrics
     instrumentator = Instrumentator(
         should_group_status_codes=False, excluded_handlers=["/metrics"], registry=metrics.registry

@@ -16,6 +16,27 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from readmission.names import (
+    BATCH_ROWS,
+    DRIFT_PSI,
+    DRIFT_ROWS,
+    DRIFT_THRESHOLD,
+    HISTORY_FAILURES,
+    LOG_DROPPED,
+    LOG_QUEUE,
+    LOG_WRITE_FAILURES,
+    LOG_WRITTEN,
+    MODEL_INFO,
+    MODEL_LOADED_AT,
+    MODEL_RELOADS,
+    MODEL_VERSION,
+    PREDICT_FAILURES,
+    PREDICTIONS,
+    QUEUE_FULL,
+    QUEUE_ROWS,
+    WITHOUT_HISTORY,
+)
+
 LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -42,29 +63,29 @@ class ApiMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # resident memory, CPU seconds
         self.predictions = Counter(
-            "api_predictions_total",
+            PREDICTIONS,
             "Predictions served, by predicted class and model version",
             ["prediction", "model_version"],
             registry=self.registry,
         )
         self.model_info = Gauge(
-            "api_model_info",
+            MODEL_INFO,
             "The model in service (value 1), by name and version",
             ["name", "version"],
             registry=self.registry,
         )
         self.model_version = Gauge(
-            "api_model_version",
+            MODEL_VERSION,
             "Version number of the model in service (0: none)",
             registry=self.registry,
         )
         self.model_loaded_seconds = Gauge(
-            "api_model_loaded_timestamp_seconds",
+            MODEL_LOADED_AT,
             "When the model in service was loaded",
             registry=self.registry,
         )
         self.reloads = Counter(
-            "api_model_reloads_total",
+            MODEL_RELOADS,
             "Model swaps (success) and failed checks or loads (failure)",
             ["result"],
             registry=self.registry,
@@ -72,69 +93,69 @@ class ApiMetrics:
         for result in ("success", "failure"):
             self.reloads.labels(result)
         self.batch_rows = Histogram(
-            "api_predict_batch_rows",
+            BATCH_ROWS,
             "Encounters scored together by one model call",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
             registry=self.registry,
         )
         self.log_write_failures = Counter(
-            "api_prediction_log_write_failures_total",
+            LOG_WRITE_FAILURES,
             "Failed attempts to write queued predictions to the database",
             registry=self.registry,
         )
         self.log_dropped = Counter(
-            "api_prediction_log_dropped_rows_total",
+            LOG_DROPPED,
             "Predictions never written because the queue was full",
             registry=self.registry,
         )
         self.log_written = Counter(
-            "api_prediction_log_written_rows_total",
+            LOG_WRITTEN,
             "Predictions written to the database",
             registry=self.registry,
         )
         self.log_queue = Gauge(
-            "api_prediction_log_queue_rows",
+            LOG_QUEUE,
             "Predictions waiting to be written",
             registry=self.registry,
         )
         self.without_history = Counter(
-            "api_predictions_without_history_total",
+            WITHOUT_HISTORY,
             "Encounters scored without their patient's history: the look-up was unavailable",
             registry=self.registry,
         )
         self.predict_failures = Counter(
-            "api_predict_failures_total",
+            PREDICT_FAILURES,
             "Requests whose encounters could not be scored (others batched with them are "
             "scored apart)",
             registry=self.registry,
         )
         self.queue_full = Counter(
-            "api_predict_queue_full_total",
+            QUEUE_FULL,
             "Requests refused with 503 because the scoring queue was full",
             registry=self.registry,
         )
         self.queue_rows = Gauge(
-            "api_predict_queue_rows", "Encounters waiting to be scored", registry=self.registry
+            QUEUE_ROWS, "Encounters waiting to be scored", registry=self.registry
         )
         self.history_failures = Counter(
-            "api_history_lookup_failures_total",
+            HISTORY_FAILURES,
             "Patient-history look-ups that failed (the prediction used no history)",
             registry=self.registry,
         )
 
         self.drift_psi = Gauge(
-            "api_feature_drift_psi",
+            DRIFT_PSI,
             "Population stability index of each input feature: recent requests vs training",
             ["feature"],
             registry=self.registry,
         )
         self.drift_threshold = Gauge(
-            "api_drift_psi_threshold",
+            DRIFT_THRESHOLD,
             "PSI above which a feature counts as drifted",
             registry=self.registry,
         )
         self.drift_rows = Gauge(
-            "api_drift_window_rows",
+            DRIFT_ROWS,
             "Recent encounters in the drift window",
             registry=self.registry,
         )

@@ -31,11 +31,9 @@ from pathlib import Path
 import httpx
 
 from readmission import dataset, pipeline, warehouse
+from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
 from readmission.settings import Settings, get_settings
 
-RAW_DAG = "raw_data_initial_batch_load"
-CLEAN_DAG = "clean_data_pipeline"
-TRAIN_DAG = "model_training_pipeline"
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
@@ -116,9 +114,9 @@ class AirflowConfig:
 
 def airflow_config(settings: Settings) -> AirflowConfig:
     return AirflowConfig(
-        home=settings.state_dir / "airflow",
+        home=settings.store.state_dir / "airflow",
         dags_folder=PROJECT_ROOT / "dags",
-        port=settings.airflow_port,
+        port=settings.local.airflow_port,
     )
 
 
@@ -207,19 +205,19 @@ class Stack:
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.local_mlflow_port}"
+        return f"http://127.0.0.1:{self.settings.local.mlflow_port}"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.api_port}"
+        return f"http://127.0.0.1:{self.settings.api.port}"
 
     @property
     def streamlit_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.local_streamlit_port}"
+        return f"http://127.0.0.1:{self.settings.local.streamlit_port}"
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.local_prometheus_port}"
+        return f"http://127.0.0.1:{self.settings.local.prometheus_port}"
 
     @property
     def with_prometheus(self) -> bool:
@@ -233,13 +231,13 @@ class Stack:
 
     def ports(self) -> dict[str, int]:
         ports = {
-            "MLflow": self.settings.local_mlflow_port,
+            "MLflow": self.settings.local.mlflow_port,
             "Airflow": self.airflow.port,
-            "API": self.settings.api_port,
-            "Streamlit": self.settings.local_streamlit_port,
+            "API": self.settings.api.port,
+            "Streamlit": self.settings.local.streamlit_port,
         }
         if self.with_prometheus:
-            ports["Prometheus"] = self.settings.local_prometheus_port
+            ports["Prometheus"] = self.settings.local.prometheus_port
         return ports
 
     def environment(self) -> dict[str, str]:
@@ -247,20 +245,20 @@ class Stack:
         env = self.airflow.environment(dict(os.environ))
         env.update(
             {
-                "READMISSION_STATE_DIR": str(self.settings.state_dir),
+                "READMISSION_STATE_DIR": str(self.settings.store.state_dir),
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
-                "LOCAL_MLFLOW_PORT": str(self.settings.local_mlflow_port),
-                "API_PORT": str(self.settings.api_port),
+                "LOCAL_MLFLOW_PORT": str(self.settings.local.mlflow_port),
+                "API_PORT": str(self.settings.api.port),
                 "API_URL": self.api_url,
                 "API_MODEL_POLL_SECONDS": "10",
-                "LOCAL_STREAMLIT_PORT": str(self.settings.local_streamlit_port),
-                "LOCAL_PROMETHEUS_PORT": str(self.settings.local_prometheus_port),
+                "LOCAL_STREAMLIT_PORT": str(self.settings.local.streamlit_port),
+                "LOCAL_PROMETHEUS_PORT": str(self.settings.local.prometheus_port),
                 "MLFLOW_UI_URL": self.mlflow_url,
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if self.settings.diabetes_csv:
-            env["DIABETES_CSV"] = str(self.settings.diabetes_csv)
+        if self.settings.dataset.csv:
+            env["DIABETES_CSV"] = str(self.settings.dataset.csv)
         return env
 
 
@@ -269,8 +267,8 @@ def start_stack(stack: Stack) -> tuple[subprocess.Popen, Path]:
     for name, port in stack.ports().items():
         if not _port_free("127.0.0.1", port):
             raise LocalStackError(f"port {port} ({name}) is in use: stop what listens there")
-    (stack.settings.state_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
-    log = stack.settings.state_dir / "stack.log"
+    (stack.settings.store.state_dir / "mlflow" / "artifacts").mkdir(parents=True, exist_ok=True)
+    log = stack.settings.store.state_dir / "stack.log"
     prepare_airflow(stack, log)
     command = [
         str(Path(sys.executable).parent / "honcho"),
@@ -450,7 +448,7 @@ def main(serve: bool = True) -> int:
     pipeline.engine(settings)  # create the stores before the services race to
     stack = Stack(settings, airflow_config(settings))
     # this process asks the stack's MLflow too
-    settings = settings.model_copy(update={"mlflow_tracking_uri": stack.mlflow_url})
+    settings = settings.updated(MLFLOW_TRACKING_URI=stack.mlflow_url)
     process = None
     try:
         process, log = start_stack(stack)

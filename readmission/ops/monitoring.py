@@ -1,14 +1,16 @@
-"""Monitoring as code: the Prometheus configuration of each deployment mode and the Grafana
-dashboard "Proyecto 3", rendered from one definition each.
+"""Monitoring as code: the Prometheus configuration of each deployment mode, the alert rules
+(`readmission.ops.alerts`) and the Grafana dashboard "Proyecto 3", rendered from one
+definition each, with the metric names of `readmission.names`.
 
-The committed `prometheus.yml` is the Compose rendering and
-`grafana/dashboards/proyecto3.json` the dashboard's; tests check both equal what this module
-renders, so change them here and render again:
+The committed `prometheus.yml` is the Compose rendering, `prometheus/alerts.yml` the rules'
+and `grafana/dashboards/proyecto3.json` the dashboard's; tests check each equals what this
+module renders, so change them here and render again:
 
     python -m readmission.ops.monitoring render-prometheus --mode compose --out prometheus.yml
     python -m readmission.ops.monitoring render-prometheus --mode local \\
         --api-target 127.0.0.1:8989 --out .local/prometheus/prometheus.yml
     python -m readmission.ops.monitoring render-dashboard --out grafana/dashboards/proyecto3.json
+    python -m readmission.ops.monitoring render-alerts --out prometheus/alerts.yml
 """
 
 from __future__ import annotations
@@ -19,6 +21,27 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from readmission.names import (
+    BATCH_ROWS,
+    CPU_SECONDS,
+    DRIFT_PSI,
+    DRIFT_ROWS,
+    DRIFT_THRESHOLD,
+    HISTORY_FAILURES,
+    HTTP_DURATION,
+    HTTP_REQUESTS,
+    LOG_DROPPED,
+    LOG_QUEUE,
+    LOG_WRITE_FAILURES,
+    LOG_WRITTEN,
+    MODEL_LOADED_AT,
+    MODEL_RELOADS,
+    MODEL_VERSION,
+    PREDICTIONS,
+    RESIDENT_MEMORY,
+)
+from readmission.ops.alerts import render_alerts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = PROJECT_ROOT / "prometheus" / "alerts.yml"
@@ -264,7 +287,7 @@ def dashboard_panels() -> list[dict]:
             "Total Requests",
             "Requests received by /predict and /predict/batch since the API started.",
             (0, 0, 8, 6),
-            _targets((f"sum(api_http_requests_total{{{_API}, {_PREDICT_ROUTES}}})", "requests")),
+            _targets((f"sum({HTTP_REQUESTS}{{{_API}, {_PREDICT_ROUTES}}})", "requests")),
             kind="stat",
         ),
         _panel(
@@ -272,7 +295,7 @@ def dashboard_panels() -> list[dict]:
             "Memory usage (MB)",
             "Resident memory of the API process.",
             (8, 0, 8, 6),
-            _targets((f"process_resident_memory_bytes{{{_API}}} / 1024 / 1024", "{{instance}}")),
+            _targets((f"{RESIDENT_MEMORY}{{{_API}}} / 1024 / 1024", "{{instance}}")),
             unit="mbytes",
         ),
         _panel(
@@ -280,7 +303,7 @@ def dashboard_panels() -> list[dict]:
             "CPU usage (CPU seconds per second)",
             "CPU seconds the API process used per second, averaged over a minute.",
             (16, 0, 8, 6),
-            _targets((f"rate(process_cpu_seconds_total{{{_API}}}[1m])", "{{instance}}")),
+            _targets((f"rate({CPU_SECONDS}{{{_API}}}[1m])", "{{instance}}")),
         ),
         # Traffic, latency, errors.
         _panel(
@@ -288,9 +311,7 @@ def dashboard_panels() -> list[dict]:
             "Request rate by route",
             "Requests per second, by route.",
             (0, 6, 8, 8),
-            _targets(
-                (f"sum by (handler) (rate(api_http_requests_total{{{_API}}}[1m]))", "{{handler}}")
-            ),
+            _targets((f"sum by (handler) (rate({HTTP_REQUESTS}{{{_API}}}[1m]))", "{{handler}}")),
             unit="reqps",
         ),
         _panel(
@@ -301,7 +322,7 @@ def dashboard_panels() -> list[dict]:
             (8, 6, 8, 8),
             _targets(
                 *_quantiles(
-                    "api_http_request_duration_seconds",
+                    HTTP_DURATION,
                     f"{_API}, {_PREDICT_ROUTES}",
                     "handler, le",
                     " {{handler}}",
@@ -322,8 +343,8 @@ def dashboard_panels() -> list[dict]:
             _targets(
                 *[
                     (
-                        f'(sum(rate(api_http_requests_total{{{_API}, status=~"{c}.."}}'
-                        f"[1m])) or vector(0)) / sum(rate(api_http_requests_total{{{_API}}}"
+                        f'(sum(rate({HTTP_REQUESTS}{{{_API}, status=~"{c}.."}}'
+                        f"[1m])) or vector(0)) / sum(rate({HTTP_REQUESTS}{{{_API}}}"
                         f"[1m]))",
                         f"{c}xx",
                     )
@@ -341,7 +362,7 @@ def dashboard_panels() -> list[dict]:
             (0, 14, 8, 8),
             _targets(
                 (
-                    f"sum by (prediction) (rate(api_predictions_total{{{_API}}}[1m]))",
+                    f"sum by (prediction) (rate({PREDICTIONS}{{{_API}}}[1m]))",
                     "{{prediction}}",
                 )
             ),
@@ -351,7 +372,7 @@ def dashboard_panels() -> list[dict]:
             "Model version in service",
             "Registry version of the model the API serves (0: none loaded).",
             (8, 14, 4, 8),
-            _targets((f"api_model_version{{{_API}}}", "version")),
+            _targets((f"{MODEL_VERSION}{{{_API}}}", "version")),
             kind="stat",
             unit="none",
         ),
@@ -360,9 +381,7 @@ def dashboard_panels() -> list[dict]:
             "Time since the model was loaded",
             "Since the API loaded the model in service (start-up or hot reload).",
             (12, 14, 4, 8),
-            _targets(
-                (f"time() - (api_model_loaded_timestamp_seconds{{{_API}}} > 0)", "{{instance}}")
-            ),
+            _targets((f"time() - ({MODEL_LOADED_AT}{{{_API}}} > 0)", "{{instance}}")),
             kind="stat",
             unit="s",
         ),
@@ -372,9 +391,7 @@ def dashboard_panels() -> list[dict]:
             "Model swaps (success) and failed registry checks or loads (failure); the "
             "ModelReloadFailures alert fires on any failure.",
             (16, 14, 8, 8),
-            _targets(
-                (f"sum by (result) (increase(api_model_reloads_total{{{_API}}}[5m]))", "{{result}}")
-            ),
+            _targets((f"sum by (result) (increase({MODEL_RELOADS}{{{_API}}}[5m]))", "{{result}}")),
         ),
         _panel(
             11,
@@ -383,7 +400,7 @@ def dashboard_panels() -> list[dict]:
             "the throughput); Prometheus interpolates inside the lowest bucket, so a value "
             "below 1 means most calls score one encounter.",
             (0, 22, 8, 8),
-            _targets(*_quantiles("api_predict_batch_rows", _API, "le", "", 0.5, 0.95)),
+            _targets(*_quantiles(BATCH_ROWS, _API, "le", "", 0.5, 0.95)),
         ),
         # The prediction log and patient history.
         _panel(
@@ -393,8 +410,8 @@ def dashboard_panels() -> list[dict]:
             "because the queue was full.",
             (8, 22, 8, 8),
             _targets(
-                (f"rate(api_prediction_log_written_rows_total{{{_API}}}[1m])", "written"),
-                (f"rate(api_prediction_log_dropped_rows_total{{{_API}}}[1m])", "dropped"),
+                (f"rate({LOG_WRITTEN}{{{_API}}}[1m])", "written"),
+                (f"rate({LOG_DROPPED}{{{_API}}}[1m])", "dropped"),
             ),
         ),
         _panel(
@@ -404,10 +421,10 @@ def dashboard_panels() -> list[dict]:
             "patient-history look-ups (per second).",
             (16, 22, 8, 8),
             _targets(
-                (f"api_prediction_log_queue_rows{{{_API}}}", "queued rows"),
-                (f"rate(api_prediction_log_write_failures_total{{{_API}}}[1m])", "failed writes/s"),
+                (f"{LOG_QUEUE}{{{_API}}}", "queued rows"),
+                (f"rate({LOG_WRITE_FAILURES}{{{_API}}}[1m])", "failed writes/s"),
                 (
-                    f"rate(api_history_lookup_failures_total{{{_API}}}[1m])",
+                    f"rate({HISTORY_FAILURES}{{{_API}}}[1m])",
                     "failed history look-ups/s",
                 ),
             ),
@@ -421,8 +438,8 @@ def dashboard_panels() -> list[dict]:
             "(api_drift_psi_threshold), above which the InputDrift alert fires after 10 m.",
             (0, 30, 20, 10),
             _targets(
-                (f"api_feature_drift_psi{{{_API}}}", "{{feature}}"),
-                (f"api_drift_psi_threshold{{{_API}}}", "threshold"),
+                (f"{DRIFT_PSI}{{{_API}}}", "{{feature}}"),
+                (f"{DRIFT_THRESHOLD}{{{_API}}}", "threshold"),
             ),
             overrides=threshold_style,
             legend={
@@ -439,7 +456,7 @@ def dashboard_panels() -> list[dict]:
             "Drift window (rows)",
             "Recent encounters the drift figures are computed on.",
             (20, 30, 4, 10),
-            _targets((f"api_drift_window_rows{{{_API}}}", "rows")),
+            _targets((f"{DRIFT_ROWS}{{{_API}}}", "rows")),
             kind="stat",
         ),
     ]
@@ -484,7 +501,7 @@ def _write(text: str, out: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`render-prometheus` and `render-dashboard`."""
+    """`render-prometheus`, `render-dashboard` and `render-alerts`."""
     parser = argparse.ArgumentParser(
         prog="python -m readmission.ops.monitoring", description=__doc__.splitlines()[0]
     )
@@ -498,6 +515,8 @@ def main(argv: list[str] | None = None) -> None:
     prom.add_argument("--out", help="file to write (default: stdout)")
     dash = commands.add_parser("render-dashboard", help='the Grafana dashboard "Proyecto 3"')
     dash.add_argument("--out", help="file to write (default: stdout)")
+    alerts = commands.add_parser("render-alerts", help="the alert rules")
+    alerts.add_argument("--out", help="file to write (default: stdout)")
     args = parser.parse_args(argv)
     if args.command == "render-prometheus":
         try:
@@ -507,6 +526,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(str(exc))
         _write(text, args.out)
+    elif args.command == "render-alerts":
+        _write(render_alerts(), args.out)
     else:
         _write(render_dashboard(), args.out)
 

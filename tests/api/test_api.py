@@ -235,7 +235,7 @@ def test_unreadable_bodies_are_422_and_the_service_answers_right_after(
 
 
 def test_a_body_over_the_limit_is_413(world):
-    huge = b'{"race": "' + b"x" * (world.settings.max_body_bytes + 10) + b'"}'
+    huge = b'{"race": "' + b"x" * (world.settings.api.max_body_bytes + 10) + b'"}'
     answer = world.client.post(
         "/predict", content=huge, headers={"content-type": "application/json"}
     )
@@ -324,3 +324,22 @@ def test_the_readmes_curl_examples_are_answered(world):
     for body in bodies:
         answer = world.client.post("/predict", json=json.loads(body))
         assert answer.status_code == 200, (body, answer.text)
+
+
+def test_every_metric_name_the_dashboard_and_alerts_use_is_exported(world):
+    """`readmission.names` is the one home of the metric names: the API registers them, the
+    dashboard and the alert rules are rendered from them."""
+    from readmission import names
+
+    world.client.post("/predict", json=EXAMPLE)
+    text = world.client.get("/metrics").text
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    metric_names = [
+        value
+        for key, value in vars(names).items()
+        if key.isupper() and isinstance(value, str) and value.startswith(("api_", "process_"))
+    ]
+    assert len(metric_names) >= 20
+    drift_scores_need_a_full_window = {names.DRIFT_PSI}
+    for name in set(metric_names) - drift_scores_need_a_full_window:
+        assert any(e == name or e.startswith(f"{name}_") for e in exported), name

@@ -47,7 +47,7 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
     threshold = float(
         next(x.split()[-1] for x in lines if x.startswith("api_drift_psi_threshold "))
     )
-    assert threshold == world.settings.drift_psi_threshold
+    assert threshold == world.settings.api.drift_psi_threshold
 
     _send(world, _encounters(1_000, seed=21))
     world.wait_for(lambda: len(_psi(world)) > 40)  # scores are published at most once a second
@@ -78,4 +78,4 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
         for line in world.client.get("/metrics").text.splitlines()
         if line.startswith("api_drift_window_rows ")
     )
-    assert float(rows.split()[-1]) == world.settings.drift_window
+    assert float(rows.split()[-1]) == world.settings.api.drift_window

@@ -117,8 +117,8 @@ def own_postgres():
 
 
 def test_predictions_succeed_while_postgres_is_down_and_the_log_catches_up(trained, own_postgres):
-    settings = trained.model_copy(
-        update={"data_database_url": own_postgres.url(), "prediction_log_flush_seconds": 0.2}
+    settings = trained.updated(
+        DATA_DATABASE_URL=own_postgres.url(), API_PREDICTION_LOG_FLUSH_SECONDS=0.2
     )
     server = ServerThread(create_app(settings)).start()
     client = httpx.Client(base_url=server.url, timeout=30)

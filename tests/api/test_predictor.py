@@ -125,7 +125,7 @@ def test_a_full_queue_refuses_at_once_and_counts_it():
 def test_a_full_queue_is_a_503_with_retry_after_over_http(trained):
     """Concurrent clients against a slow model and a queue of two rows: some are told to
     come back, none waits unboundedly, every other one is answered."""
-    settings = trained.model_copy(update={"predict_queue_rows": 2, "prediction_log": False})
+    settings = trained.updated(API_PREDICT_QUEUE_ROWS=2, API_PREDICTION_LOG=False)
     app = create_app(settings)
     server = ServerThread(app).start()
     client = httpx.Client(base_url=server.url, timeout=30)

@@ -58,7 +58,7 @@ def test_full_load_stores_every_row_once_with_its_patient_split(settings, sample
     assert (raw["weight"] == "?").sum() == (sample_frame["weight"] == "?").sum()
     batches = _frame(settings.database_url, db.raw_batches)
     assert batches["rows_read"].tolist() == [150] * 6 + [100]
-    assert (batches["source_sha256"] == dataset.sha256_of(settings.diabetes_csv)).all()
+    assert (batches["source_sha256"] == dataset.sha256_of(settings.dataset.csv)).all()
 
 
 def test_postgres_loads_through_copy_and_sqlite_through_executemany(settings, monkeypatch):

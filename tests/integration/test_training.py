@@ -193,7 +193,7 @@ def test_candidates_of_another_snapshot_are_not_compared(growing):
 def test_the_profile_defaults_to_the_training_profile_setting(growing, monkeypatch):
     import mlflow
 
-    quick = growing.model_copy(update={"training_profile": "quick"})
+    quick = growing.updated(TRAINING_PROFILE="quick")
     candidate = pipeline.train_candidate("logistic_regression", "default", settings=quick)
     assert mlflow.get_run(candidate["run_id"]).data.tags["profile"] == "quick"
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from readmission.ops import monitoring
+from readmission.ops.alerts import render_alerts
 
 ROOT = monitoring.PROJECT_ROOT
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -43,6 +44,15 @@ def test_committed_dashboard_is_the_builders_output():
         "grafana/dashboards/proyecto3.json differs from the builder: run `python -m "
         "readmission.ops.monitoring render-dashboard --out grafana/dashboards/proyecto3.json`"
     )
+
+
+def test_committed_alert_rules_are_the_rendering_with_the_shared_metric_names():
+    committed = (ROOT / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
+    assert committed == render_alerts(), (
+        "prometheus/alerts.yml differs from readmission/ops/alerts.py: run `python -m "
+        "readmission.ops.monitoring render-alerts --out prometheus/alerts.yml`"
+    )
+    assert "@" not in committed.replace("{{", "")  # every placeholder was a known name
 
 
 def _targets(job: dict) -> list[str]:

@@ -185,9 +185,9 @@ def test_a_bad_file_is_refused_or_quarantined_and_nothing_stored_is_lost(
     dataset.clear_cache()
     bad_path = make(sample_csv, tmp_path / "bad" / name)
     # 1. under the expected hash the bad copy is refused before anything is read
-    expected_hash = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH).dataset_sha256
+    expected_hash = settings_for(sample_csv, store_url, RAW_BATCH_SIZE=BATCH).dataset.csv_sha256
     with pytest.raises(dataset.DatasetError) as refused:
-        _run(good.model_copy(update={"diabetes_csv": bad_path}))
+        _run(good.updated(DIABETES_CSV=bad_path))
     assert str(bad_path) in str(refused.value)
     assert expected_hash in str(refused.value) or "cannot be read" in str(refused.value)
 

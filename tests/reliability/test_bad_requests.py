@@ -263,7 +263,7 @@ def test_a_hostile_request_is_a_4xx_naming_the_problem(
 
 def test_a_body_streamed_past_the_limit_without_a_length_is_413(world):
     """Chunked: no Content-Length to refuse on, the limit is counted as the body arrives."""
-    limit = world.settings.max_body_bytes
+    limit = world.settings.api.max_body_bytes
 
     def chunks():
         yield b'{"race": "'
@@ -294,7 +294,7 @@ def test_a_body_just_under_the_limit_is_read(world):
     """The limit is the documented one, not lower: a valid batch near it is scored."""
     records = [EXAMPLE] * 1_000  # ~1.6 MB, under API_MAX_BODY_BYTES (4 MB)
     body = _json({"encounters": records})
-    assert len(body) < world.settings.max_body_bytes
+    assert len(body) < world.settings.api.max_body_bytes
     answer = world.client.post("/predict/batch", content=body, headers=JSON)
     assert answer.status_code == 200, answer.text[:300]
     assert len(answer.json()["predictions"]) == 1_000

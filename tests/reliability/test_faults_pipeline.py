@@ -207,8 +207,8 @@ def race(settings: Settings, racers: list[tuple[dict, float]], work: Path) -> li
         **os.environ,
         "PYTHONPATH": str(PROJECT_ROOT),
         "DATA_DATABASE_URL": settings.database_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "READMISSION_STATE_DIR": str(settings.state_dir),
+        "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
+        "READMISSION_STATE_DIR": str(settings.store.state_dir),
     }
     command = [sys.executable, "-c", RACER]
     processes = [

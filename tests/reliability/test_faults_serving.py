@@ -110,8 +110,8 @@ def served(tmp_path_factory, tracking_server: MlflowServer) -> Settings:
 def api_env(settings: Settings, **extra: str) -> dict[str, str]:
     return {
         "DATA_DATABASE_URL": settings.database_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "READMISSION_STATE_DIR": str(settings.state_dir),
+        "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
+        "READMISSION_STATE_DIR": str(settings.store.state_dir),
         "API_MODEL_POLL_SECONDS": str(POLL_SECONDS),
         "API_REGISTRY_TIMEOUT_SECONDS": "2",
         "API_PREDICTION_LOG_FLUSH_SECONDS": "0.2",
