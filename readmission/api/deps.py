@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from readmission.api.metrics import ApiMetrics
-from readmission.api.model_store import ModelStore
+from readmission.api.model_store import LoadedModel, ModelStore
 from readmission.api.prediction_log import PredictionLog
-from readmission.api.predictor import Predictor
+from readmission.api.predictor import NoModelError, Predictor
 from readmission.settings import Settings
 
 
@@ -30,3 +30,14 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def current_model(services: ServicesDep) -> LoadedModel:
+    """The model in service; without one, the one 503 (`errors.no_model_response`)."""
+    loaded = services.store.current
+    if loaded is None:
+        raise NoModelError
+    return loaded
+
+
+CurrentModel = Annotated[LoadedModel, Depends(current_model)]

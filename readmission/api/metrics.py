@@ -8,6 +8,8 @@ dashboard's `process_resident_memory_bytes` and `process_cpu_seconds_total`.
 
 from __future__ import annotations
 
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -15,6 +17,8 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
 )
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 
 from readmission.names import (
     BATCH_ROWS,
@@ -173,3 +177,31 @@ class ApiMetrics:
         self.model_info.labels(name, version).set(1)
         self.model_version.set(float(version) if version.isdigit() else 0)
         self.model_loaded_seconds.set(loaded_at)
+
+    def instrument(self, app: FastAPI) -> None:
+        """Count every request by route and status and time it (`HTTP_REQUESTS`,
+        `HTTP_DURATION`), and expose this registry at /metrics."""
+        instrumentator = Instrumentator(
+            should_group_status_codes=False, excluded_handlers=["/metrics"], registry=self.registry
+        )
+        instrumentator.add(
+            instrumentator_metrics.requests(metric_namespace="api", registry=self.registry)
+        )
+        instrumentator.add(
+            instrumentator_metrics.latency(
+                metric_namespace="api", buckets=LATENCY_BUCKETS, registry=self.registry
+            )
+        )
+        instrumentator.instrument(app).expose(
+            app,
+            endpoint="/metrics",
+            tags=["monitoring"],
+            summary="Prometheus metrics",
+            response_class=PlainTextResponse,
+            responses={
+                200: {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        )

@@ -251,14 +251,19 @@ Encounter = create_model(
 Encounter.__doc__ = "One hospital encounter, keyed by the UCI column names."
 
 
-class EncounterBatch(BaseModel):
-    """Several encounters, scored in one call."""
-
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"encounters": [EXAMPLE]}]}
+def encounter_batch(max_batch: int) -> type[BaseModel]:
+    """The body of /predict/batch, its length limit the API's setting."""
+    return create_model(
+        "EncounterBatch",
+        __config__=ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"encounters": [EXAMPLE]}]}
+        ),
+        __doc__="Several encounters, scored in one call.",
+        encounters=(
+            list[Encounter],
+            Field(min_length=1, max_length=max_batch, description=f"At most {max_batch:,}."),
+        ),
     )
-
-    encounters: list[Encounter] = Field(min_length=1, description="At most API_MAX_BATCH (1,000).")
 
 
 class ModelRef(BaseModel):

@@ -7,8 +7,7 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from readmission.api.deps import ServicesDep
-from readmission.api.errors import NO_MODEL
+from readmission.api.deps import CurrentModel, ServicesDep
 from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
@@ -19,12 +18,7 @@ def _registry_status(services) -> dict:
 
 
 @router.get("/model", summary="The model in service, its metrics, when it was loaded")
-async def model(services: ServicesDep) -> JSONResponse:
-    loaded = services.store.current
-    if loaded is None:
-        return JSONResponse(
-            {"detail": NO_MODEL, "registry": _registry_status(services)}, status_code=503
-        )
+async def model(loaded: CurrentModel, services: ServicesDep) -> JSONResponse:
     described, described_at = services.store.description() or (loaded.described, None)
     return JSONResponse(
         {
