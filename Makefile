@@ -114,6 +114,10 @@ test: venv lint ## Set up and run every test (unit, integration on a real Postgr
 test-fast: venv ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
+.PHONY: test-unit
+test-unit: venv ## Only the tests that need no server (seconds)
+	$(BIN)/pytest -m unit
+
 .PHONY: bench-tools
 bench-tools: ## Install the load generator the serving benchmark uses (Debian's wrk)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -10,7 +10,7 @@ taken from the env file when set there (under the key itself or under the name a
 `<generate:AIRFLOW_FERNET_KEY>`, the name Compose reads), else kept from the secrets file
 already written, else drawn at random. A key missing from the env file stops the script,
 naming it; so does a password that is not URL-safe where it ends up in a connection URL,
-and one that readmission/credentials.py refuses (the rules of Compose's credentials check):
+and one that readmission/ops/credentials.py refuses (the rules of Compose's credentials check):
 a well-known default always; a development value of .env (`...change-me`) or one shorter
 than 12 characters unless the env file sets READMISSION_DEV_CREDENTIALS=true (then a warning).
 
@@ -93,7 +93,7 @@ def secret_values(example: Path, source: dict[str, str]) -> dict[str, str]:
 
 
 def credentials_rules():
-    """readmission/credentials.py, the rules `python -m readmission check-credentials`
+    """readmission/ops/credentials.py, the rules `python -m readmission check-credentials`
     applies in Compose: loaded by path from the checkout (standard library only, so this
     script needs no venv), else from an installed `readmission`."""
     path = KOMPOSE.parent / "readmission" / "credentials.py"
@@ -106,7 +106,7 @@ def credentials_rules():
     try:
         from readmission.ops import credentials
     except ImportError as exc:
-        raise SystemExit(f"cannot find readmission/credentials.py next to {KOMPOSE}") from exc
+        raise SystemExit(f"cannot find readmission/ops/credentials.py next to {KOMPOSE}") from exc
     return credentials
 
 

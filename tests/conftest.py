@@ -35,6 +35,34 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT_ROOT / "dags")
 
 
+#: Fixtures that start or reach a real server (PostgreSQL, MLflow, the API, Airflow's
+#: database): a test using one is an integration test, any other a unit test.
+SERVER_FIXTURES = frozenset(
+    {
+        "postgres_server",
+        "postgres_url",
+        "store_url",
+        "sqlite_url",
+        "mlflow_tracking",
+        "mlflow_module",
+        "tracking_server",
+        "model_registry",
+        "trained",
+        "world",
+        "airflow_db",
+        "dagbag",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tier is a marker, not a folder: `integration` when a test uses a real server,
+    `unit` otherwise (`pytest -m unit` runs the quick ones)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
+
+
 def real_csv() -> Path | None:
     """The real UCI file when this machine has it (DIABETES_CSV, else ../shared)."""
     if env := os.environ.get("DIABETES_CSV"):

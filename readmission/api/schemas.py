@@ -8,7 +8,7 @@ accepted encounter is then cleaned by `readmission.cleaning.clean`, like the DAG
 
 The OpenAPI schema documents exactly what is accepted (categories and codes as enums, the
 ICD-9-CM shape as a pattern, the missing markers), and nothing else is: the schema is the
-contract that clients and the property-based fuzzing (tests/reliability) rely on. Unlike
+contract that clients and the property-based fuzzing (tests/api) rely on. Unlike
 the raw file's cleaning, a request is not forgiven a wrong case or stray blanks.
 """
 

@@ -15,7 +15,7 @@ TEMPLATE = r"""# Alert rules of the readmission platform, loaded by prometheus.y
 # Every alert has `summary` and `description` annotations.
 #
 # Checked by `promtool check rules prometheus/alerts.yml` and unit-tested by
-# `promtool test rules prometheus/alerts_test.yml` (both run by tests/monitoring).
+# `promtool test rules prometheus/alerts_test.yml` (both run by tests/ops).
 groups:
   - name: readmission-api-availability
     rules:

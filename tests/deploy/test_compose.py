@@ -40,7 +40,7 @@ OWN_IMAGE = re.compile(r"^(?P<registry>.+)/(?P<name>[a-z]+)-mlops-p3:(?P<tag>[^:
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|FERNET")
 #: Environment keys that are no setting of ours: read by a third-party program in the image.
 CONTAINER_KEYS = {"JUPYTER_TOKEN", "AIRFLOW_ADMIN_USER", "AIRFLOW_ADMIN_PASSWORD"}
-#: ... or what the credentials check reads (readmission/credentials.py).
+#: ... or what the credentials check reads (readmission/ops/credentials.py).
 CONTAINER_KEYS |= {*credentials.SECRET_KEYS, *credentials.USER_KEYS, credentials.DEV_FLAG}
 CONTAINER_PREFIXES = ("AIRFLOW__",)
 #: Services that run our code and so may only be given our settings (or container keys).

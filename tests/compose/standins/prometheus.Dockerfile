@@ -3,7 +3,7 @@
 # flags, user nobody, /prometheus as the data volume, and a wget for the Compose healthcheck
 # (BusyBox's in the official image). Not reproduced: Prometheus 3 itself (its UI, its newer
 # configuration keys; the project's configuration and rules use none of them: promtool of the
-# same Debian package checks them in tests/monitoring).
+# same Debian package checks them in tests/ops).
 FROM readmission-standin/prometheus-rootfs:bookworm
 RUN mkdir -p /prometheus /etc/prometheus \
     && chown 65534:65534 /prometheus

@@ -1,1 +1,0 @@
-"""Hostile input, faults and load: what the platform withstands (issue 7)."""
