@@ -314,10 +314,12 @@ def test_predictions_are_logged_with_their_model_version(world):
 
 
 def test_the_readmes_curl_examples_are_answered(world):
-    """Every `curl ... /predict -d '{...}'` of the README is a request the API answers."""
+    """Every `curl ... /predict -d '{...}'` of the README and docs/ is a request the API
+    answers."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = "".join(p.read_text() for p in (root / "README.md", *sorted(root.glob("docs/*.md"))))
     pattern = r"/predict -H 'Content-Type: application/json' \\\n\s+-d '(\{.*?\})'"
     bodies = re.findall(pattern, readme, flags=re.S)
     assert len(bodies) >= 2

@@ -190,3 +190,16 @@ def test_the_dashboard_keeps_the_original_three_panels():
     assert exprs["CPU usage (CPU seconds per second)"] == [
         'rate(process_cpu_seconds_total{job="fast-api"}[1m])'
     ]
+
+
+def test_the_package_rooms_import_ops_only_from_the_cli():
+    """docs/architecture.md's rule: the life-cycle rooms and the API never reach into ops/."""
+    package = ROOT / "readmission"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in package.rglob("*.py")
+        if path.parent.name != "ops"
+        and path.name != "__main__.py"
+        and "readmission.ops" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
