@@ -262,7 +262,8 @@ README = ROOT / "README.md"
 def readme_compose_section() -> str:
     text = README.read_text()
     start = text.index("## Docker Compose\n")
-    return text[start : text.index("\n## ", start + 1)]
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def readme_commands() -> list[list[str]]:
