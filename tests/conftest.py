@@ -189,9 +189,12 @@ def mlflow_tracking(
 
 @pytest.fixture
 def model_registry():
-    """The registry the test's MLflow fixture points this process at."""
+    """The registry the test's MLflow fixture points this process at (list that fixture,
+    `mlflow_tracking`, `mlflow_module`, `trained`, ..., before this one)."""
     import mlflow
 
     from readmission.registry import Registry
 
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        pytest.fail("model_registry needs an MLflow fixture before it (mlflow_tracking, ...)")
     return Registry(mlflow.get_tracking_uri())

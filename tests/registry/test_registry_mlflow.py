@@ -26,6 +26,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from readmission import registry
 from readmission.estimator import ReadmissionModel
+from readmission.registry import Registry
 from tests.support.served import point_mlflow_at
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -360,7 +361,7 @@ def deployment_store_driver() -> str:
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_registry
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """MLflow's store on PostgreSQL through the driver the Compose and Kubernetes MLflow use
     (psycopg 3). There, MLflow's own `archive_existing_versions` query fails (`operator does
@@ -368,6 +369,8 @@ def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
     failed part-way, and its retry left version 1 Production by alias but stage None."""
     assert postgres_url.split("://", 1)[0] == deployment_store_driver()
     point_mlflow_at(monkeypatch, postgres_url)
+    model_registry = Registry(postgres_url)
+    assert model_registry.client.tracking_uri == postgres_url
     model_registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
     first = model_registry.register(log_candidate(fit_model(1.0), 0.40))
     model_registry.promote(first.version, reason="first model")
