@@ -99,13 +99,21 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def _unreadable(cause: BaseException | None) -> str:
+def unreadable(cause: BaseException | None) -> str:
     """Why FastAPI could not parse a body (it says only "error parsing the body")."""
     if isinstance(cause, UnicodeDecodeError):
         return f"invalid JSON: the body is not UTF-8 text (byte {cause.start})"
     if isinstance(cause, RecursionError):
         return "invalid JSON: nested too deeply"
     return "invalid JSON: the body cannot be parsed"
+
+
+def in_one_line(found: list[dict[str, Any]], most: int = 5) -> str:
+    """Problems as one sentence (for protocols whose errors are a single message)."""
+    shown = "; ".join(f"{p['field']}: {p['reason']}" for p in found[:most])
+    if len(found) > most:
+        shown += f"; and {len(found) - most:,} more"
+    return f"invalid input: {shown}"
 
 
 def no_model_response(registry_status: dict) -> JSONResponse:
@@ -123,7 +131,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and exc.__cause__ is not None:  # the body could not be read
-            problem = {"field": "body", "reason": _unreadable(exc.__cause__), "input": None}
+            problem = {"field": "body", "reason": unreadable(exc.__cause__), "input": None}
             return JSONResponse({"detail": [problem]}, status_code=422)
         return await http_exception_handler(request, exc)
 
