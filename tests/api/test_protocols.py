@@ -5,6 +5,8 @@ refuses what /predict refuses, in the protocol's error shape."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -202,7 +204,6 @@ def test_the_mlflow_batch_limit_is_the_apis(world):
 
 def test_nan_is_a_missing_value_and_infinity_is_refused(world):
     """pandas writes a missing number as NaN (not JSON, but what json.dumps writes)."""
-    import json
 
     def post(value: float | None):
         body = json.dumps({"dataframe_records": [{**EXAMPLE, "num_procedures": value}]})
@@ -213,3 +214,201 @@ def test_nan_is_a_missing_value_and_infinity_is_refused(world):
     infinite = post(float("inf"))
     assert infinite.status_code == 400
     assert infinite.json()["detail"][0]["field"] == "dataframe_records.0.num_procedures"
+
+
+# --- the Open Inference Protocol (KServe V2) ----------------------------------------------
+
+INFER = f"/v2/models/{MODEL_NAME}/infer"
+
+
+def _tensors(records: list[dict], nested: bool = False) -> list[dict]:
+    """One tensor per column, as clients build them from a frame: INT64 for integers,
+    FP64 for a numeric column with gaps (NaN), BYTES for text."""
+    inputs = []
+    for name, values in _columns(records).items():
+        numeric = [v for v in values if v is not None]
+        if all(isinstance(v, int) for v in numeric) and len(numeric) == len(values):
+            datatype = "INT64"
+        elif all(isinstance(v, int | float) for v in numeric) and numeric:
+            datatype, values = "FP64", [float("nan") if v is None else float(v) for v in values]
+        else:
+            datatype = "BYTES"
+        shape = [len(values), 1] if nested else [len(values)]
+        data = [[v] for v in values] if nested else values
+        inputs.append({"name": name, "shape": shape, "datatype": datatype, "data": data})
+    return inputs
+
+
+def test_v2_inference_answers_what_predict_batch_answers(world, batch):
+    records, expected = batch
+    answer = world.client.post(INFER, json={"id": "42", "inputs": _tensors(records)})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == (MODEL_NAME, "1", "42")
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert list(outputs) == ["predict", "predict_proba"]
+    n = len(records)
+    assert outputs["predict"] == {
+        "name": "predict",
+        "shape": [n],
+        "datatype": "BYTES",
+        "data": [e["prediction"] for e in expected],
+    }
+    proba = outputs["predict_proba"]
+    assert (proba["shape"], proba["datatype"]) == ([n, 3], "FP64")
+    assert proba["data"] == [e["probabilities"][c] for e in expected for c in CLASSES]
+
+
+def test_v2_accepts_n_by_1_tensors_float_integers_with_gaps_and_picks_outputs(world, batch):
+    records, expected = batch
+    records = [
+        {**r, "encounter_id": None if i == 0 else r["encounter_id"]} for i, r in enumerate(records)
+    ]
+    inputs = _tensors(records, nested=True)
+    assert {i["name"]: i["datatype"] for i in inputs}["encounter_id"] == "FP64"
+    body = {"inputs": inputs, "outputs": [{"name": "predict_proba"}]}
+    answer = world.client.post(  # NaN: not JSON, but what json.dumps writes for pandas' gaps
+        f"/v2/models/{MODEL_NAME}/versions/1/infer",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 200, answer.text
+    [proba] = answer.json()["outputs"]
+    assert proba["name"] == "predict_proba"
+    assert proba["data"] == [e["probabilities"][c] for e in expected for c in CLASSES]
+    assert answer.json()["id"]  # a new one when the request has none
+
+
+def test_v2_health_and_metadata(world):
+    client = world.client
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get(f"/v2/models/{MODEL_NAME}/ready").json() == {
+        "name": MODEL_NAME,
+        "ready": True,
+    }
+    assert client.get(f"/v2/models/{MODEL_NAME}/versions/1/ready").status_code == 200
+    server = client.get("/v2").json()
+    assert server["name"]
+    assert server["version"]
+    assert server["extensions"] == []
+    metadata = client.get(f"/v2/models/{MODEL_NAME}").json()
+    assert metadata == client.get(f"/v2/models/{MODEL_NAME}/versions/1").json()
+    assert (metadata["name"], metadata["versions"], metadata["platform"]) == (
+        MODEL_NAME,
+        ["1"],
+        "sklearn",
+    )
+    inputs = {i["name"]: i for i in metadata["inputs"]}
+    assert set(inputs) == {c.name for c in schema.COLUMNS if c.name != "readmitted"}
+    assert inputs["num_medications"]["datatype"] == "INT64"
+    assert inputs["A1Cresult"]["datatype"] == "BYTES"
+    required = {name for name, i in inputs.items() if i["parameters"]["required"]}
+    assert required == {schema.BY_KEY[k].name for k in schema.REQUIRED_IN_REQUEST}
+    assert [(o["name"], o["datatype"], o["shape"]) for o in metadata["outputs"]] == [
+        ("predict", "BYTES", [-1]),
+        ("predict_proba", "FP64", [-1, 3]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/resnet50",
+        "/v2/models/resnet50/ready",
+        f"/v2/models/{MODEL_NAME}/versions/7",
+        f"/v2/models/{MODEL_NAME}/versions/7/ready",
+    ],
+)
+def test_v2_a_model_or_version_not_served_is_404_in_the_protocols_shape(world, path):
+    answer = world.client.get(path)
+    assert answer.status_code == 404, answer.text
+    assert "not served" in answer.json()["error"]
+    infer_path = f"{path.removesuffix('/ready')}/infer"
+    infer = world.client.post(infer_path, json={"inputs": _tensors([EXAMPLE])})
+    assert infer.status_code == 404, infer.text
+    assert "not served" in infer.json()["error"]
+
+
+def _one(name: str, values: list, datatype: str = "BYTES", shape: list | None = None) -> dict:
+    return {"name": name, "shape": shape or [len(values)], "datatype": datatype, "data": values}
+
+
+def _replaced(inputs: list[dict], *tensors: dict) -> list[dict]:
+    names = {t["name"] for t in tensors}
+    return [i for i in inputs if i["name"] not in names] + list(tensors)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        (
+            lambda t: _replaced(t, _one("race", ["Asian", "Martian"])),
+            "inputs.race.data.1",
+            "must be one of",
+        ),
+        (
+            lambda t: _replaced(t, _one("gender", ["Female", None])),
+            "inputs.gender.data.1",
+            "required",
+        ),
+        (lambda t: [i for i in t if i["name"] != "age"], "inputs", "age"),
+        (
+            lambda t: _replaced(t, _one("num_medications", [3, 4], "BYTES")),
+            "inputs.48.datatype",
+            "integer column",
+        ),
+        (
+            lambda t: _replaced(t, _one("num_medications", [3.5, 4], "FP64")),
+            "inputs.num_medications.data.0",
+            "fractional",
+        ),
+        (
+            lambda t: _replaced(t, _one("num_medications", ["3", 4], "INT64")),
+            "inputs.48.data.0",
+            "numbers or null",
+        ),
+        (lambda t: _replaced(t, _one("race", ["Asian"])), "inputs", "one value per row"),
+        (
+            lambda t: _replaced(t, _one("race", ["Asian", "Asian"], shape=[2, 2])),
+            "inputs.48.shape",
+            "[n, 1]",
+        ),
+        (
+            lambda t: _replaced(t, _one("race", ["Asian", "Asian"], shape=[3])),
+            "inputs.48.data",
+            "2 values for the shape [3]",
+        ),
+        (lambda t: [*t, _one("shoe_size", [43, 44], "INT64")], "inputs.49.name", "unknown input"),
+        (lambda t: [*t, _one("readmitted", ["NO", "NO"])], "inputs.49.name", "unknown input"),
+    ],
+)
+def test_v2_refusals_name_the_input_and_row(world, change, field, reason):
+    inputs = change(_tensors([EXAMPLE, EXAMPLE]))
+    answer = world.client.post(INFER, json={"inputs": inputs})
+    assert answer.status_code == 400, answer.text
+    refused = answer.json()
+    assert any(p["field"] == field and reason in p["reason"] for p in refused["detail"]), refused
+    assert field in refused["error"]
+
+
+def test_v2_unknown_outputs_and_envelopes_are_refused(world):
+    inputs = _tensors([EXAMPLE])
+    for body, field in [
+        ({"inputs": inputs, "outputs": [{"name": "explain"}]}, "outputs.0.name"),
+        ({"inputs": inputs, "id": 42}, "id"),
+        ({"inputs": inputs, "extra": 1}, "extra"),
+        ({"inputs": []}, "inputs"),
+        ({"inputs": [{**inputs[0], "datatype": "FLOAT"}]}, "inputs.0.datatype"),
+    ]:
+        answer = world.client.post(INFER, json=body)
+        assert answer.status_code == 400, answer.text
+        assert [p["field"] for p in answer.json()["detail"]][:1] == [field], answer.text
+
+
+def test_the_v2_batch_limit_is_the_apis(world):
+    limit = world.settings.api.max_batch
+    answer = world.client.post(INFER, json={"inputs": _tensors([EXAMPLE] * (limit + 1))})
+    assert answer.status_code == 400
+    assert f"at most {limit:,}" in answer.json()["error"]
+    assert world.client.post(INFER, json={"inputs": _tensors([EXAMPLE] * limit)}).status_code == 200
