@@ -53,7 +53,7 @@ from pydantic import (
 
 from readmission import schema
 from readmission.api.predictor import Scored
-from readmission.api.protocol_route import ProtocolError, ProtocolRoute
+from readmission.api.protocol_route import ProtocolError, ProtocolRoute, with_body
 from readmission.api.schemas import (
     EXAMPLE,
     ModelRef,
@@ -324,12 +324,4 @@ class ScoringRoute(ProtocolRoute):
                 415, f"send {CONTENT_JSON} or {CONTENT_CSV}, not {kind[:80] or 'nothing'}"
             )
         records = csv_records(await request.body())
-        body = json.dumps({"dataframe_records": records}).encode("utf-8")
-        replaced = (b"content-type", b"content-length")
-        headers = [(k, v) for k, v in request.scope["headers"] if k not in replaced]
-        headers += [(replaced[0], CONTENT_JSON.encode()), (replaced[1], b"%d" % len(body))]
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return Request({**request.scope, "headers": headers}, receive)
+        return with_body(request, json.dumps({"dataframe_records": records}).encode("utf-8"))

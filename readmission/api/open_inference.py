@@ -27,12 +27,13 @@ import math
 import uuid
 from typing import Annotated, Any, Literal
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from readmission import schema
 from readmission.api.predictor import Scored
-from readmission.api.protocol_route import ProtocolError, ProtocolRoute
+from readmission.api.protocol_route import ProtocolError, ProtocolRoute, with_body
 from readmission.api.schemas import EXAMPLE, Problem, RegistryCheck, check_encounters
 from readmission.names import MODEL_NAME
 
@@ -364,8 +365,21 @@ def request_id(request: InferenceRequest) -> str:
     return request.id if request.id is not None else uuid.uuid4().hex
 
 
+BINARY_HEADER = "inference-header-content-length"
+
+
 class InferenceRoute(ProtocolRoute):
-    """A /v2 route: refusals as `{"error": ...}`."""
+    """A /v2 route: the body read as JSON whatever its Content-Type (tritonclient sends
+    none of its own, and the protocol names none), refusals as `{"error": ...}`."""
+
+    async def prepare(self, request: Request) -> Request:
+        if BINARY_HEADER in request.headers:
+            raise ProtocolError(
+                400,
+                "binary tensor data (Triton's binary-data extension) is not accepted: send "
+                "the tensors as JSON (tritonclient: binary_data=False)",
+            )
+        return with_body(request)
 
     @staticmethod
     def refusal(_status: int, message: str, extra: dict[str, Any]) -> dict[str, Any]:

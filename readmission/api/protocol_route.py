@@ -34,6 +34,22 @@ OTHER_CLIENT_ERRORS = {
 }
 
 
+def with_body(request: Request, body: bytes | None = None) -> Request:
+    """The request, read as JSON: its body replaced by `body` when given (a protocol's
+    other encoding, converted), its Content-Type made application/json."""
+    replaced = (b"content-type", b"content-length") if body is not None else (b"content-type",)
+    headers = [(k, v) for k, v in request.scope["headers"] if k not in replaced]
+    headers.append((b"content-type", b"application/json"))
+    if body is None:
+        return Request({**request.scope, "headers": headers}, request.receive)
+    headers.append((b"content-length", b"%d" % len(body)))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({**request.scope, "headers": headers}, receive)
+
+
 class ProtocolError(Exception):
     """A refusal the protocol defines (an unknown model, an unknown output...)."""
 

@@ -412,3 +412,31 @@ def test_the_v2_batch_limit_is_the_apis(world):
     assert answer.status_code == 400
     assert f"at most {limit:,}" in answer.json()["error"]
     assert world.client.post(INFER, json={"inputs": _tensors([EXAMPLE] * limit)}).status_code == 200
+
+
+def test_v2_requests_as_triton_and_mlserver_clients_build_them(world, batch):
+    """Checked by hand against tritonclient.http 2.73 (`binary_data=False`) and MLServer
+    1.7's PandasCodec, which this project does not depend on: tritonclient sends no JSON
+    Content-Type, and asks for outputs with parameters; MLServer marks the request and each
+    input with a `content_type`, and shapes every column [n, 1]."""
+    records, expected = batch
+    inputs = [
+        {**tensor, "parameters": {"content_type": "str" if tensor["datatype"] == "BYTES" else "np"}}
+        for tensor in _tensors(records, nested=True)
+    ]
+    outputs = [{"name": "predict", "parameters": {"binary_data": False}}]
+    body = {"inputs": inputs, "parameters": {"content_type": "pd"}, "outputs": outputs}
+    answer = world.client.post(INFER, content=json.dumps(body).encode())
+    assert "content-type" not in answer.request.headers
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"] == [e["prediction"] for e in expected]
+
+
+def test_v2_binary_tensors_are_refused_with_how_to_send_json(world):
+    answer = world.client.post(
+        INFER,
+        content=b'{"inputs": []}\x00\x01',
+        headers={"Inference-Header-Content-Length": "14"},
+    )
+    assert answer.status_code == 400
+    assert "binary_data=False" in answer.json()["error"]
