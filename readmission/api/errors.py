@@ -4,7 +4,8 @@ Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`, a b
 cannot be read as JSON too (not UTF-8, nested too deeply); no model is one 503 that says
 why and what the registry last answered; a full scoring queue a 503 with Retry-After. The
 413 of an oversized body and the 500 of an unexpected error come from
-`readmission.api.middleware`.
+`readmission.api.middleware`. The protocol routes (MLflow's /invocations, KServe V2) refuse
+for the same reasons in their protocol's shape: `readmission.api.protocol_route`.
 """
 
 from __future__ import annotations

@@ -440,3 +440,23 @@ def test_v2_binary_tensors_are_refused_with_how_to_send_json(world):
     )
     assert answer.status_code == 400
     assert "binary_data=False" in answer.json()["error"]
+
+
+def test_the_docs_protocol_curl_examples_are_answered(world):
+    """Every `curl -X POST .../invocations` and `.../v2/...` example of the README and docs/
+    is a request the API answers."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    text = "".join(p.read_text() for p in (root / "README.md", *sorted(root.glob("docs/*.md"))))
+    pattern = (
+        r"curl -s -X POST http://127\.0\.0\.1:8989(/invocations|/v2/\S+)\s*(?:\\\s*)?"
+        r"(?:-H 'Content-Type: application/json' \\\s*)?-d '(\{.*?\})'"
+    )
+    examples = re.findall(pattern, text, flags=re.S)
+    assert sum(path == "/invocations" for path, _ in examples) >= 2, examples
+    assert sum(path.startswith("/v2/") for path, _ in examples) >= 1, examples
+    for path, body in examples:
+        answer = world.client.post(path, json=json.loads(body))
+        assert answer.status_code == 200, (path, answer.text)
