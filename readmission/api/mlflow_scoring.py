@@ -53,7 +53,7 @@ from pydantic import (
 
 from readmission import schema
 from readmission.api.predictor import Scored
-from readmission.api.protocol_route import ProtocolError, ProtocolRoute, with_body
+from readmission.api.protocol_route import ProtocolError, ProtocolRoute, problem, with_body
 from readmission.api.schemas import (
     EXAMPLE,
     ModelRef,
@@ -195,10 +195,6 @@ def _missing(row: Any) -> Any:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
 
 
-def _problem(loc: tuple[str | int, ...], message: str, value: Any = None) -> dict[str, Any]:
-    return {"type": "value_error", "loc": ("body", *loc), "msg": message, "input": value}
-
-
 def _rows(body: BaseModel) -> tuple[list[Any], Callable[..., tuple]]:
     """The body's rows as records, and where each row's field sits in the body."""
     name = next(n for n in FORMATS if getattr(body, n) is not None)
@@ -206,12 +202,13 @@ def _rows(body: BaseModel) -> tuple[list[Any], Callable[..., tuple]]:
     if name == "dataframe_split":
         columns, data = value.columns, value.data
         twice = sorted({c for c in columns if columns.count(c) > 1})
-        found = [_problem((name, "columns"), f"columns named twice: {', '.join(twice)}")]
-        found = found if twice else []
+        found = []
+        if twice:
+            found.append(problem((name, "columns"), f"columns named twice: {', '.join(twice)}"))
         for number, row in enumerate(data):
             if len(row) != len(columns):
                 message = f"has {len(row)} values for {len(columns)} columns"
-                found.append(_problem((name, "data", number), message, row))
+                found.append(problem((name, "data", number), message, row))
         if found:
             raise RequestValidationError(found)
         records = [dict(zip(columns, row, strict=True)) for row in data]
@@ -221,11 +218,11 @@ def _rows(body: BaseModel) -> tuple[list[Any], Callable[..., tuple]]:
         if len(set(lengths.values())) > 1:
             shown = ", ".join(f"{c} has {n}" for c, n in lengths.items())
             raise RequestValidationError(
-                [_problem((name,), f"every column needs one value per row: {shown}")]
+                [problem((name,), f"every column needs one value per row: {shown}")]
             )
         count = next(iter(lengths.values()))
         if count == 0:
-            raise RequestValidationError([_problem((name,), "the columns hold no rows")])
+            raise RequestValidationError([problem((name,), "the columns hold no rows")])
         records = [{c: values[i] for c, values in value.items()} for i in range(count)]
         return records, lambda row, field: ("body", name, *_field(field), row)
     return value, lambda row, field: ("body", name, row, *_field(field))
@@ -282,14 +279,14 @@ def csv_records(body: bytes) -> list[dict[str, Any]]:
         lines = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
     except (UnicodeDecodeError, csv.Error) as exc:
         reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        raise RequestValidationError([_problem((), f"unreadable CSV: {reason}")]) from exc
+        raise RequestValidationError([problem((), f"unreadable CSV: {reason}")]) from exc
     lines = [line for line in lines if line]  # blank lines, as pandas skips them
     if len(lines) < 2:
-        raise RequestValidationError([_problem((), "a CSV needs a header and one row or more")])
+        raise RequestValidationError([problem((), "a CSV needs a header and one row or more")])
     header, rows = lines[0], lines[1:]
     skip = 1 if header[0] == "" else 0  # pandas' unnamed index column
     found = [
-        _problem(("dataframe_records", number), f"has {len(row)} values for {len(header)} columns")
+        problem(("dataframe_records", number), f"has {len(row)} values for {len(header)} columns")
         for number, row in enumerate(rows)
         if len(row) != len(header)
     ]

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from readmission import schema
 from readmission.api.predictor import Scored
-from readmission.api.protocol_route import ProtocolError, ProtocolRoute, with_body
+from readmission.api.protocol_route import ProtocolError, ProtocolRoute, problem, with_body
 from readmission.api.schemas import EXAMPLE, Problem, RegistryCheck, check_encounters
 from readmission.names import MODEL_NAME
 
@@ -242,10 +242,6 @@ def check_version(version: str | None, serving: str) -> None:
         )
 
 
-def _problem(loc: tuple[str | int, ...], message: str, value: Any = None) -> dict[str, Any]:
-    return {"type": "value_error", "loc": ("body", *loc), "msg": message, "input": value}
-
-
 def _flat(data: list[Any]) -> list[Any]:
     return [value for item in data for value in (item if isinstance(item, list) else [item])]
 
@@ -256,23 +252,23 @@ def _tensor_problems(number: int, tensor: RequestInput, column: schema.Column) -
     found = []
     if column.is_integer and tensor.datatype not in NUMERIC_DATATYPES:
         message = f"{column.name} is an integer column: INT64 (or another numeric datatype)"
-        found.append(_problem((*where, "datatype"), message, tensor.datatype))
+        found.append(problem((*where, "datatype"), message, tensor.datatype))
     if not column.is_integer and tensor.datatype != TEXT_DATATYPE:
         message = f"{column.name} is a text column: BYTES"
-        found.append(_problem((*where, "datatype"), message, tensor.datatype))
+        found.append(problem((*where, "datatype"), message, tensor.datatype))
     shape, values = tensor.shape, _flat(tensor.data)
     if len(shape) == 2 and shape[1] != 1:
-        found.append(_problem((*where, "shape"), "must be [n] or [n, 1]: one value a row", shape))
+        found.append(problem((*where, "shape"), "must be [n] or [n, 1]: one value a row", shape))
     elif math.prod(shape) != len(values):
         message = f"holds {len(values)} values for the shape {shape}"
-        found.append(_problem((*where, "data"), message))
+        found.append(problem((*where, "data"), message))
     wrong = str if column.is_integer else (int, float, bool)
     for row, value in enumerate(values):
         if isinstance(value, wrong) or (column.is_integer and isinstance(value, bool)):
             message = f"a {tensor.datatype} tensor holds " + (
                 "numbers or null" if column.is_integer else "strings or null"
             )
-            found.append(_problem((*where, "data", row), message, value))
+            found.append(problem((*where, "data", row), message, value))
             break
     return found
 
@@ -293,11 +289,11 @@ def encounters(request: InferenceRequest, max_batch: int) -> list[dict[str, Any]
         column = schema.BY_KEY[key] if key is not None else None
         if column is None or column.kind is schema.Kind.TARGET:
             message = f"unknown input; GET /v2/models/{MODEL_NAME} lists the inputs"
-            found.append(_problem(("inputs", number, "name"), message, tensor.name))
+            found.append(problem(("inputs", number, "name"), message, tensor.name))
             continue
         if key in keys:
             message = f"{column.name} is sent twice"
-            found.append(_problem(("inputs", number, "name"), message, tensor.name))
+            found.append(problem(("inputs", number, "name"), message, tensor.name))
             continue
         keys.add(key)
         problems = _tensor_problems(number, tensor, column)
@@ -307,15 +303,15 @@ def encounters(request: InferenceRequest, max_batch: int) -> list[dict[str, Any]
     absent = [c.name for c in INPUT_COLUMNS if c.key in schema.REQUIRED_IN_REQUEST - keys]
     if absent:
         message = f"required inputs missing (every encounter records them): {', '.join(absent)}"
-        found.append(_problem(("inputs",), message))
+        found.append(problem(("inputs",), message))
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{name} has {n}" for name, n in lengths.items())
-        found.append(_problem(("inputs",), f"every input needs one value per row: {shown}"))
+        found.append(problem(("inputs",), f"every input needs one value per row: {shown}"))
     rows = max(lengths.values(), default=0)
     if not found and not 1 <= rows <= max_batch:
         message = f"holds {rows:,} rows: at least 1 and at most {max_batch:,} (API_MAX_BATCH)"
-        found.append(_problem(("inputs",), message))
+        found.append(problem(("inputs",), message))
     if found:
         raise RequestValidationError(found)
     records = [{name: values[i] for name, values in columns.items()} for i in range(rows)]
@@ -332,7 +328,7 @@ def requested_outputs(request: InferenceRequest) -> list[str]:
     if request.outputs is None:
         return list(OUTPUT_NAMES)
     found = [
-        _problem(("outputs", number, "name"), f"the outputs are {', '.join(OUTPUT_NAMES)}", o.name)
+        problem(("outputs", number, "name"), f"the outputs are {', '.join(OUTPUT_NAMES)}", o.name)
         for number, o in enumerate(request.outputs)
         if o.name not in OUTPUT_NAMES
     ]

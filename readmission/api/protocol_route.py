@@ -34,6 +34,11 @@ OTHER_CLIENT_ERRORS = {
 }
 
 
+def problem(loc: tuple[str | int, ...], message: str, value: Any = None) -> dict[str, Any]:
+    """A problem the route finds itself, as pydantic reports one (`loc` within the body)."""
+    return {"type": "value_error", "loc": ("body", *loc), "msg": message, "input": value}
+
+
 def with_body(request: Request, body: bytes | None = None) -> Request:
     """The request, read as JSON: its body replaced by `body` when given (a protocol's
     other encoding, converted), its Content-Type made application/json."""
