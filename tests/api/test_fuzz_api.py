@@ -89,5 +89,6 @@ def test_at_least_a_thousand_cases_ran_across_every_operation():
         f"{method.upper()} {path}" for path, ops in SPEC["paths"].items() for method in ops
     }
     assert {"POST /predict", "POST /invocations", "POST /v2/models/{name}/infer"} <= documented
-    assert documented == set(RAN), sorted(documented ^ set(RAN))
+    # (RAN also holds the undocumented methods schemathesis tries on each path)
+    assert documented <= set(RAN), sorted(documented - set(RAN))
     assert sum(RAN.values()) >= MIN_CASES, dict(RAN)
