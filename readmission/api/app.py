@@ -19,7 +19,7 @@ from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import ModelStore
 from readmission.api.prediction_log import PredictionLog
 from readmission.api.predictor import Predictor
-from readmission.api.routes import health, model, predict
+from readmission.api.routes import health, inference_v2, invocations, model, predict
 from readmission.api.schemas import Message, encounter_batch
 from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
@@ -114,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(predict.batch_route(encounter_batch(settings.api.max_batch)))
     app.include_router(model.router, responses=NO_MODEL_OR_REGISTRY)
+    app.include_router(invocations.invocations_router(settings.api.max_batch))
+    app.include_router(inference_v2.inference_router(settings.api.max_batch))
     errors.install(app)
     app.add_middleware(middleware.BodySizeLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(middleware.UnexpectedErrors)  # outside the size limit, inside the metrics

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
 from readmission.api.prediction_log import PredictionLog
-from readmission.api.predictor import NoModelError, Predictor
+from readmission.api.predictor import NoModelError, Predictor, Scored
 from readmission.settings import Settings
 
 
@@ -23,6 +23,14 @@ class Services:
     store: ModelStore
     predictor: Predictor
     prediction_log: PredictionLog | None
+
+    async def score(self, records: list[dict]) -> tuple[list[Scored], LoadedModel]:
+        """Score validated encounters (dicts keyed by column key) and log them: the one path
+        every prediction route takes, whatever protocol its request came in."""
+        answers, loaded = await self.predictor.score(records)
+        if self.prediction_log is not None:
+            self.prediction_log.add(records, answers, loaded.name, loaded.version)
+        return answers, loaded
 
 
 def get_services(request: Request) -> Services:

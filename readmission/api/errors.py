@@ -4,7 +4,8 @@ Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`, a b
 cannot be read as JSON too (not UTF-8, nested too deeply); no model is one 503 that says
 why and what the registry last answered; a full scoring queue a 503 with Retry-After. The
 413 of an oversized body and the 500 of an unexpected error come from
-`readmission.api.middleware`.
+`readmission.api.middleware`. The protocol routes (MLflow's /invocations, KServe V2) refuse
+for the same reasons in their protocol's shape: `readmission.api.protocol_route`.
 """
 
 from __future__ import annotations
@@ -99,13 +100,21 @@ def problems(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-def _unreadable(cause: BaseException | None) -> str:
+def unreadable(cause: BaseException | None) -> str:
     """Why FastAPI could not parse a body (it says only "error parsing the body")."""
     if isinstance(cause, UnicodeDecodeError):
         return f"invalid JSON: the body is not UTF-8 text (byte {cause.start})"
     if isinstance(cause, RecursionError):
         return "invalid JSON: nested too deeply"
     return "invalid JSON: the body cannot be parsed"
+
+
+def in_one_line(found: list[dict[str, Any]], most: int = 5) -> str:
+    """Problems as one sentence (for protocols whose errors are a single message)."""
+    shown = "; ".join(f"{p['field']}: {p['reason']}" for p in found[:most])
+    if len(found) > most:
+        shown += f"; and {len(found) - most:,} more"
+    return f"invalid input: {shown}"
 
 
 def no_model_response(registry_status: dict) -> JSONResponse:
@@ -123,7 +132,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and exc.__cause__ is not None:  # the body could not be read
-            problem = {"field": "body", "reason": _unreadable(exc.__cause__), "input": None}
+            problem = {"field": "body", "reason": unreadable(exc.__cause__), "input": None}
             return JSONResponse({"detail": [problem]}, status_code=422)
         return await http_exception_handler(request, exc)
 

@@ -15,6 +15,7 @@ the raw file's cleaning, a request is not forgiven a wrong case or stray blanks.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     WithJsonSchema,
     create_model,
     model_validator,
@@ -307,6 +309,62 @@ class BatchResponse(BaseModel):
     model: ModelRef
 
 
+class RegistryCheck(BaseModel):
+    """The outcome of the API's last check of the registry."""
+
+    reachable: bool | None = Field(description="null until the first check")
+    checked_at: str | None = Field(description="When (ISO 8601, UTC)")
+    message: str = Field(description="What the check found, in words")
+
+
+class Ready(BaseModel):
+    """A model is loaded: which one."""
+
+    status: Literal["ready"]
+    model: ModelRef
+
+
+class NoModel(BaseModel):
+    """The one 503 of a service without a model: why, and what the registry last said."""
+
+    detail: str
+    registry: RegistryCheck
+
+
+class VersionDescription(BaseModel):
+    """What the registry says of one version: its fields, tags and the run's metrics."""
+
+    name: str
+    version: str
+    run_id: str | None
+    model_id: str | None = Field(description="MLflow 3's LoggedModel id, when there is one")
+    source: str | None
+    status: str | None = Field(description="READY once registered")
+    stage: str | None
+    aliases: list[str]
+    tags: dict[str, str]
+    created_at: str | None
+    updated_at: str | None
+    metrics: dict[str, float | None] = Field(
+        description="The run's valid_* and test_* metrics; a non-finite one as null"
+    )
+
+
+class ModelDescription(VersionDescription):
+    """The model in service, as the registry described it at the last check."""
+
+    alias: str
+    loaded_at: str = Field(description="When this API loaded it (ISO 8601, UTC)")
+    described_at: str = Field(description="When the registry last described it")
+    registry: RegistryCheck
+
+
+class Versions(BaseModel):
+    """Every registered version, newest first."""
+
+    versions: list[VersionDescription]
+
+
 class Problem(BaseModel):
     """One reason a request was refused."""
 
@@ -326,3 +384,27 @@ class Message(BaseModel):
 def encounter_records(encounters: list[BaseModel]) -> list[dict[str, Any]]:
     """Validated encounters as plain dicts keyed by column key (what `clean` accepts)."""
     return [encounter.model_dump(by_alias=False) for encounter in encounters]
+
+
+def check_encounters(
+    rows: Sequence[Any], locate: Callable[[int, str | None], tuple[str | int, ...]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Validate rows that came in another shape (a protocol's frame or tensors) as encounters.
+
+    Returns the records (keyed by column key) and pydantic-style errors, each located by
+    `locate(row, field)` in the request's own terms (`field` None for the whole row), so
+    that a refusal names where the client put the value.
+    """
+    records: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    for row_number, row in enumerate(rows):
+        try:
+            records.append(Encounter.model_validate(row).model_dump(by_alias=False))
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else None
+                # an absent field is located by its key: named as the file names it
+                if field in schema.BY_KEY and REQUIRED_REASON in error["msg"]:
+                    field = schema.BY_KEY[field].name
+                found.append({**error, "loc": locate(row_number, field)})
+    return records, found

@@ -5,7 +5,14 @@ model, generates valid and invalid requests for every documented operation, send
 runs its checks on each answer: no 5xx, the status code documented, the content type and the
 body matching the documented schema, invalid data refused and valid data accepted. On top we
 check that no answer carries a stack trace and that each comes back in a sane time. A counter
-proves how many cases ran: at least 1,000 across the operations.
+proves how many cases ran: at least 1,000 across the operations, every one of them reached.
+
+The two protocol operations that carry rows by position (MLflow's /invocations, whose
+`dataframe_split` rows and objects of columns list values in column order, and the Open
+Inference Protocol's /infer, one tensor per column) cannot have a JSON Schema that ties a
+value to its column or asks every column for as many values: a body the schema allows may
+still be refused (400, naming the field). For them alone the check that every schema-valid
+body is accepted is off; every other check holds, invalid bodies refused included.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from readmission.api import create_app
 from readmission.settings import Settings
@@ -42,6 +50,14 @@ LEAKS = ("Traceback", 'File "', "/work/", "site-packages", '.py", line')
 # `Function._nodeid`, which pytest no longer has.)
 SPEC = create_app(Settings()).openapi()
 schema = schemathesis.openapi.from_dict(SPEC)
+# /invocations also reads text/csv: the generated strings are sent as they are
+schemathesis.serializer.alias("text/csv", "text/plain")
+#: Rows by position (see above): a schema-valid body may be refused.
+POSITIONAL = {
+    "POST /invocations",
+    "POST /v2/models/{name}/infer",
+    "POST /v2/models/{name}/versions/{version}/infer",
+}
 
 
 def test_the_fuzzed_schema_is_the_one_served(world):
@@ -53,8 +69,9 @@ def test_the_fuzzed_schema_is_the_one_served(world):
     max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
 )
 def test_every_documented_operation_holds_its_contract(case, world):
-    response = case.call_and_validate(base_url=world.url, timeout=30)
     label = f"{case.method} {case.path}"
+    excluded = [positive_data_acceptance] if label in POSITIONAL else []
+    response = case.call_and_validate(base_url=world.url, timeout=30, excluded_checks=excluded)
     RAN[label] += 1
     SLOWEST[label] = max(SLOWEST.get(label, 0.0), response.elapsed)
     assert response.status_code < 500, response.text[:500]
@@ -67,16 +84,11 @@ def test_at_least_a_thousand_cases_ran_across_every_operation():
     """Runs after the fuzzing above (same module, file order)."""
     print(f"\nschemathesis cases: {sum(RAN.values()):,}")
     for label, count in sorted(RAN.items()):
-        print(f"  {label:<22} {count:>5} cases, slowest {SLOWEST[label] * 1000:.0f} ms")
-    expected = {
-        "GET /health",
-        "GET /ready",
-        "GET /model",
-        "GET /model/versions",
-        "GET /metrics",
-        "POST /predict",
-        "POST /predict/batch",
-        "POST /model/reload",
+        print(f"  {label:<50} {count:>5} cases, slowest {SLOWEST[label] * 1000:.0f} ms")
+    documented = {
+        f"{method.upper()} {path}" for path, ops in SPEC["paths"].items() for method in ops
     }
-    assert expected <= set(RAN), sorted(RAN)
+    assert {"POST /predict", "POST /invocations", "POST /v2/models/{name}/infer"} <= documented
+    # (RAN also holds the undocumented methods schemathesis tries on each path)
+    assert documented <= set(RAN), sorted(documented - set(RAN))
     assert sum(RAN.values()) >= MIN_CASES, dict(RAN)

@@ -11,6 +11,7 @@ import pytest
 from readmission import pipeline
 from readmission.api import create_app
 from readmission.api.schemas import EXAMPLE
+from readmission.names import MODEL_NAME
 from tests.support.served import build_store
 from tests.support.servers import ServerThread
 
@@ -29,6 +30,7 @@ def test_no_model_is_503_with_a_how_to_then_the_first_model_is_served(tmp_path, 
         assert "python -m readmission train" in refused.json()["detail"]
         assert client.get("/model").status_code == 503
         assert client.post("/predict", json={"race": "Martian"}).status_code == 422  # still checked
+        _the_protocols_say_so_in_their_own_shape(client)
 
         pipeline.train_and_promote(["logistic_regression"], "quick", settings)
         deadline = time.monotonic() + 15
@@ -38,3 +40,32 @@ def test_no_model_is_503_with_a_how_to_then_the_first_model_is_served(tmp_path, 
         assert client.post("/predict", json=EXAMPLE).status_code == 200
     finally:
         server.stop()
+
+
+def _the_protocols_say_so_in_their_own_shape(client: httpx.Client) -> None:
+    """MLflow's /invocations and the V2 routes: the same 503 and how-to, their shape."""
+    scoring = client.post("/invocations", json={"dataframe_records": [EXAMPLE]})
+    assert scoring.status_code == 503
+    assert scoring.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "python -m readmission train" in scoring.json()["message"]
+    assert client.get("/ping").status_code == 503
+    assert client.get("/v2/health/live").json() == {"live": True}
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 503
+    assert "python -m readmission train" in ready.json()["error"]
+    assert client.get(f"/v2/models/{MODEL_NAME}/ready").status_code == 503
+    assert client.get(f"/v2/models/{MODEL_NAME}").json()["versions"] == []
+    tensors = [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "INT64" if isinstance(v, int) else "BYTES",
+            "data": [v],
+        }
+        for k, v in EXAMPLE.items()
+    ]
+    infer = client.post(f"/v2/models/{MODEL_NAME}/infer", json={"inputs": tensors})
+    assert infer.status_code == 503
+    assert "python -m readmission train" in infer.json()["error"]
+    bad = client.post(f"/v2/models/{MODEL_NAME}/infer", json={"inputs": tensors[:3]})
+    assert bad.status_code == 400  # still checked

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from readmission.api.deps import CurrentModel
+from readmission.api.schemas import NoModel, Ready
 
 router = APIRouter(tags=["health"])
 
@@ -16,8 +17,9 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/ready",
+    response_model=Ready,
     summary="A model is loaded (503 otherwise)",
-    responses={503: {"description": "No model loaded"}},
+    responses={503: {"model": NoModel, "description": "No model loaded"}},
 )
 async def ready(loaded: CurrentModel) -> dict:
     return {"status": "ready", "model": loaded.ref}

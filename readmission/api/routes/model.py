@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from readmission.api.deps import CurrentModel, ServicesDep
+from readmission.api.schemas import ModelDescription, Versions
 from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
@@ -17,28 +18,34 @@ def _registry_status(services) -> dict:
     return services.store.status.to_dict()
 
 
-@router.get("/model", summary="The model in service, its metrics, when it was loaded")
-async def model(loaded: CurrentModel, services: ServicesDep) -> JSONResponse:
+@router.get(
+    "/model",
+    response_model=ModelDescription,
+    summary="The model in service, its metrics, when it was loaded",
+)
+async def model(loaded: CurrentModel, services: ServicesDep) -> dict:
     described, described_at = services.store.description() or (loaded.described, None)
-    return JSONResponse(
-        {
-            **described,
-            "alias": loaded.alias,
-            "loaded_at": loaded.loaded_at,
-            "described_at": described_at or loaded.loaded_at,
-            "registry": _registry_status(services),
-        }
-    )
+    return {
+        **described,
+        "alias": loaded.alias,
+        "loaded_at": loaded.loaded_at,
+        "described_at": described_at or loaded.loaded_at,
+        "registry": _registry_status(services),
+    }
 
 
-@router.get("/model/versions", summary="Every registered version with its metrics")
-async def versions(services: ServicesDep) -> JSONResponse:
+@router.get(
+    "/model/versions",
+    response_model=Versions,
+    summary="Every registered version with its metrics",
+)
+async def versions(services: ServicesDep) -> dict | JSONResponse:
     try:
         found = await asyncio.to_thread(services.store.registry.list_versions)
     except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
         message = short_error(exc)
         return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
-    return JSONResponse({"versions": found})
+    return {"versions": found}
 
 
 @router.post("/model/reload", summary="Check the registry now and load a new Production model")

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from readmission.api.deps import Services, ServicesDep
+from readmission.api.deps import ServicesDep
 from readmission.api.predictor import Scored
 from readmission.api.schemas import (
     BatchResponse,
@@ -41,13 +41,6 @@ def _answer(scored: Scored) -> dict:
     }
 
 
-async def _score(services: Services, records: list[dict]):
-    answers, loaded = await services.predictor.score(records)
-    if services.prediction_log is not None:
-        services.prediction_log.add(records, answers, loaded.name, loaded.version)
-    return answers, loaded
-
-
 @router.post(
     "/predict",
     response_model=PredictionResponse,
@@ -58,7 +51,7 @@ async def predict(encounter: Encounter, services: ServicesDep) -> dict:
     """Score one encounter: UCI column names (or the original clients' spellings); missing
     values as null, "?" or absent. Identifiers and `readmitted` are accepted and ignored
     by the model; a `patient_nbr` lets the API add the patient's earlier encounters."""
-    answers, loaded = await _score(services, encounter_records([encounter]))
+    answers, loaded = await services.score(encounter_records([encounter]))
     return {**_answer(answers[0]), "model": loaded.ref}
 
 
@@ -74,7 +67,7 @@ def batch_route(batch_model: type) -> APIRouter:
     )
     async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:
         """Score several encounters in one call; answers come in request order."""
-        answers, loaded = await _score(services, encounter_records(batch.encounters))
+        answers, loaded = await services.score(encounter_records(batch.encounters))
         return {"predictions": [_answer(a) for a in answers], "model": loaded.ref}
 
     return batch_router
