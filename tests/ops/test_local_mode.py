@@ -17,6 +17,7 @@ import pytest
 
 from readmission import dataset
 from readmission.api.schemas import EXAMPLE
+from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
 from tests.support.pgserver import free_port
 from tests.support.tools import require
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -109,6 +110,21 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         text = log.read_text()
         assert "following clean_data_pipeline (asset_triggered__" in text
         assert "following model_training_pipeline (asset_triggered__" in text
+        # progress while it waits: tasks as they change, each run's time, each stage's
+        assert re.search(r"^every service answers after \d", text, re.M), text
+        assert re.search(r"^ +\d+:\d\d  load_batch\[3\] +success \(\d", text, re.M), text
+        assert re.search(r"^ +\d+:\d\d  train_candidate\[0\] +(running|success)", text, re.M)
+        for dag_id in (RAW_DAG, CLEAN_DAG, TRAIN_DAG):
+            assert re.search(rf"^{dag_id}: success in \d", text, re.M), text
+        stage = r"^(stack start|raw load|cleaning|training|serving|total) +\d[\d.]* (s|min \d\d s)$"
+        assert [m[0] for m in re.findall(stage, text, re.M)] == [
+            "stack start",
+            "raw load",
+            "cleaning",
+            "training",
+            "serving",
+            "total",
+        ]
         assert "total          1,000       1,000" in text
         assert "Production model: diabetes-readmission v1 (" in text
         assert f"Airflow    http://127.0.0.1:{ports['airflow']}  (login admin / " in text
