@@ -106,16 +106,27 @@ format: venv ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# What the tests need beyond .venv (PostgreSQL server, Chromium, Prometheus, kubectl,
+# Python 3.11): installed with apt as root, otherwise the exact command is printed and make
+# stops. Listed before venv, which needs Python 3.11: make builds prerequisites in order.
+.PHONY: test-prerequisites
+test-prerequisites: ## Check (as root: install) the Debian packages the tests need
+	@PYTHON=$(PYTHON) scripts/test-prerequisites
+
+.PHONY: test-data
+test-data: venv ## Find and verify the UCI file the data tests read (downloaded into data/ if absent)
+	$(BIN)/python -m readmission locate
+
 .PHONY: test
-test: venv lint ## Set up and run every test (unit, integration on a real PostgreSQL, DAGs, data)
+test: test-prerequisites venv test-data lint ## Set up and run every test (installs what the machine lacks)
 	$(BIN)/pytest
 
 .PHONY: test-fast
-test-fast: venv ## Tests without the slow ones
+test-fast: test-prerequisites venv test-data ## Tests without the slow ones
 	$(BIN)/pytest -m "not slow"
 
 .PHONY: test-unit
-test-unit: venv ## Only the tests that need no server (seconds)
+test-unit: venv test-data ## Only the tests that need no server (seconds)
 	$(BIN)/pytest -m unit
 
 .PHONY: bench-tools

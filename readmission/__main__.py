@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from readmission import dataset
+from readmission import dataset, logs
 from readmission.names import PROFILES
+from readmission.settings import get_settings
 
 
 def _print(data: object) -> None:
@@ -17,8 +17,6 @@ def _print(data: object) -> None:
 
 
 def _cmd_locate(args: argparse.Namespace) -> None:
-    from readmission.settings import get_settings
-
     source = dataset.locate(get_settings(), download=not args.no_download)
     found = {"path": str(source.path), "sha256": source.sha256, "rows": source.rows}
     if args.into is not None:
@@ -79,7 +77,9 @@ def _cmd_local(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m readmission", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG level (default: LOG_LEVEL)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     locate = commands.add_parser("locate", help="find and verify the data file")
@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    settings = get_settings()
+    logs.configure(
+        settings.logging.model_copy(update={"level": "DEBUG"}) if args.verbose else settings.logging
     )
     try:
         args.run(args)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models.model import ModelInfo
 
     from readmission.settings import Settings
 
@@ -165,9 +166,10 @@ def log_sklearn_model(
     training_frame: pd.DataFrame,
     input_example: pd.DataFrame,
     trusted_types: list[str] | None = None,
-) -> str:
+) -> ModelInfo:
     """Log a fitted scikit-learn estimator to the active run as `model` (skops format,
-    signature from the full training frame); returns the model URI to register.
+    signature from the full training frame); returns MLflow's `ModelInfo`: the
+    `model_uri` to register, the `model_id` of the LoggedModel to link metrics to.
 
     skops refuses types it does not know: `trusted_types` lists extra ones; every class
     and function of the `readmission` package found in the estimator, and the
@@ -193,7 +195,7 @@ def log_sklearn_model(
             skops_trusted_types=trusted,
             pip_requirements=_pinned(MODEL_REQUIREMENTS),
         )
-    return info.model_uri
+    return info
 
 
 # --- registering, promoting, loading, describing ---------------------------------------

@@ -1,7 +1,7 @@
 """Settings of every service, read from the environment, in groups.
 
 Each group is one concern with one prefix for its variables (`API_`, `LOCAL_`, `RAW_`,
-`TRAINING_`, `MLFLOW_`, `DIABETES_`), except for the few names the original project's
+`TRAINING_`, `MLFLOW_`, `DIABETES_`, `LOG_`), except for the few names the original project's
 deployments already use (`READMISSION_STATE_DIR`, `READMISSION_DATA_DIR`,
 `DATA_DATABASE_URL`, `SPLIT_SALT`). Every field has an embedded-mode default (SQLite files
 and a local MLflow under a state folder); `.env` lists every variable with the value the
@@ -18,9 +18,16 @@ import os
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -35,6 +42,8 @@ UCI_ARCHIVE_URL = (
     "https://archive.ics.uci.edu/static/public/296/"
     "diabetes+130-us+hospitals+for+years+1999-2008.zip"
 )
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogFormat = Literal["text", "json"]
 #: sha256 of the uncompressed `diabetic_data.csv` (see ../shared/data/README.md).
 DIABETES_CSV_SHA256 = "0689e7ec031237dc63031b938805c48377748761a3b26acab621567afa24df97"
 
@@ -241,8 +250,36 @@ class ApiSettings(BaseModel):
     registry_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Timeout of each call the API makes to the MLflow registry."
     )
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per request (uvicorn's access log), through LOG_FORMAT.",
+    )
 
     _url = field_validator("url", mode="before")(_url("http://127.0.0.1:8989"))
+
+
+class LoggingSettings(BaseModel):
+    """How the API, the CLI and the DAG tasks log (readmission/logs.py)."""
+
+    model_config = _prefixed("LOG_")
+
+    level: LogLevel = Field(
+        default="INFO",
+        description="Lowest level logged: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
+    format: LogFormat = Field(
+        default="text",
+        description="text (time, level, logger: message) or json (one object a line, for "
+        "containers).",
+    )
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _case(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name == "level" else value.lower()
 
 
 #: The groups, by the attribute of `Settings` that holds each.
@@ -254,6 +291,7 @@ GROUPS: Mapping[str, type[BaseModel]] = {
     "mlflow": MlflowSettings,
     "local": LocalSettings,
     "api": ApiSettings,
+    "logging": LoggingSettings,
 }
 
 
@@ -294,6 +332,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
     def settings_customise_sources(

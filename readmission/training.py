@@ -335,11 +335,21 @@ def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> 
     ]
 
 
+#: The context each split's dataset is logged with (MLflow's `mlflow.data.context` tag).
+DATASET_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}
+
+
 def log_candidate(
     candidate: Candidate, data: TrainingData, tags: dict[str, str], registry: Registry
 ) -> dict:
     """One MLflow run per candidate: params, metrics, confusion matrices, the search, the
     data it saw, and the model with its signature and an input example.
+
+    The model is MLflow 3's LoggedModel of the run (it takes the run's params when logged,
+    so they are logged first), and its page in the MLflow UI shows the metrics too: each
+    is linked to the model and to the split's dataset it was measured on (valid_*,
+    test_*; the training time to train), each split logged as the run's input with its
+    context.
 
     Returns what promotion needs: family, run id, model URI and the primary metric."""
     import mlflow
@@ -347,15 +357,13 @@ def log_candidate(
     registry.ensure_experiment()
     run_tags = {**tags, "family": candidate.family}
     with registry.activate(), mlflow.start_run(run_name=candidate.family, tags=run_tags) as run:
-        mlflow.log_params(
-            {
-                "family": candidate.family,
-                **candidate.params,
-                "decision_weights": json.dumps(candidate.model.decision_weights_),
-                "search_size": len(candidate.search),
-            }
-        )
-        mlflow.log_metrics({**candidate.metrics, "training_seconds": candidate.seconds})
+        params = {
+            "family": candidate.family,
+            **candidate.params,
+            "decision_weights": json.dumps(candidate.model.decision_weights_),
+            "search_size": len(candidate.search),
+        }
+        mlflow.log_params(params)
         for split in ("valid", "test"):
             proba = candidate.model.predict_proba(data.inputs(split))
             image = evaluation.confusion_matrix_png(
@@ -378,20 +386,45 @@ def log_candidate(
             }
         )
         train_inputs = data.inputs("train")
-        dataset = mlflow.data.from_pandas(signature_frame(train_inputs), name="clean_data.train")
-        mlflow.log_input(dataset, context="training")
-        model_uri = log_sklearn_model(
+        model = log_sklearn_model(
             candidate.model,
             training_frame=train_inputs,
             input_example=data.inputs("valid").head(3),
         )
+        datasets = {split: split_dataset(data, split) for split in DATASET_CONTEXTS}
+        for split, context in DATASET_CONTEXTS.items():
+            mlflow.log_input(datasets[split], context=context)
+        by_split = _metrics_by_split({**candidate.metrics, "training_seconds": candidate.seconds})
+        for split, metrics in by_split.items():
+            mlflow.log_metrics(metrics, model_id=model.model_id, dataset=datasets[split])
         return {
             "family": candidate.family,
             "run_id": run.info.run_id,
-            "model_uri": model_uri,
+            "model_uri": model.model_uri,
             "snapshot": data.snapshot.id,
             PRIMARY_METRIC: candidate.metrics[PRIMARY_METRIC],
         }
+
+
+def split_dataset(data: TrainingData, split: str):
+    """One split as an MLflow dataset (`clean_data.<split>`): the model's inputs, with the
+    dtypes of its signature, and the target."""
+    import mlflow.data
+
+    frame = signature_frame(data.inputs(split)).assign(
+        **{schema.TARGET: data.target(split).to_numpy()}
+    )
+    return mlflow.data.from_pandas(frame, name=f"clean_data.{split}", targets=schema.TARGET)
+
+
+def _metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """valid_* and test_* metrics by the split they were measured on; the rest (the
+    training time) goes with train."""
+    grouped: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        split = name.split("_", 1)[0]
+        grouped.setdefault(split if split in ("valid", "test") else "train", {})[name] = value
+    return grouped
 
 
 def _log_bytes(content: bytes, name: str) -> None:

@@ -2,6 +2,8 @@
 
 Every failure (nothing listening, timeout, an HTTP error, an answer off the contract)
 comes out as a `ui_logic.ApiError` with a readable message, never as an httpx exception.
+A client keeps one `httpx.Client` (its connection pool) for all its calls; the app shares
+one client between its sessions (`ui_components.api_client`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from ui_logic import (
     UiSettings,
     error_from_exception,
     error_from_response,
-    load_settings,
     parse_batch,
     parse_prediction,
 )
@@ -29,12 +30,13 @@ class ApiClient:
 
     def __init__(self, settings: UiSettings, transport: httpx.BaseTransport | None = None) -> None:
         self.settings = settings
-        self._transport = transport
+        # thread-safe: Streamlit runs each session's script in its own thread
+        self._http = httpx.Client(
+            base_url=settings.api_url, timeout=settings.timeout_seconds, transport=transport
+        )
 
-    @classmethod
-    def from_environment(cls) -> ApiClient:
-        """A client configured by API_URL and API_TIMEOUT_SECONDS."""
-        return cls(load_settings())
+    def close(self) -> None:
+        self._http.close()
 
     def _call(
         self,
@@ -47,12 +49,7 @@ class ApiClient:
         """One request; the decoded JSON answer, or ApiError."""
         what = f"{method} {path}"
         try:
-            with httpx.Client(
-                base_url=self.settings.api_url,
-                timeout=self.settings.timeout_seconds,
-                transport=self._transport,
-            ) as client:
-                response = client.request(method, path, json=body)
+            response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise error_from_exception(
                 exc, self.settings.api_url, self.settings.timeout_seconds

@@ -1,15 +1,55 @@
-"""Streamlit pieces the pages share: showing an API failure and a prediction."""
+"""Streamlit pieces the pages share: the API client and the registry's answers, cached;
+showing an API failure and a prediction."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
+from ui_client import ApiClient
 from ui_logic import (
     ApiError,
     PredictionResult,
+    UiSettings,
     describe_class,
     describe_history,
+    load_settings,
     probability_frame,
 )
+
+#: How long the answers of GET /model and GET /model/versions are reused by every session
+#: (the registry page's Refresh button forgets them sooner); predictions are never cached.
+REGISTRY_TTL_SECONDS = 15
+
+
+@st.cache_resource(show_spinner=False)
+def api_client(settings: UiSettings) -> ApiClient:
+    """One client, and so one pool of connections, for every session and rerun."""
+    return ApiClient(settings)
+
+
+def client() -> ApiClient:
+    """The shared client of the settings in the environment (API_URL, ...)."""
+    return api_client(load_settings())
+
+
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def served_model(settings: UiSettings) -> dict[str, Any]:
+    """GET /model, reused for REGISTRY_TTL_SECONDS (a failure is not cached)."""
+    return api_client(settings).model()
+
+
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def model_versions(settings: UiSettings) -> list[dict[str, Any]]:
+    """GET /model/versions, reused for REGISTRY_TTL_SECONDS (a failure is not cached)."""
+    return api_client(settings).model_versions()
+
+
+def forget_registry() -> None:
+    """Ask the API again at the next call (the registry page's Refresh)."""
+    served_model.clear()
+    model_versions.clear()
+
 
 #: Streamlit's colour of each class: the sooner the readmission, the hotter.
 CLASS_COLORS = {"NO": "green", ">30": "orange", "<30": "red"}

@@ -24,7 +24,6 @@ from tests.support.pgserver import PostgresServer, PostgresUnavailableError
 pytest_plugins = ["tests.support.served"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_CSV = PROJECT_ROOT.parent / "shared" / "data" / "diabetic_data.csv.gz"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,13 +60,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
-
-
-def real_csv() -> Path | None:
-    """The real UCI file when this machine has it (DIABETES_CSV, else ../shared)."""
-    if env := os.environ.get("DIABETES_CSV"):
-        return Path(env) if Path(env).is_file() else None
-    return SHARED_CSV if SHARED_CSV.is_file() else None
 
 
 @pytest.fixture(autouse=True)

@@ -87,10 +87,14 @@ class ModelStore:
         try:
             champion = self.registry.champion()
         except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
+            # warned once per outage (the poller asks again every API_MODEL_POLL_SECONDS)
+            told = log.debug if self.status.reachable is False else log.warning
             self.status = RegistryStatus(False, now, f"registry unreachable: {short_error(exc)}")
             self.metrics.reloads.labels("failure").inc()
-            log.warning("model check failed, %s keeps serving: %s", self._serving(), exc)
+            told("registry unreachable, %s keeps serving: %s", self._serving(), short_error(exc))
             return self.status.message
+        if self.status.reachable is False:
+            log.info("registry reachable again")
         if champion is None:
             self.status = RegistryStatus(True, now, "no Production model in the registry")
             return self.status.message

@@ -4,7 +4,8 @@ Requests append to an in-memory queue and return; a writer thread inserts what q
 every `flush_seconds` (or sooner when many wait), in one transaction. When the database
 is unreachable the rows stay queued and the writer retries with a growing pause, so a
 short outage loses nothing; only when the queue is full are the oldest rows dropped, and
-counted (`api_prediction_log_dropped_rows_total`).
+counted (`api_prediction_log_dropped_rows_total`). An outage is logged once as a warning
+when it starts (and once more if rows are dropped), and as info when writing works again.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # the outage in progress: when the first write failed, and whether drops were told
+        self._outage_since: float | None = None
+        self._drops_told = False
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -80,12 +84,14 @@ class PredictionLog:
         ]
         with self._lock:
             overflow = len(self._rows) + len(rows) - self.capacity
-            for _ in range(max(0, overflow)):
+            # the oldest queued rows go first, then (a batch larger than the whole queue)
+            # the batch's own first rows
+            for _ in range(min(max(0, overflow), len(self._rows))):
                 self._rows.popleft()
             self._rows.extend(rows[-self.capacity :])
             queued = len(self._rows)
         if overflow > 0:
-            self.metrics.log_dropped.inc(overflow)
+            self._dropped(overflow)
         self.metrics.log_queue.set(queued)
         if queued >= MAX_ROWS_PER_WRITE:
             self._wake.set()
@@ -93,6 +99,17 @@ class PredictionLog:
     @property
     def queued(self) -> int:
         return len(self._rows)
+
+    def _dropped(self, rows: int) -> None:
+        """Count rows lost to a full queue; warn once per outage."""
+        self.metrics.log_dropped.inc(rows)
+        if not self._drops_told:
+            self._drops_told = True
+            log.warning(
+                "prediction log: queue full (%d rows), dropping the oldest predictions "
+                "until the database is back",
+                self.capacity,
+            )
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued (within `timeout`), then stop."""
@@ -119,7 +136,7 @@ class PredictionLog:
                         kept = batch[len(batch) - min(room, len(batch)) :]
                         self._rows.extendleft(reversed(kept))
                     if len(kept) < len(batch):
-                        self.metrics.log_dropped.inc(len(batch) - len(kept))
+                        self._dropped(len(batch) - len(kept))
                     pause = min(MAX_PAUSE_SECONDS, pause * 2)
                     if stopping:
                         return
@@ -136,13 +153,23 @@ class PredictionLog:
                 db.append_rows(conn, db.predictions, COLUMNS, batch)
         except Exception as exc:  # noqa: BLE001 - the database being down must not stop serving
             self.metrics.log_write_failures.inc()
-            log.warning(
-                "prediction log: %d rows not written yet (%s); retrying",
-                len(batch),
+            first = self._outage_since is None
+            if first:
+                self._outage_since = time.monotonic()
+            (log.warning if first else log.debug)(
+                "prediction log: cannot write to the database (%s); %d rows queued, retrying",
                 short_error(exc),
+                self.queued + len(batch),
             )
             return False
         self.metrics.log_written.inc(len(batch))
+        if self._outage_since is not None:
+            log.info(
+                "prediction log: writing again after %.0f s; catching up on %d queued rows",
+                time.monotonic() - self._outage_since,
+                self.queued + len(batch),
+            )
+            self._outage_since, self._drops_told = None, False
         log.debug(
             "prediction log: wrote %d rows in %.1f ms",
             len(batch),

@@ -7,10 +7,12 @@ would run them but without the log servers it binds to every interface) with the
 `dags/`, the inference API and the Streamlit app, all on 127.0.0.1 with their state under
 the state folder; triggers
 `raw_data_initial_batch_load` and follows the Asset-triggered `clean_data_pipeline` and
-`model_training_pipeline` (training also runs when no model is in Production yet); prints
-what the stores hold, the Production model with its test metrics, the URLs and the
-Airflow login; and serves until Ctrl-C, which stops every service. Re-running it loads
-nothing twice and trains only when the data changed or no model is in Production.
+`model_training_pipeline` (training also runs when no model is in Production yet),
+printing each task's state as it changes, how long each DAG run took and, at the end, how
+long each stage took (stack start, raw load, cleaning, training, serving); prints what the
+stores hold, the Production model with its test metrics, the URLs and the Airflow login;
+and serves until Ctrl-C, which stops every service. Re-running it loads nothing twice and
+trains only when the data changed or no model is in Production.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 
@@ -48,6 +52,12 @@ AIRFLOW_PROCESSES = (
     "airflow-triggerer",
 )
 FINISHED = {"success", "failed"}
+#: Task states worth a line; a task passes through scheduled and queued in moments.
+SHOWN_STATES = {"running", "success", "failed", "skipped", "up_for_retry", "upstream_failed"}
+#: How often a DAG run being followed is asked for its state.
+POLL_SECONDS = 3.0
+#: While nothing changes, a line every this many seconds says what still runs.
+HEARTBEAT_SECONDS = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -169,10 +179,114 @@ class AirflowClient:
         response.raise_for_status()
         return response.json()["dag_runs"]
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        response = self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """Every task instance of the run (task_id, map_index, state, duration, ...)."""
+        response = self.http.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        )
         response.raise_for_status()
-        return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
+        return response.json()["task_instances"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+
+def duration(seconds: float) -> str:
+    """`12.3 s`, or `4 min 05 s` from a minute on."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes:d}:{rest:02d}"
+
+
+@dataclass
+class RunProgress:
+    """Prints a DAG run's task states as they change (task id, map index, state, time since
+    the run was followed, and how long a finished task took), and, while nothing changes,
+    every HEARTBEAT_SECONDS which tasks still run."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+    last_line: float = field(init=False)
+    seen: dict[tuple[str, int], str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started = self.last_line = self.clock()
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def update(self, task_instances: list[dict]) -> None:
+        for ti in sorted(task_instances, key=_happened):
+            key = (ti["task_id"], ti.get("map_index", -1))
+            state = ti.get("state")
+            if self.seen.get(key) == state:
+                continue
+            self.seen[key] = state
+            if state in SHOWN_STATES:
+                took = f" ({duration(ti['duration'])})" if ti.get("duration") is not None else ""
+                took = took if state != "running" else ""
+                self._say(f"{_name(*key):<28} {state}{took}")
+        running = sorted(_name(*key) for key, state in self.seen.items() if state == "running")
+        if running and self.clock() - self.last_line >= HEARTBEAT_SECONDS:
+            self._say("still running: " + ", ".join(running))
+
+    def _say(self, text: str) -> None:
+        self.last_line = self.clock()
+        print(f"  {_clock(self.elapsed):>6}  {text}", file=self.out, flush=True)
+
+
+def _happened(ti: dict) -> str:
+    """In the order things happened: when a task ended, else when it started (ISO times)."""
+    return ti.get("end_date") or ti.get("start_date") or ""
+
+
+def _name(task_id: str, map_index: int) -> str:
+    return f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+
+
+@dataclass
+class Stages:
+    """How long each stage of `make run` took, printed as a table at the end."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(init=False)
+    times: dict[str, float | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def timed(self, stage: str) -> contextlib.AbstractContextManager[None]:
+        """Times the block as `stage`."""
+
+        @contextlib.contextmanager
+        def timing():
+            began = self.clock()
+            try:
+                yield
+            finally:
+                self.times[stage] = self.clock() - began
+
+        return timing()
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def report(self) -> None:
+        lines = ["stage               time"]
+        for stage, seconds in self.times.items():
+            lines.append(f"{stage:<18}  {duration(seconds) if seconds is not None else '-'}")
+        lines.append(f"{'total':<18}  {duration(self.clock() - self.started)}")
+        print("\n".join(lines), file=self.out, flush=True)
 
 
 def _wait(what: str, check, timeout: float, interval: float = 2.0, log: Path | None = None):
@@ -362,15 +476,25 @@ def wait_ready(client: AirflowClient, process: subprocess.Popen, log: Path) -> N
         client.unpause(dag_id)
 
 
-def _follow(client: AirflowClient, dag_id: str, run_id: str, log: Path, timeout: float) -> dict:
+def _follow(
+    client: AirflowClient,
+    dag_id: str,
+    run_id: str,
+    log: Path,
+    timeout: float,
+) -> dict:
+    """Wait for the run to finish, printing its tasks' states as they change and how long
+    it took."""
     print(f"following {dag_id} ({run_id})", flush=True)
-    done = _wait(
-        f"{dag_id} to finish",
-        lambda: _finished(client, dag_id, run_id),
-        timeout,
-        interval=3,
-        log=log,
-    )
+    progress = RunProgress()
+
+    def finished() -> dict | None:
+        run = client.run(dag_id, run_id)
+        progress.update(client.task_instances(dag_id, run_id))
+        return run if run["state"] in FINISHED else None
+
+    done = _wait(f"{dag_id} to finish", finished, timeout, interval=POLL_SECONDS, log=log)
+    print(f"{dag_id}: {done['state']} in {duration(progress.elapsed)}", flush=True)
     if done["state"] != "success":
         raise LocalStackError(f"{dag_id} run {run_id} {done['state']}: see the Airflow UI")
     return done
@@ -391,28 +515,33 @@ def _next_run(
     return runs[0]["dag_run_id"]
 
 
-def run_pipeline(client: AirflowClient, log: Path, settings: Settings) -> None:
+def run_pipeline(
+    client: AirflowClient, log: Path, settings: Settings, stages: Stages | None = None
+) -> None:
     """Trigger the raw load and follow what it leads to; start what an earlier, stopped
-    run left undone (rows to clean, no Production model yet)."""
-    raw_run = client.trigger(RAW_DAG, {"batches": 0})
-    print(f"triggered {RAW_DAG} ({raw_run})", flush=True)
-    raw = _follow(client, RAW_DAG, raw_run, log, timeout=900)
-    clean_run = _next_run(client, CLEAN_DAG, raw, "publish", log)
-    if clean_run is None and pipeline.store_summary(settings)["pending_clean"] > 0:
-        clean_run = client.trigger(CLEAN_DAG, {"full_refresh": False})
-    clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
-    train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
-    if train_run is None and pipeline.production_model(settings) is None:
-        train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
+    run left undone (rows to clean, no Production model yet). `stages` times each DAG,
+    from the moment it is triggered or awaited; a stage with nothing to do shows `-`."""
+    stages = stages or Stages()
+    with stages.timed("raw load"):
+        raw_run = client.trigger(RAW_DAG, {"batches": 0})
+        print(f"triggered {RAW_DAG} ({raw_run})", flush=True)
+        raw = _follow(client, RAW_DAG, raw_run, log, timeout=900)
+    with stages.timed("cleaning"):
+        clean_run = _next_run(client, CLEAN_DAG, raw, "publish", log)
+        if clean_run is None and pipeline.store_summary(settings)["pending_clean"] > 0:
+            clean_run = client.trigger(CLEAN_DAG, {"full_refresh": False})
+        clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
+    with stages.timed("training"):
+        train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
+        if train_run is None and pipeline.production_model(settings) is None:
+            train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
+        if train_run is not None:
+            _follow(client, TRAIN_DAG, train_run, log, timeout=3600)
+    if clean is None:
+        stages.times["cleaning"] = None
     if train_run is None:
+        stages.times["training"] = None
         print("nothing new to load, clean or train", flush=True)
-        return
-    _follow(client, TRAIN_DAG, train_run, log, timeout=3600)
-
-
-def _finished(client: AirflowClient, dag_id: str, run_id: str) -> dict | None:
-    run = client.run(dag_id, run_id)
-    return run if run["state"] in FINISHED else None
 
 
 def format_model(described: dict | None) -> str:
@@ -450,16 +579,23 @@ def main(serve: bool = True) -> int:
     # this process asks the stack's MLflow too
     settings = settings.updated(MLFLOW_TRACKING_URI=stack.mlflow_url)
     process = None
+    stages = Stages()
     try:
-        process, log = start_stack(stack)
-        print(f"starting MLflow, Airflow, the API and Streamlit (log: {log}) ...", flush=True)
-        wait_services(stack, process, log)
-        client = AirflowClient(stack.airflow)
-        wait_ready(client, process, log)
-        run_pipeline(client, log, settings)
-        httpx.post(f"{stack.api_url}/model/reload", timeout=120)  # serve the new model now
+        with stages.timed("stack start"):
+            process, log = start_stack(stack)
+            print(f"starting MLflow, Airflow, the API and Streamlit (log: {log}) ...", flush=True)
+            wait_services(stack, process, log)
+            client = AirflowClient(stack.airflow)
+            wait_ready(client, process, log)
+            print(f"every service answers after {duration(stages.elapsed)}", flush=True)
+        run_pipeline(client, log, settings, stages)
+        with stages.timed("serving"):
+            # the new model in service now, not at the API's next poll
+            httpx.post(f"{stack.api_url}/model/reload", timeout=120)
+            described = pipeline.production_model(settings)
         print(warehouse.format_summary(pipeline.store_summary(settings)), flush=True)
-        print(format_model(pipeline.production_model(settings)), flush=True)
+        print(format_model(described), flush=True)
+        stages.report()
         print(
             f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
             f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"

@@ -6,7 +6,9 @@ cheap; tasks import the heavy modules when they run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.sdk import Asset
 
@@ -17,11 +19,22 @@ RAW_DATA = Asset(name="raw_data.diabetes", uri="readmission://raw_data/diabetes"
 #: Updated when cleaning inserted rows; schedules model_training_pipeline.
 CLEAN_DATA = Asset(name="clean_data.diabetes", uri="readmission://clean_data/diabetes")
 
+
+def follow_log_level(context: Mapping[str, Any]) -> None:  # noqa: ARG001 - Airflow's signature
+    """Before each task runs: the package's loggers at LOG_LEVEL (readmission/logs.py),
+    Airflow's own handlers, which write the task's log, left as they are."""
+    from readmission import logs
+    from readmission.settings import get_settings
+
+    logs.follow_level(get_settings().logging)
+
+
 DEFAULT_ARGS = {
     "owner": "mlops",
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
+    "on_execute_callback": [follow_log_level],
 }
 
 TAGS = ["diabetes", "proyecto3"]

@@ -13,6 +13,7 @@ import re
 import pandas as pd
 import streamlit as st
 from ui_client import ApiClient
+from ui_components import client as shared_client
 from ui_components import show_api_error
 from ui_logic import (
     MAX_BATCH_ROWS,
@@ -72,7 +73,7 @@ st.write(
     + ", ".join(f"`{c}`" for c in PREDICTION_COLUMNS)
     + " added."
 )
-client = ApiClient.from_environment()
+client = shared_client()
 upload = st.file_uploader("CSV of encounters", type=["csv", "gz"], key="batch_upload")
 if upload is None:
     st.info("Choose a CSV file (plain or gzip-compressed) to start.", icon="📄")

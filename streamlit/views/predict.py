@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
-from ui_client import ApiClient
+from ui_components import client as shared_client
 from ui_components import show_api_error, show_prediction
 from ui_logic import (
     ENCOUNTER_LABEL,
@@ -75,7 +75,7 @@ st.write(
     "Describe one hospital encounter of a diabetic patient. The form starts from a typical "
     "patient; change what differs and press **Predict**."
 )
-client = ApiClient.from_environment()
+client = shared_client()
 
 with st.form("predict"):
     values: dict[str, Any] = {}

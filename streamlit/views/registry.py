@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
-from ui_client import ApiClient
-from ui_components import show_api_error
+from ui_components import forget_registry, model_versions, served_model, show_api_error
 from ui_logic import (
     METRIC_COLUMNS,
     ApiError,
@@ -41,15 +40,15 @@ def show_served(model: dict[str, Any]) -> None:
 
 
 settings = load_settings()
-client = ApiClient.from_environment()
 st.title("Model registry")
 head, refresh = st.columns([4, 1])
 with refresh:
-    st.button("Refresh", key="registry_refresh")
+    if st.button("Refresh", key="registry_refresh"):
+        forget_registry()
 
 served: dict[str, Any] | None = None
 try:
-    served = client.model()
+    served = served_model(settings)
 except ApiError as error:
     show_api_error(error)
 else:
@@ -63,7 +62,7 @@ with head:
 
 st.subheader("Versions")
 try:
-    versions = client.model_versions()
+    versions = model_versions(settings)
 except ApiError as error:
     show_api_error(error)
     st.stop()

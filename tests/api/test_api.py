@@ -12,7 +12,7 @@ import pytest
 from readmission import schema, synthetic
 from readmission.api.schemas import EXAMPLE
 from readmission.cleaning import clean
-from tests.conftest import real_csv
+from tests.support.tools import require_real_csv
 
 pytestmark = pytest.mark.slow
 CLASSES = {"NO", ">30", "<30"}
@@ -275,9 +275,9 @@ def test_openapi_documents_the_routes_with_a_real_patient_record(world):
     assert "A1Cresult" in spec["components"]["schemas"]["Encounter"]["properties"]
 
 
-@pytest.mark.skipif(real_csv() is None, reason="the real UCI file is not on this machine")
+@pytest.mark.realdata
 def test_the_documented_example_is_the_real_record(world):
-    frame = pd.read_csv(real_csv(), dtype=str, keep_default_na=False, nrows=5)
+    frame = pd.read_csv(require_real_csv(), dtype=str, keep_default_na=False, nrows=5)
     row = frame[frame["encounter_id"] == "149190"].iloc[0]
     for name, value in EXAMPLE.items():
         assert str(value) == row[name], name

@@ -3,6 +3,7 @@ or model never interrupts serving."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -34,7 +35,8 @@ def _promote_new_version(settings, family: str) -> str:
     return version
 
 
-def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requests(world):
+def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requests(world, caplog):
+    caplog.set_level(logging.INFO, logger="readmission.api.model_store")
     statuses: list[int] = []
     versions: list[str] = []
     stop = threading.Event()
@@ -61,6 +63,10 @@ def test_a_promoted_model_is_served_within_the_poll_interval_without_failed_requ
     first_new = versions.index(new)
     assert set(versions[first_new:]) == {new}, "an old model answered after the swap"
     assert world.client.get("/model").json()["version"] == new
+    swaps = [r for r in caplog.records if r.getMessage().startswith(f"now serving {MODEL_NAME}")]
+    assert [(r.levelname, r.getMessage().split(", loaded in")[0]) for r in swaps] == [
+        ("INFO", f"now serving {MODEL_NAME} v{new} (was v{versions[0]})")
+    ]
 
 
 def test_an_unreachable_registry_keeps_the_model_serving_and_is_reported(world):

@@ -3,9 +3,6 @@ frame contract (columns, dtypes, aliases, pass-through, index, input untouched).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +18,7 @@ from readmission.cleaning import (
     icd9_chapter,
     map_icd9_chapters,
 )
+from tests.support.tools import require_real_csv
 
 TEXT_KEYS = [
     c.key
@@ -625,20 +623,11 @@ def test_the_report_of_clean_data_says_so() -> None:
 
 # --- the real file --------------------------------------------------------------------
 
-DIABETES_CSV = Path(
-    os.environ.get("DIABETES_CSV")
-    or Path(__file__).resolve().parents[3] / "shared" / "data" / "diabetic_data.csv.gz"
-)
-
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.skipif(
-    not DIABETES_CSV.is_file(),
-    reason=f"the UCI file is absent: {DIABETES_CSV} (set DIABETES_CSV to a .csv or .csv.gz)",
-)
 def test_the_real_file_is_cleaned_with_only_documented_unknowns() -> None:
-    raw = pd.read_csv(DIABETES_CSV, dtype=str, keep_default_na=False)
+    raw = pd.read_csv(require_real_csv(), dtype=str, keep_default_na=False)
     cleaned, report = clean_with_report(raw)
 
     assert report.rows == len(cleaned) == 101_766

@@ -36,6 +36,7 @@ from tests.compose import stack
 from tests.compose.clients import Airflow, s3_keys
 from tests.deploy.test_images import final_stage, of
 from tests.support.envfile import project_env
+from tests.support.tools import require
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = stack.ROOT
@@ -425,12 +426,13 @@ def test_predict_latency_through_the_published_port(production):
     assert latency["p50"] < 1000, latency
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason="no Chromium (CI installs it)")
 def test_a_person_submits_the_streamlit_form_and_sees_the_prediction(production):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=require(CHROMIUM, "chromium"), args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)

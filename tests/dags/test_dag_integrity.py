@@ -32,6 +32,15 @@ def test_dags_have_tags_docs_retries_and_no_catchup(dagbag, dag_id):
         assert task.retries >= 1, task.task_id
 
 
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_task_sets_the_package_log_level_before_it_runs(dagbag, dag_id):
+    from readmission.ops.orchestration import follow_log_level
+
+    for task in dagbag.get_dag(dag_id).tasks:
+        callbacks = task.on_execute_callback
+        assert follow_log_level in (callbacks if isinstance(callbacks, list) else [callbacks])
+
+
 def test_raw_load_is_manual_and_publishes_the_raw_asset(dagbag):
     dag = dagbag.get_dag("raw_data_initial_batch_load")
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: by hand

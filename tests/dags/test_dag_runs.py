@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from readmission import dataset, pipeline
@@ -67,6 +69,18 @@ def test_clean_dag_cleans_what_is_new_and_skips_when_nothing_is(dagbag, sample_e
     refresh = dag.test(run_conf={"full_refresh": True})
     assert _states(refresh)["clean"] == ["success"]
     assert pipeline.store_summary()["clean_total"] == 600
+
+
+def test_a_task_sets_the_package_loggers_to_log_level(dagbag, sample_env, monkeypatch):
+    package = logging.getLogger("readmission")
+    monkeypatch.setattr(package, "level", package.level)  # put back afterwards
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    pipeline.get_settings.cache_clear()
+    pipeline.load_raw_batch(0)
+
+    run = dagbag.get_dag("clean_data_pipeline").test()
+    assert run.state == "success"
+    assert package.level == logging.DEBUG  # on_execute_callback, in the task's process
 
 
 def test_training_dag_trains_every_family_and_promotes_the_first_model(

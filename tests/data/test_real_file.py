@@ -1,31 +1,33 @@
-"""Expectations on the real UCI file, checked when this machine has it."""
+"""Expectations on the real UCI file (`make test` finds or downloads it)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from readmission import dataset, pipeline, schema
 from readmission.settings import DIABETES_CSV_SHA256, Settings
-from tests.conftest import real_csv
+from tests.support.tools import require_real_csv
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
-CSV = real_csv()
-needs_file = pytest.mark.skipif(CSV is None, reason="the real UCI file is not on this machine")
+
+@pytest.fixture(scope="module")
+def csv() -> Path:
+    return require_real_csv()
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    return pd.read_csv(CSV, keep_default_na=False, na_values=["?"], low_memory=False)
+def frame(csv: Path) -> pd.DataFrame:
+    return pd.read_csv(csv, keep_default_na=False, na_values=["?"], low_memory=False)
 
 
-@needs_file
-def test_file_is_the_verified_uci_original():
-    assert dataset.sha256_of(CSV) == DIABETES_CSV_SHA256
+def test_file_is_the_verified_uci_original(csv):
+    assert dataset.sha256_of(csv) == DIABETES_CSV_SHA256
 
 
-@needs_file
 def test_shape_columns_and_identifiers(frame):
     assert frame.shape == (101_766, 50)
     assert tuple(frame.columns) == schema.COLUMN_NAMES
@@ -33,7 +35,6 @@ def test_shape_columns_and_identifiers(frame):
     assert frame["patient_nbr"].nunique() == 71_518
 
 
-@needs_file
 def test_target_counts_match_the_data_readme(frame):
     assert frame["readmitted"].value_counts().to_dict() == {
         "NO": 54_864,
@@ -42,13 +43,11 @@ def test_target_counts_match_the_data_readme(frame):
     }
 
 
-@needs_file
 def test_none_is_a_category_of_the_lab_results_not_a_missing_value(frame):
     assert (frame["max_glu_serum"] == "None").sum() == 96_420
     assert (frame["A1Cresult"] == "None").sum() == 84_748
 
 
-@needs_file
 def test_only_the_expired_dispositions_are_never_readmitted(frame):
     """The premise of the estimator's rule: death rules out a readmission, hospice does not."""
     outcome = (
@@ -63,7 +62,6 @@ def test_only_the_expired_dispositions_are_never_readmitted(frame):
     assert hospice["<30"].sum() == 43
 
 
-@needs_file
 def test_a_request_requires_exactly_what_the_file_never_lacks_without_a_default(frame):
     """A field is required when every real encounter records it and its absence has no
     documented meaning (absent lab results: not taken; absent drugs: not prescribed)."""
@@ -74,7 +72,6 @@ def test_a_request_requires_exactly_what_the_file_never_lacks_without_a_default(
     assert (never_missing & features) - with_default == schema.REQUIRED_IN_REQUEST
 
 
-@needs_file
 def test_every_category_in_the_file_is_in_the_schema(frame):
     for column in schema.COLUMNS:
         if column.kind in (schema.Kind.CATEGORY, schema.Kind.TARGET):
@@ -86,10 +83,9 @@ def test_every_category_in_the_file_is_in_the_schema(frame):
             assert frame[column.name].between(column.minimum, column.maximum).all(), column.name
 
 
-@needs_file
 @pytest.mark.postgres
-def test_the_whole_file_loads_into_postgres_split_by_patient(postgres_url):
-    settings = Settings(DIABETES_CSV=CSV, DATA_DATABASE_URL=postgres_url)
+def test_the_whole_file_loads_into_postgres_split_by_patient(csv, postgres_url):
+    settings = Settings(DIABETES_CSV=csv, DATA_DATABASE_URL=postgres_url)
     batches = pipeline.plan_raw_load(settings=settings)
     assert batches == list(range(7))  # 101,766 rows in 15,000-row batches
     reports = [pipeline.load_raw_batch(b, settings=settings) for b in batches]

@@ -17,9 +17,9 @@ import pytest
 from readmission import dataset, schema, synthetic
 from readmission.api.schemas import Encounter
 from readmission.settings import Settings
-from tests.conftest import real_csv
 from tests.load.conftest import LOCUST, LOCUSTFILE, PROJECT_ROOT
 from tests.support.pgserver import free_port
+from tests.support.tools import require_real_csv
 
 REQUEST_NAMES = [c.name for c in schema.COLUMNS if c.kind is not schema.Kind.TARGET]
 MODEL = {"name": "diabetes-readmission", "version": "3", "alias": "production"}
@@ -66,9 +66,7 @@ def test_rows_of_the_data_file_are_sent_as_the_file_writes_them(tmp_path: Path):
 
 @pytest.mark.realdata
 def test_rows_of_the_real_uci_file_all_validate_against_the_api_model():
-    path = real_csv()
-    if path is None:
-        pytest.skip("the real UCI file is not on this machine")
+    path = require_real_csv()
     pool = load_logic.build_pool(_load(records="real"), Settings(DIABETES_CSV=path))
     assert len(pool.records) == 2_000
     _assert_sent_as_the_file_writes_them(pool.records)

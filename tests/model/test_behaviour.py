@@ -14,19 +14,16 @@ import pytest
 
 from readmission import evaluation, pipeline, training
 from readmission.settings import Settings
-from tests.conftest import real_csv
+from tests.support.tools import require_real_csv
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
-
-CSV = real_csv()
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    if CSV is None:
-        pytest.skip("the real UCI file is not on this machine")
+    csv = require_real_csv()
     store = tmp_path_factory.mktemp("real-store")
-    settings = Settings(DIABETES_CSV=CSV, DATA_DATABASE_URL=f"sqlite:///{store / 'main.db'}")
+    settings = Settings(DIABETES_CSV=csv, DATA_DATABASE_URL=f"sqlite:///{store / 'main.db'}")
     pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
     pipeline.clean_new_rows(settings=settings)
     data = training.load_training_data(pipeline.engine(settings))

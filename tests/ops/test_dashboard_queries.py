@@ -7,7 +7,6 @@ import contextlib
 import json
 import math
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -21,15 +20,9 @@ import pytest
 from readmission import schema, synthetic
 from readmission.ops import monitoring
 from tests.support.pgserver import free_port
+from tests.support.tools import require
 
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not Path(PROMETHEUS).is_file(),
-        reason="no Prometheus server: install the Debian package `prometheus`",
-    ),
-]
+pytestmark = pytest.mark.slow
 DASHBOARD = monitoring.PROJECT_ROOT / "grafana" / "dashboards" / "proyecto3.json"
 PANELS = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
 MIN_SCRAPES = 5  # rate() and increase() need two samples in their window; 1 s scrapes
@@ -153,7 +146,7 @@ def prometheus(world, traffic, tmp_path_factory) -> Iterator[Prometheus]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                PROMETHEUS,
+                require("prometheus", "prometheus"),
                 f"--config.file={config}",
                 f"--storage.tsdb.path={root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",

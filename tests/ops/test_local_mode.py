@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,9 @@ import pytest
 
 from readmission import dataset
 from readmission.api.schemas import EXAMPLE
+from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
 from tests.support.pgserver import free_port
+from tests.support.tools import require
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -55,7 +56,9 @@ def _submit_the_form(url: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=require(CHROMIUM, "chromium"), args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
@@ -72,6 +75,7 @@ def _submit_the_form(url: str) -> None:
 
 
 def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv):
+    require("prometheus", "prometheus")  # the stack starts it when installed; here it must be
     ports = {name: free_port() for name in ("airflow", "mlflow", "api", "streamlit", "prometheus")}
     env = {
         **os.environ,
@@ -106,6 +110,21 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         text = log.read_text()
         assert "following clean_data_pipeline (asset_triggered__" in text
         assert "following model_training_pipeline (asset_triggered__" in text
+        # progress while it waits: tasks as they change, each run's time, each stage's
+        assert re.search(r"^every service answers after \d", text, re.M), text
+        assert re.search(r"^ +\d+:\d\d  load_batch\[3\] +success \(\d", text, re.M), text
+        assert re.search(r"^ +\d+:\d\d  train_candidate\[0\] +(running|success)", text, re.M)
+        for dag_id in (RAW_DAG, CLEAN_DAG, TRAIN_DAG):
+            assert re.search(rf"^{dag_id}: success in \d", text, re.M), text
+        stage = r"^(stack start|raw load|cleaning|training|serving|total) +\d[\d.]* (s|min \d\d s)$"
+        assert [m[0] for m in re.findall(stage, text, re.M)] == [
+            "stack start",
+            "raw load",
+            "cleaning",
+            "training",
+            "serving",
+            "total",
+        ]
         assert "total          1,000       1,000" in text
         assert "Production model: diabetes-readmission v1 (" in text
         assert f"Airflow    http://127.0.0.1:{ports['airflow']}  (login admin / " in text
@@ -115,13 +134,13 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"]["version"] == "1"
         assert httpx.get(f"http://127.0.0.1:{ports['streamlit']}/_stcore/health").status_code == 200
-        if CHROMIUM.is_file():  # a person uses the form, end to end, on the real model
-            _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}")
+        # a person uses the form, end to end, on the real model
+        _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}")
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
-        if shutil.which("prometheus"):  # it scrapes the API
-            targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()
-            scraped = {t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
-            assert f"http://127.0.0.1:{ports['api']}/metrics" in scraped
+        # Prometheus (make test installs it) scrapes the API
+        targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()
+        scraped = {t["scrapeUrl"] for t in targets["data"]["activeTargets"]}
+        assert f"http://127.0.0.1:{ports['api']}/metrics" in scraped
         # Nothing listens beyond this machine, and Airflow wants a login.
         listening = _listening_addresses(process.pid)
         assert listening, "no listening socket found: the check would prove nothing"

@@ -14,19 +14,20 @@ import yaml
 
 from readmission.ops import monitoring
 from readmission.ops.alerts import render_alerts
+from tests.support.tools import require
 
 ROOT = monitoring.PROJECT_ROOT
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-needs_promtool = pytest.mark.skipif(
-    not Path(PROMTOOL).is_file(),
-    reason="promtool is absent: install the Debian package `prometheus` (.ci/run does)",
-)
 
 
 def _promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run promtool; the assertion message carries its output."""
     return subprocess.run(
-        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        [require("promtool", "prometheus"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -109,13 +110,11 @@ def test_a_target_that_is_not_host_port_is_refused(target: str):
         monitoring.render_prometheus("local", api_target=target)
 
 
-@needs_promtool
 def test_promtool_accepts_the_committed_config_and_its_rules():
     checked = _promtool("check", "config", "prometheus.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-@needs_promtool
 @pytest.mark.parametrize("mode", sorted(monitoring.MODES))
 def test_promtool_accepts_every_modes_rendering(mode: str, tmp_path: Path):
     # compose and kubernetes resolve the rules next to the file, as when mounted
@@ -126,14 +125,12 @@ def test_promtool_accepts_every_modes_rendering(mode: str, tmp_path: Path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-@needs_promtool
 def test_promtool_accepts_the_rules():
     checked = _promtool("check", "rules", "prometheus/alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "6 rules found" in checked.stdout
 
 
-@needs_promtool
 def test_alert_unit_tests_pass():
     tested = _promtool("test", "rules", "prometheus/alerts_test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -120,7 +120,7 @@ def log_candidate(model: ReadmissionModel, valid_score: float) -> str:
         mlflow.log_metrics(metrics)
         return registry.log_sklearn_model(
             model, training_frame=frame, input_example=example, trusted_types=TEST_TYPES
-        )
+        ).model_uri
 
 
 def test_champion_is_none_on_an_empty_registry(mlflow_tracking: str, model_registry) -> None:

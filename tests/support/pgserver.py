@@ -34,7 +34,8 @@ def find_bin_dir() -> Path:
     if not found:
         raise PostgresUnavailableError(
             "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin: install the Debian "
-            "package postgresql (`.ci/run` does) or set PG_BIN_DIR"
+            "package postgresql (`make test` does as root: scripts/test-prerequisites) or set "
+            "PG_BIN_DIR"
         )
     return found[-1].parent
 

@@ -123,9 +123,47 @@ def test_every_candidate_run_carries_its_lineage_and_artifacts(settings):
         "search.json",
         "data.json",
     } <= artifacts
-    assert len(run.inputs.dataset_inputs) == 1
+    contexts = {
+        i.dataset.name: {t.value for t in i.tags if t.key == "mlflow.data.context"}
+        for i in run.inputs.dataset_inputs
+    }
+    assert contexts == {
+        "clean_data.train": {"training"},
+        "clean_data.valid": {"validation"},
+        "clean_data.test": {"testing"},
+    }
     frame = pd.DataFrame(mlflow.artifacts.load_dict(f"runs:/{run_id}/data.json")["rows"], index=[0])
     assert set(frame.columns) == {"train", "valid", "test"}
+
+
+def test_the_logged_model_carries_its_metrics_params_and_datasets(settings):
+    """MLflow 3's LoggedModel page shows what the run measured, each metric with the
+    split's dataset it was measured on."""
+    import mlflow
+
+    result = pipeline.train_and_promote(["logistic_regression"], "quick", settings)
+    run_id = result["candidates"][0]["run_id"]
+    run = mlflow.get_run(run_id)
+    (output,) = run.outputs.model_outputs
+    model = mlflow.MlflowClient().get_logged_model(output.model_id)
+    assert model.source_run_id == run_id
+
+    metrics = {m.key: m for m in model.metrics}
+    for name in ("valid_macro_f1", "test_macro_f1", "test_roc_auc_lt30", "training_seconds"):
+        assert metrics[name].value == pytest.approx(run.data.metrics[name]), name
+    assert {m.dataset_name for k, m in metrics.items() if k.startswith("valid_")} == {
+        "clean_data.valid"
+    }
+    assert {m.dataset_name for k, m in metrics.items() if k.startswith("test_")} == {
+        "clean_data.test"
+    }
+    assert metrics["training_seconds"].dataset_name == "clean_data.train"
+    digests = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert {m.dataset_digest for m in metrics.values()} == set(digests.values())
+    assert metrics["valid_macro_f1"].dataset_digest == digests["clean_data.valid"]
+
+    assert model.params["family"] == "logistic_regression"
+    assert model.params == run.data.params
 
 
 @pytest.fixture

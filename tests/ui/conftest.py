@@ -5,7 +5,8 @@ The stub follows the API contract: /health, /ready, /predict, /predict/batch, /m
 /model/versions. Its `mode` switches every prediction and model endpoint to a failure:
 `invalid` (422 with field details), `no_model` (503), `broken` (500), `slow` (answers
 after `slow_seconds`); `registry_down` only marks the registry unreachable in GET /model.
-It records the bodies it received.
+It records the bodies it received, and each request's path with the client's port (one
+port for many requests: one connection, kept alive and reused).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import streamlit as st
 import uvicorn
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 UI_DIR = Path(__file__).resolve().parents[2] / "streamlit"
@@ -80,11 +82,17 @@ class StubApi:
     slow_seconds: float = 2.0
     predict_bodies: list[dict[str, Any]] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
+    requests: list[tuple[str, int]] = field(default_factory=list)
 
     def reset(self) -> None:
         self.mode = "ok"
         self.predict_bodies.clear()
         self.batch_sizes.clear()
+        self.requests.clear()
+
+    def calls(self, path: str) -> int:
+        """How many requests asked for `path`."""
+        return sum(asked == path for asked, _port in self.requests)
 
 
 def _failure(stub: StubApi, field_name: str = "num_lab_procedures") -> JSONResponse | None:
@@ -109,6 +117,11 @@ def _too_many_labs(encounter: dict[str, Any]) -> bool:
 def build_stub_app(stub: StubApi) -> FastAPI:
     """A FastAPI app answering like the inference API, canned."""
     app = FastAPI()
+
+    @app.middleware("http")
+    async def record(request: Request, call_next):
+        stub.requests.append((request.url.path, request.client.port if request.client else 0))
+        return await call_next(request)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -236,8 +249,11 @@ def stub_server() -> Iterator[StubApi]:
 
 @pytest.fixture
 def stub_api(stub_server: StubApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[StubApi]:
-    """The stub API in mode `ok`, its URL in API_URL for the app."""
+    """The stub API in mode `ok`, its URL in API_URL for the app; the app's caches (the
+    shared client, the registry's answers) start empty."""
     stub_server.reset()
+    st.cache_data.clear()
+    st.cache_resource.clear()
     monkeypatch.setenv("API_URL", stub_server.url)
     monkeypatch.setenv("MLFLOW_UI_URL", "http://mlflow.test:5000")
     monkeypatch.delenv("API_TIMEOUT_SECONDS", raising=False)

@@ -204,3 +204,39 @@ def test_the_registry_page_explains_an_unreachable_registry(stub_api: StubApi) -
 def test_the_registry_page_with_the_api_down(api_down: str) -> None:
     app = open_page("views/registry.py")
     assert "Cannot reach the inference API" in app.error[0].value
+
+
+def test_the_registry_answers_are_reused_for_a_while_and_refresh_asks_again(
+    stub_api: StubApi,
+) -> None:
+    app = open_page("views/registry.py")
+    app.run()  # another render within REGISTRY_TTL_SECONDS: the answers are reused
+    assert not app.exception
+    assert (stub_api.calls("/model"), stub_api.calls("/model/versions")) == (1, 1)
+    assert app.dataframe[0].value["version"].tolist() == ["3", "2", "1"]
+
+    app.button(key="registry_refresh").click().run()
+    assert (stub_api.calls("/model"), stub_api.calls("/model/versions")) == (2, 2)
+
+
+def test_a_failed_registry_call_is_asked_again_at_the_next_render(stub_api: StubApi) -> None:
+    stub_api.mode = "no_model"
+    app = open_page("views/registry.py")
+    app.run()
+    assert stub_api.calls("/model/versions") == 2
+    stub_api.mode = "ok"
+    app.run()
+    assert stub_api.calls("/model/versions") == 3
+    assert app.dataframe
+
+
+def test_every_page_and_render_uses_one_client_and_its_kept_alive_connection(
+    stub_api: StubApi,
+) -> None:
+    app = open_page("views/registry.py")
+    app.button(key="registry_refresh").click().run()
+    app.switch_page("views/predict.py").run()
+    submit_form(app)
+    paths = [path for path, _port in stub_api.requests]
+    assert (paths.count("/model"), paths.count("/predict")) == (2, 1), paths
+    assert len({port for _path, port in stub_api.requests}) == 1, stub_api.requests

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.tools import require
 from tests.ui.conftest import APP_PATH, StubApi, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,13 +35,7 @@ CHROMIUM_ARGS = [
 STARTUP_SECONDS = 30
 PAGE_TIMEOUT_MS = 20_000
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.is_file(),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium; CI installs it)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
@@ -104,7 +99,9 @@ def test_a_person_fills_the_form_and_sees_the_prediction(
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=require(CHROMIUM, "chromium"), args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(PAGE_TIMEOUT_MS)
