@@ -80,6 +80,9 @@ def configure(settings: LoggingSettings, stream: IO[str] | None = None) -> None:
     handler.setFormatter(formatter(settings))
     root.addHandler(handler)
     root.setLevel(settings.level)
+    # the package's own loggers follow LOG_LEVEL too, whatever an earlier set-up left there
+    # (`follow_level`, in a process that also ran DAG tasks)
+    logging.getLogger(PACKAGE_LOGGER).setLevel(settings.level)
     quiet = logging.DEBUG if settings.level == "DEBUG" else logging.WARNING
     for name in CHATTY:
         logging.getLogger(name).setLevel(quiet)

@@ -140,7 +140,7 @@ class ModelStore:
         gc.freeze()
         self.metrics.reloads.labels("success").inc()
         self.metrics.serving(loaded.name, loaded.version, time.time())
-        was = previous.version if previous else "none"
+        was = f"v{previous.version}" if previous else "none"
         log.info(
             "now serving %s v%s (was %s), loaded in %.1f s",
             loaded.name,

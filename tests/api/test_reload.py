@@ -93,11 +93,11 @@ def test_an_unreachable_registry_keeps_the_model_serving_and_is_reported(world):
 def test_a_new_model_that_fails_to_load_leaves_the_current_one_serving(world, model_registry):
     serving = world.client.get("/ready").json()["model"]["version"]
     before = _failures(world)
-    result = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", world.settings)
-    version = result["decision"]["version"]
-    source = model_registry.describe(
-        model_registry.version_of_run(result["candidates"][0]["run_id"])
-    )["source"]
+    # a candidate registered without the promotion step (which could promote it, and the API
+    # load it, before its files are gone), its files removed, then promoted by hand
+    logged = pipeline.train_candidate("hist_gradient_boosting", "quick", settings=world.settings)
+    entry = model_registry.register(logged["model_uri"])
+    version, source = entry.version, model_registry.describe(entry)["source"]
     import mlflow
 
     model_id = source.split("/")[-1]
