@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--profile", choices=PROFILES, default="full")
     args = parser.parse_args()
 
-    from tests.conftest import real_csv
+    from tests.support.tools import real_csv
 
     csv = args.csv or real_csv()
     if csv is None:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from readmission import dataset, db, ingest, pipeline, schema
 from readmission.settings import Settings
-from tests.conftest import real_csv
+from tests.support.tools import real_csv
 from tests.support.pgserver import running_server
 
 SALT = "diabetes-130-v1"

@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--csv", type=Path, default=None)
     args = parser.parse_args()
 
-    from tests.conftest import real_csv
+    from tests.support.tools import real_csv
 
     csv = args.csv or real_csv()
     if csv is None:
