@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from readmission import dataset, db, ingest, pipeline, schema
 from readmission.settings import Settings
-from tests.support.tools import real_csv
 from tests.support.pgserver import running_server
+from tests.support.tools import real_csv
 
 SALT = "diabetes-130-v1"
 TYPES = {c.name: ("int64" if c.is_integer else str) for c in schema.COLUMNS}

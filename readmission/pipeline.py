@@ -138,7 +138,9 @@ def train_candidate(
     profile = _profile(profile, settings)
     registry = model_registry(settings)
     data = _training_data(settings, snapshot)
-    candidate = training.fit_candidate(family, data, profile, seed=settings.training.seed)
+    candidate = training.fit_candidate(
+        family, data, profile, seed=settings.training.seed, decision=settings.decision
+    )
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
     logged = training.log_candidate(candidate, data, tags, registry)
     return {
@@ -170,6 +172,7 @@ def promote_best(
         {"orchestrator_run_id": run_id or "cli"},
         registry,
         lock=db.promotion_lock(engine(settings)),
+        decision=settings.decision,
     )
 
 

@@ -514,9 +514,11 @@ class Registry:
         champion_version: str | None,
         champion_score: float | None,
         reason: str,
+        extra: dict[str, str] | None = None,
     ) -> None:
         """Tag the candidate version with the promotion decision, both scores and the reason,
-        so the registry shows why it was (not) promoted. Absent values are written `none`."""
+        so the registry shows why it was (not) promoted (and `extra` tags: the subgroup
+        gate's figures). Absent values are written `none`."""
         client = self.client
         tags = {
             "promotion_decision": "promoted" if promoted else "rejected",
@@ -525,6 +527,7 @@ class Registry:
             f"champion_{PRIMARY_METRIC}": _score_tag(champion_score),
             "champion_version": "none" if champion_version is None else str(champion_version),
             "decided_at": _now(),
+            **(extra or {}),
         }
         for key, value in tags.items():
             client.set_model_version_tag(MODEL_NAME, str(version), key, value)

@@ -258,6 +258,47 @@ class ApiSettings(BaseModel):
     _url = field_validator("url", mode="before")(_url("http://127.0.0.1:8989"))
 
 
+class DecisionSettings(BaseModel):
+    """What a care team acts on: the risk tiers, and how subgroups weigh in promotion."""
+
+    model_config = _prefixed("DECISION_")
+
+    high_top_percent: float = Field(
+        default=10,
+        gt=0,
+        lt=100,
+        description="The high risk tier: the top k % of discharges by <30 risk (threshold "
+        "from the model's valid split).",
+    )
+    medium_top_percent: float = Field(
+        default=30,
+        gt=0,
+        lt=100,
+        description="The medium tier ends where the top k % ends (above it: low).",
+    )
+    bootstrap_resamples: int = Field(
+        default=200,
+        ge=20,
+        description="Patient resamples behind each 95 % interval of the model's figures.",
+    )
+    subgroup_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="A better challenger is not promoted when its widest sensitivity gap "
+        "between groups exceeds the champion's by more, or a group's <30 ROC-AUC falls by more.",
+    )
+
+    @model_validator(mode="after")
+    def _tiers_in_order(self) -> DecisionSettings:
+        if self.high_top_percent >= self.medium_top_percent:
+            raise ValueError(
+                "DECISION_HIGH_TOP_PERCENT must be below DECISION_MEDIUM_TOP_PERCENT "
+                f"({self.high_top_percent} >= {self.medium_top_percent})"
+            )
+        return self
+
+
 class LoggingSettings(BaseModel):
     """How the API, the CLI and the DAG tasks log (readmission/logs.py)."""
 
@@ -291,6 +332,7 @@ GROUPS: Mapping[str, type[BaseModel]] = {
     "mlflow": MlflowSettings,
     "local": LocalSettings,
     "api": ApiSettings,
+    "decision": DecisionSettings,
     "logging": LoggingSettings,
 }
 
@@ -332,6 +374,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

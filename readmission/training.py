@@ -25,12 +25,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
 
-from readmission import db, drift, evaluation, schema
+from readmission import assessment, db, drift, evaluation, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import HISTORY, add_history, build_pipeline
@@ -43,6 +44,7 @@ from readmission.registry import (
     should_promote,
     signature_frame,
 )
+from readmission.settings import DecisionSettings
 from readmission.text import short_error
 
 log = logging.getLogger(__name__)
@@ -296,25 +298,35 @@ def tune(
 
 
 def fit_candidate(
-    family: Family, data: TrainingData, profile: Profile = "full", seed: int = 0
+    family: Family,
+    data: TrainingData,
+    profile: Profile = "full",
+    seed: int = 0,
+    decision: DecisionSettings | None = None,
 ) -> Candidate:
-    """Tune, refit on train, tune the decision rule on valid, measure valid and test."""
+    """Tune, refit on train, tune the decision rule on valid, measure valid and test, and
+    assess the `<30` risk (calibration, operating points, subgroups: `assessment`)."""
     started = time.perf_counter()
+    decision = decision or DecisionSettings()
     params, search = tune(family, data, profile, seed)
     model = ReadmissionModel(build_pipeline(family, params, seed))
     model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
     model.tune_decision(data.inputs("valid"), data.target("valid"))
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
+    model.lineage_ = data.lineage  # what the model card says of the data
     figures: dict[str, float] = {}
+    probabilities = {}
     for split in ("valid", "test"):
-        proba = model.predict_proba(data.inputs(split))
+        proba = probabilities[split] = model.predict_proba(data.inputs(split))
         scores = evaluation.metrics(
             data.target(split), proba, list(model.classes_), model.decide(proba)
         )
         figures.update({f"{split}_{name}": value for name, value in scores.items()})
         baseline = evaluation.majority_baseline(data.target("train"), data.target(split))
         figures[f"{split}_baseline_macro_f1"] = baseline["macro_f1"]
+    model.assessment_ = assess(model, data, probabilities, decision, seed)
+    figures.update(assessment_metrics(model.assessment_))
     seconds = time.perf_counter() - started
     log.info(
         "%s: %s %.4f (test %.4f), %.0f s",
@@ -325,6 +337,68 @@ def fit_candidate(
         seconds,
     )
     return Candidate(family, params, model, figures, search, seconds)
+
+
+def _risk(model: ReadmissionModel, proba: np.ndarray) -> np.ndarray:
+    return proba[:, list(model.classes_).index(assessment.LT30)]
+
+
+def _is_lt30(data: TrainingData, split: str):
+    return (data.target(split) == assessment.LT30).to_numpy()
+
+
+def assess(
+    model: ReadmissionModel,
+    data: TrainingData,
+    probabilities: dict | None = None,
+    decision: DecisionSettings | None = None,
+    seed: int = 0,
+) -> dict:
+    """`assessment.assess` of a model on the valid and test splits of `data`."""
+    decision = decision or DecisionSettings()
+    probabilities = probabilities or {
+        split: model.predict_proba(data.inputs(split)) for split in ("valid", "test")
+    }
+    return assessment.assess(
+        {split: _risk(model, proba) for split, proba in probabilities.items()},
+        {split: _is_lt30(data, split) for split in probabilities},
+        data.frames["test"],
+        data.patients("test"),
+        high_top_percent=decision.high_top_percent,
+        resamples=decision.bootstrap_resamples,
+        seed=seed,
+    )
+
+
+def assessment_metrics(assessed: dict) -> dict[str, float]:
+    """The assessment's headline figures as run metrics: calibration of `<30` per split,
+    and sensitivity and PPV of each top-k operating point on test."""
+    out = {}
+    for split, figures in assessed["calibration"].items():
+        for name in ("brier", "ece", "slope", "intercept"):
+            prefix = "" if name in ("brier", "ece") else "calibration_"
+            out[f"{split}_{prefix}{name}_lt30"] = figures[name]
+    for point in assessed["operating_points"]:
+        k = f"{point['top_percent']:g}"
+        out[f"test_sensitivity_top{k}"] = point["sensitivity"]["value"]
+        out[f"test_ppv_top{k}"] = point["ppv"]["value"]
+    return {name: float(value) for name, value in out.items() if value is not None}
+
+
+def subgroup_rows(model: ReadmissionModel, data: TrainingData, high_top_percent: float) -> list:
+    """A model's subgroup figures on test (point estimates), at its own high-tier threshold
+    (chosen on valid): what the promotion gate compares."""
+    valid = _risk(model, model.predict_proba(data.inputs("valid")))
+    test = _risk(model, model.predict_proba(data.inputs("test")))
+    threshold = assessment.threshold_for_top(assessment.risk_quantiles(valid), high_top_percent)
+    return assessment.subgroups(
+        data.frames["test"],
+        _is_lt30(data, "test"),
+        test,
+        data.patients("test"),
+        threshold,
+        np.ones((1, len(test))),
+    )
 
 
 def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> float:
@@ -373,6 +447,19 @@ def log_candidate(
                 f"{candidate.family}, {split} split",
             )
             _log_bytes(image, f"confusion_matrix_{split}.png")
+            image = assessment.roc_pr_png(
+                _is_lt30(data, split),
+                _risk(candidate.model, proba),
+                f"{candidate.family}, <30 vs rest, {split} split",
+            )
+            _log_bytes(image, f"roc_pr_lt30_{split}.png")
+        assessed = getattr(candidate.model, "assessment_", None)
+        if assessed is not None:  # fit_candidate always sets it; a hand-made model may not
+            mlflow.log_dict(assessed, "assessment.json")
+            image = assessment.reliability_png(
+                assessed["reliability"], f"{candidate.family}: calibration of <30"
+            )
+            _log_bytes(image, "calibration_lt30.png")
         mlflow.log_dict({"search": candidate.search}, "search.json")
         mlflow.log_dict(data.lineage, "data.json")
         profile = getattr(candidate.model, "reference_profile_", None)
@@ -442,8 +529,11 @@ def promote_best(
     tags: dict[str, str],
     registry: Registry,
     lock: contextlib.AbstractContextManager | None = None,
+    decision: DecisionSettings | None = None,
 ) -> dict:
-    """Register the best candidate; promote it only if it beats the current champion.
+    """Register the best candidate; promote it only if it beats the current champion, and
+    its subgroups do not fare worse than the champion's beyond the tolerance
+    (`assessment.fairness_gate`, figures and reason tagged on the version).
 
     The champion is re-scored on the current valid split, the one the candidates were
     judged on, so both scores compare like with like. Equal or worse is never promoted;
@@ -469,16 +559,18 @@ def promote_best(
         },
     )
     with lock or contextlib.nullcontext():
-        return _decide(best, version, data, registry)
+        return _decide(best, version, data, registry, decision or DecisionSettings())
 
 
-def _decide(best: dict, version, data: TrainingData, registry: Registry) -> dict:
+def _decide(
+    best: dict, version, data: TrainingData, registry: Registry, decision: DecisionSettings
+) -> dict:
     current = registry.champion()
     if current is not None and current.version == version.version:
         return _finish(best, version, data, registry)
-    champion_score, unscorable = None, None
+    champion_score, unscorable, champion_model = None, None, None
     if current is not None:
-        champion_score, unscorable = _rescore(current.version, data, registry)
+        champion_score, unscorable, champion_model = _rescore(current.version, data, registry)
     if unscorable:
         promoted = math.isfinite(best[PRIMARY_METRIC])
         reason = f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs {unscorable}"
@@ -490,6 +582,13 @@ def _decide(best: dict, version, data: TrainingData, registry: Registry) -> dict
             else f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
             f"{champion_score:.4f}"
         )
+    gate_tags = {}
+    if promoted and champion_model is not None:
+        gate = _subgroup_gate(version.version, champion_model, data, registry, decision)
+        gate_tags = {f"subgroup_{key}": str(value) for key, value in gate.items()}
+        if not gate["passed"]:
+            promoted = False
+            reason = f"{reason}, but subgroups fare worse: {gate['reason']}"
     champion_version = current.version if current else None
     # recorded before the alias moves: a retry after a failure part-way reads it back
     registry.record_decision(
@@ -499,16 +598,33 @@ def _decide(best: dict, version, data: TrainingData, registry: Registry) -> dict
         champion_version=champion_version,
         champion_score=champion_score,
         reason=reason,
+        extra=gate_tags,
     )
     if promoted:
         registry.promote(version.version, reason=reason, previous=champion_version)
     return _decision(best, version, data, promoted, reason, champion_version, champion_score)
 
 
+def _subgroup_gate(
+    version: str, champion, data: TrainingData, registry: Registry, decision: DecisionSettings
+) -> dict:
+    """`assessment.fairness_gate` of the registered candidate against the champion, both
+    on this snapshot's test split, each at its own high-tier threshold."""
+    with tempfile.TemporaryDirectory(prefix="challenger-") as folder:
+        challenger = load_model(registry.download_version(version, folder))
+    top = decision.high_top_percent
+    return assessment.fairness_gate(
+        subgroup_rows(challenger, data, top),
+        subgroup_rows(champion, data, top),
+        decision.subgroup_tolerance,
+    )
+
+
 def _rescore(
     champion_version: str, data: TrainingData, registry: Registry
-) -> tuple[float | None, str | None]:
-    """The champion's primary metric on the snapshot, or why it cannot be scored.
+) -> tuple[float | None, str | None, ReadmissionModel | None]:
+    """The champion's primary metric on the snapshot and the champion, or why it cannot be
+    scored.
 
     Fetching its files can fail for a while (registry or artifact store unreachable): that
     error propagates, so the task fails and is retried, and the champion stays. Files that
@@ -518,13 +634,13 @@ def _rescore(
         path = registry.download_version(champion_version, folder)
         try:
             model = load_model(path)
-            return score(model, data), None
+            return score(model, data), None, model
         except Exception as exc:  # noqa: BLE001 - any failure of the model itself is final
             why = short_error(exc, limit=300)
             log.error(
                 "champion v%s cannot be scored, it will be replaced: %s", champion_version, why
             )
-            return None, f"champion v{champion_version} which cannot be scored ({why})"
+            return None, f"champion v{champion_version} which cannot be scored ({why})", None
 
 
 def _finish(best: dict, version, data: TrainingData, registry: Registry) -> dict:

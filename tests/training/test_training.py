@@ -42,6 +42,12 @@ def test_first_model_is_promoted_and_an_equal_one_is_not(settings, model_registr
         "valid_accuracy",
         "test_weighted_f1",
         "test_roc_auc_ovr",
+        "valid_brier_lt30",
+        "test_ece_lt30",
+        "test_calibration_slope_lt30",
+        "test_calibration_intercept_lt30",
+        "test_sensitivity_top10",
+        "test_ppv_top30",
     ):
         assert name in production["metrics"], name
 
@@ -53,7 +59,9 @@ def test_first_model_is_promoted_and_an_equal_one_is_not(settings, model_registr
     assert versions[again["version"]]["tags"]["promotion_decision"] == "rejected"
 
 
-def test_a_better_model_replaces_the_champion_which_is_archived(settings, model_registry):
+def _promote_majority_model(settings) -> tuple[dict, float]:
+    """A champion that always answers the majority class (a constant <30 risk: every group
+    flagged alike, so no sensitivity gap between groups, and ROC-AUC 0.5 in each)."""
     data = training.load_training_data(pipeline.engine(settings))
     majority = DummyClassifier(strategy="most_frequent")
     weak = ReadmissionModel(Pipeline([("features", EncounterFeatures()), ("classify", majority)]))
@@ -68,7 +76,14 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings, model_
     )
     first = training.promote_best([logged], data, {}, Registry.from_settings(settings))
     assert first["promoted"] is True
+    return first, weak_score
 
+
+def test_a_better_model_replaces_the_champion_which_is_archived(settings, model_registry):
+    # the gate on subgroups is wide open here: against a champion without any gap between
+    # groups, any real model's gap on this small synthetic test split would count (below)
+    settings = settings.updated(DECISION_SUBGROUP_TOLERANCE=0.99)
+    first, weak_score = _promote_majority_model(settings)
     better = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
     assert better["candidate_score"] > weak_score
     assert better["promoted"] is True
@@ -78,6 +93,24 @@ def test_a_better_model_replaces_the_champion_which_is_archived(settings, model_
     assert versions[first["version"]]["stage"] == "Archived"
     assert "production" not in versions[first["version"]]["aliases"]
     assert versions[better["version"]]["stage"] == "Production"
+
+
+def test_a_better_model_whose_subgroups_fare_worse_is_not_promoted(settings, model_registry):
+    settings = settings.updated(DECISION_SUBGROUP_TOLERANCE=0.0)
+    first, weak_score = _promote_majority_model(settings)
+    better = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
+    assert better["candidate_score"] > weak_score
+    assert better["promoted"] is False
+    assert "but subgroups fare worse: " in better["reason"]
+    assert pipeline.production_model(settings)["version"] == first["version"]
+    tags = {v["version"]: v for v in model_registry.list_versions()}[better["version"]]["tags"]
+    assert tags["promotion_decision"] == "rejected"
+    assert tags["subgroup_passed"] == "False"
+    assert tags["subgroup_champion_sensitivity_gap"] == "0.0"
+    gap, fall = float(tags["subgroup_sensitivity_gap"]), float(tags["subgroup_largest_auc_fall"])
+    assert gap > 0 or fall > 0  # with no tolerance, any widening or fall refuses it
+    assert tags["subgroup_reason"] in better["reason"]
+    assert tags["decision_reason"] == better["reason"]
 
 
 def test_a_retried_promotion_registers_the_run_once(settings, model_registry):
@@ -122,7 +155,23 @@ def test_every_candidate_run_carries_its_lineage_and_artifacts(settings):
         "confusion_matrix_test.png",
         "search.json",
         "data.json",
+        "assessment.json",
+        "calibration_lt30.png",
+        "roc_pr_lt30_valid.png",
+        "roc_pr_lt30_test.png",
     } <= artifacts
+    assessed = mlflow.artifacts.load_dict(f"runs:/{run_id}/assessment.json")
+    assert [p["top_percent"] for p in assessed["operating_points"]] == [5, 10, 20, 30]
+    assert assessed["bootstrap"] == {
+        "resamples": 200,
+        "unit": "patient",
+        "seed": 0,
+        "interval": 0.95,
+    }
+    assert {r["attribute"] for r in assessed["subgroups"]} == {"race", "gender", "age band"}
+    assert run.data.metrics["test_ece_lt30"] == pytest.approx(
+        assessed["calibration"]["test"]["ece"]
+    )
     contexts = {
         i.dataset.name: {t.value for t in i.tags if t.key == "mlflow.data.context"}
         for i in run.inputs.dataset_inputs
