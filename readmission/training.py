@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
 
-from readmission import assessment, db, drift, evaluation, schema
+from readmission import assessment, card, db, drift, evaluation, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel
 from readmission.features import HISTORY, add_history, build_pipeline
@@ -559,7 +559,31 @@ def promote_best(
         },
     )
     with lock or contextlib.nullcontext():
-        return _decide(best, version, data, registry, decision or DecisionSettings())
+        decided = _decide(best, version, data, registry, decision or DecisionSettings())
+    publish_card(decided["version"], registry)
+    return decided
+
+
+def publish_card(version: str, registry: Registry) -> dict:
+    """Build the version's model card (`card.build`) and log it to its run as
+    `model_card.md` and `model_card.json`; returns the card."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    described = registry.describe(registry.entry(version))
+    run_id = described["run_id"]
+    found = {}
+    with registry.activate():
+        for name in ("assessment.json", "data.json"):
+            try:
+                found[name] = mlflow.artifacts.load_dict(f"runs:/{run_id}/{name}")
+            except (MlflowException, OSError):  # a run logged before models were assessed
+                log.warning("run %s has no %s: the model card goes without it", run_id, name)
+                found[name] = None
+        model_card = card.build(found["assessment.json"], found["data.json"], described)
+        registry.client.log_text(run_id, card.markdown(model_card), "model_card.md")
+        registry.client.log_dict(run_id, model_card, "model_card.json")
+    return model_card
 
 
 def _decide(

@@ -51,6 +51,17 @@ def test_first_model_is_promoted_and_an_equal_one_is_not(settings, model_registr
     ):
         assert name in production["metrics"], name
 
+    import mlflow
+
+    run_id = production["run_id"]
+    model_card = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_card.json")
+    assert model_card["model"]["version"] == decision["version"]
+    assert model_card["decision"]["promotion_decision"] == "promoted"
+    assert model_card["decision"]["decision_reason"] == "first model"
+    assert model_card["metrics"]["test_ece_lt30"] == production["metrics"]["test_ece_lt30"]
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+    assert f"# Model card: diabetes-readmission v{decision['version']}" in text
+
     again = pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)["decision"]
     assert again["promoted"] is False  # same data, same seed: an equal score
     assert again["candidate_score"] == pytest.approx(again["champion_score"])
