@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -207,10 +208,48 @@ def operating_points(
                 "flagged_share": float(flagged / len(y_test)),
                 "sensitivity": _figure(sensitivity, b_sensitivity),
                 "ppv": _figure(ppv, b_ppv),
-                "number_needed_to_evaluate": _figure(1 / ppv if ppv else np.nan, 1 / b_ppv),
+                "number_needed_to_evaluate": _figure(
+                    1 / ppv if ppv else np.nan, _ratio(np.ones_like(b_ppv), b_ppv)
+                ),
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class RiskTiers:
+    """High, medium and low `<30` risk from two "top k %" operating points of a model (its
+    thresholds placed on the valid split's risk): what a care team's list is cut by."""
+
+    high_top_percent: float
+    medium_top_percent: float
+    high_threshold: float
+    medium_threshold: float
+
+    @classmethod
+    def of(cls, assessed: dict, high_top_percent: float, medium_top_percent: float) -> RiskTiers:
+        quantiles = assessed["valid_risk_quantiles"]
+        return cls(
+            high_top_percent,
+            medium_top_percent,
+            threshold_for_top(quantiles, high_top_percent),
+            threshold_for_top(quantiles, medium_top_percent),
+        )
+
+    def tier(self, risk: float) -> str:
+        if risk >= self.high_threshold:
+            return "high"
+        return "medium" if risk >= self.medium_threshold else "low"
+
+    def thresholds(self) -> dict[str, float]:
+        """The risk at which each tier starts."""
+        return {"high": self.high_threshold, "medium": self.medium_threshold, "low": 0.0}
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            "high": {"top_percent": self.high_top_percent, "threshold": self.high_threshold},
+            "medium": {"top_percent": self.medium_top_percent, "threshold": self.medium_threshold},
+        }
 
 
 # --- subgroups ---------------------------------------------------------------------------

@@ -73,7 +73,11 @@ def _lifespan(settings: Settings):
         api, metrics = settings.api, app.state.metrics
         engine = _store_engine(settings) if api.patient_history or api.prediction_log else None
         store = ModelStore(
-            _serving_registry(settings), metrics, api.drift_window, api.drift_min_rows
+            _serving_registry(settings),
+            metrics,
+            api.drift_window,
+            api.drift_min_rows,
+            settings.decision,
         )
         metrics.drift_threshold.set(api.drift_psi_threshold)
         history = partial(lookup, engine) if api.patient_history else None

@@ -18,8 +18,10 @@ from typing import Any
 
 from readmission.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
+from readmission.assessment import RiskTiers
 from readmission.drift import DriftMonitor
 from readmission.registry import MODEL_NAME, PRODUCTION_ALIAS, Registry
+from readmission.settings import DecisionSettings
 from readmission.text import short_error
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ class LoadedModel:
     alias: str
     described: dict
     drift: DriftMonitor | None = None
+    #: The risk tiers; None for a model that carries no assessment (trained before them).
+    tiers: RiskTiers | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -64,9 +68,11 @@ class ModelStore:
         metrics: ApiMetrics,
         drift_window: int = 1_000,
         drift_min_rows: int = 200,
+        decision: DecisionSettings | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
+        self.decision = decision or DecisionSettings()
         self.drift_window = drift_window
         self.drift_min_rows = drift_min_rows
         self.current: LoadedModel | None = None
@@ -121,13 +127,13 @@ class ModelStore:
             return self.status.message
         profile = getattr(model, "reference_profile_", None)
         monitor = DriftMonitor(profile, self.drift_window, self.drift_min_rows) if profile else None
+        assessed = getattr(model, "assessment_", None)
+        tiers = None
+        if assessed is not None:
+            high, medium = self.decision.high_top_percent, self.decision.medium_top_percent
+            tiers = RiskTiers.of(assessed, high, medium)
         loaded = LoadedModel(
-            model,
-            MODEL_NAME,
-            str(version.version),
-            PRODUCTION_ALIAS,
-            described,
-            monitor,
+            model, MODEL_NAME, str(version.version), PRODUCTION_ALIAS, described, monitor, tiers
         )
         previous = self.current
         # what /model reports is in place before the swap makes the model visible

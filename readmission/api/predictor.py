@@ -60,6 +60,7 @@ class Scored:
     prediction: str
     probabilities: dict[str, float]
     history: History
+    tier: str | None = None  # high, medium or low; None when the model has no tiers
 
     @property
     def risk_30d(self) -> float:
@@ -171,8 +172,14 @@ class Predictor:
         classes = [str(c) for c in loaded.model.classes_]
         order = [classes.index(c) for c in CLASSES]
         proba = np.round(proba[:, order], 6)
+        tiers, lt30 = loaded.tiers, CLASSES.index("<30")
         answers = [
-            Scored(str(label), dict(zip(CLASSES, map(float, row), strict=True)), used)
+            Scored(
+                str(label),
+                dict(zip(CLASSES, map(float, row), strict=True)),
+                used,
+                None if tiers is None else tiers.tier(row[lt30]),
+            )
             for label, row, used in zip(predicted, proba, history, strict=True)
         ]
         self.metrics.batch_rows.observe(len(records))

@@ -297,6 +297,15 @@ class Prediction(BaseModel):
     prediction: str = Field(description="NO, >30 or <30")
     probabilities: dict[str, float] = Field(description="Probability of each class")
     readmission_30d_risk: float = Field(description="Probability of readmission within 30 days")
+    risk_tier: Literal["high", "medium", "low"] | None = Field(
+        description="Where the <30 risk falls among the model's discharges: high from the "
+        "top DECISION_HIGH_TOP_PERCENT % (default 10), medium down to the top "
+        "DECISION_MEDIUM_TOP_PERCENT % (default 30), else low; thresholds chosen on the valid "
+        "split (GET /model/operating-points). null for a model trained before tiers existed"
+    )
+    risk_tier_starts: dict[str, float] | None = Field(
+        description="The <30 risk at which each tier starts (high, medium, low)"
+    )
     history: HistoryUsed
 
 
@@ -307,6 +316,59 @@ class PredictionResponse(Prediction):
 class BatchResponse(BaseModel):
     predictions: list[Prediction]
     model: ModelRef
+
+
+class Figure(BaseModel):
+    """A figure on the test split and its 95 % interval (patient bootstrap)."""
+
+    value: float | None
+    ci95: list[float | None] = Field(min_length=2, max_length=2, description="[low, high]")
+
+
+class OperatingPoint(BaseModel):
+    """Flag the top k % of discharges: the threshold (from valid) and what it does on test."""
+
+    top_percent: float
+    threshold: float = Field(description="<30 risk at or above which a discharge is flagged")
+    flagged: Figure = Field(description="Test encounters flagged")
+    flagged_share: float
+    sensitivity: Figure = Field(description="Share of the <30 readmissions flagged")
+    ppv: Figure = Field(description="Share of the flagged readmitted within 30 days")
+    number_needed_to_evaluate: Figure = Field(
+        description="Flagged discharges per <30 readmission found (1 / PPV)"
+    )
+
+
+class TierStart(BaseModel):
+    top_percent: float
+    threshold: float
+
+
+class OperatingPoints(BaseModel):
+    """The served version's operating points, its risk tiers and the calibration of its risk."""
+
+    model: ModelRef
+    target: str = Field(description="The class the risk is of (<30)")
+    tiers: dict[str, TierStart] = Field(description="Where the high and medium tiers start")
+    operating_points: list[OperatingPoint]
+    calibration: dict[str, dict[str, float]] = Field(
+        description="Per split: brier, ece (equal-mass bins), slope, intercept, observed_rate, "
+        "mean_risk"
+    )
+    intervals: dict[str, Any] = Field(description="How the 95 % intervals were drawn")
+
+
+class ModelCard(BaseModel):
+    """The served version's model card (readmission/card.py); `?format=markdown` for people."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: dict[str, Any]
+    intended_use: str
+    data: dict[str, Any]
+    metrics: dict[str, float | None]
+    decision: dict[str, Any]
+    limitations: list[str]
 
 
 class RegistryCheck(BaseModel):

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from readmission import schema, synthetic
+from readmission import schema
 from readmission.api.schemas import EXAMPLE
 from readmission.cleaning import clean
+from tests.support.served import client_records
 from tests.support.tools import require_real_csv
 
 pytestmark = pytest.mark.slow
@@ -19,14 +20,8 @@ CLASSES = {"NO", ">30", "<30"}
 
 
 def _records(n: int, seed: int = 3) -> list[dict]:
-    """Synthetic encounters as a client would send them (UCI names, '?' for missing)."""
-    frame = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"])
-    records = frame.to_dict("records")
-    for record in records:
-        for column in schema.COLUMNS:
-            if column.is_integer and record.get(column.name) not in (None, "?"):
-                record[column.name] = int(record[column.name])
-    return records
+    """Synthetic encounters as a client would send them."""
+    return client_records(n, seed)
 
 
 def test_health_ready_and_model(world):

@@ -10,9 +10,10 @@ import json
 import pandas as pd
 import pytest
 
-from readmission import schema, synthetic
+from readmission import schema
 from readmission.api.schemas import EXAMPLE
 from readmission.registry import MODEL_NAME
+from tests.support.served import client_records
 
 pytestmark = pytest.mark.slow
 CLASSES = ["<30", ">30", "NO"]  # the model's classes_, scikit-learn's sorted order
@@ -20,14 +21,7 @@ CLASSES = ["<30", ">30", "NO"]  # the model's classes_, scikit-learn's sorted or
 
 def _records(n: int, seed: int = 11) -> list[dict]:
     """Synthetic encounters as a client sends them, one patient each (no shared history)."""
-    frame = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"])
-    records = frame.to_dict("records")
-    for number, record in enumerate(records):
-        for column in schema.COLUMNS:
-            if column.is_integer and record.get(column.name) not in (None, "?"):
-                record[column.name] = int(record[column.name])
-        record["patient_nbr"] = 2 * 10**9 + number
-    return records
+    return client_records(n, seed, first_patient=2 * 10**9)
 
 
 @pytest.fixture(scope="module")

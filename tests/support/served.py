@@ -34,6 +34,22 @@ class World:
             time.sleep(0.05)
 
 
+def client_records(n: int, seed: int, first_patient: int | None = None) -> list[dict]:
+    """Synthetic encounters as a client sends them (UCI names, '?' for missing, integers as
+    integers); with `first_patient`, one patient each from that number (no shared history)."""
+    from readmission import schema
+
+    frame = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"])
+    records = frame.to_dict("records")
+    for number, record in enumerate(records):
+        for column in schema.COLUMNS:
+            if column.is_integer and record.get(column.name) not in (None, "?"):
+                record[column.name] = int(record[column.name])
+        if first_patient is not None:
+            record["patient_nbr"] = first_patient + number
+    return records
+
+
 def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Settings:
     """Load and clean synthetic encounters into a SQLite store under `root`."""
     csv = synthetic.write_csv(synthetic.encounters(rows, seed=5), root / "encounters.csv.gz")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from readmission import card
 from readmission.api.deps import CurrentModel, ServicesDep
-from readmission.api.schemas import ModelDescription, Versions
+from readmission.api.model_store import LoadedModel
+from readmission.api.schemas import (
+    Message,
+    ModelCard,
+    ModelDescription,
+    OperatingPoints,
+    ValidationProblems,
+    Versions,
+)
 from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
@@ -53,3 +63,63 @@ async def reload(services: ServicesDep) -> dict:
     result = await asyncio.to_thread(services.store.check)
     loaded = services.store.current
     return {"result": result, "model": loaded.ref if loaded else None}
+
+
+def _not_assessed(loaded: LoadedModel) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": f"{loaded.name} v{loaded.version} carries no operating points: it was "
+            "trained before models were assessed; train and promote a new version"
+        },
+        status_code=404,
+    )
+
+
+@router.get(
+    "/model/operating-points",
+    response_model=OperatingPoints,
+    responses={404: {"model": Message, "description": "The model carries no assessment"}},
+    summary="Risk thresholds for flagging the top k % of discharges, and what each achieves",
+)
+async def operating_points(loaded: CurrentModel) -> dict | JSONResponse:
+    """For k in 5, 10, 20, 30: the `<30` risk threshold (chosen on the valid split) and, on
+    the test split, the flagged count, sensitivity, PPV and number needed to evaluate, each
+    with a 95 % interval from a bootstrap over patients; the tiers /predict answers with."""
+    assessed = getattr(loaded.model, "assessment_", None)
+    if assessed is None or loaded.tiers is None:
+        return _not_assessed(loaded)
+    return {
+        "model": loaded.ref,
+        "target": assessed["target"],
+        "tiers": loaded.tiers.to_dict(),
+        "operating_points": assessed["operating_points"],
+        "calibration": assessed["calibration"],
+        "intervals": assessed["bootstrap"],
+    }
+
+
+@router.get(
+    "/model/card",
+    response_model=ModelCard,
+    responses={
+        200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},
+        422: {"model": ValidationProblems, "description": "An unknown format"},
+    },
+    summary="The served version's model card (JSON, or Markdown with ?format=markdown)",
+)
+async def model_card(
+    loaded: CurrentModel,
+    services: ServicesDep,
+    format: Literal["json", "markdown"] = Query("json", description="json, or markdown for people"),
+) -> dict | PlainTextResponse:
+    """Intended use, data, metrics, calibration, operating points, subgroups with intervals,
+    the promotion decision and known limitations of the version in service."""
+    described, _ = services.store.description() or (loaded.described, None)
+    built = card.build(
+        getattr(loaded.model, "assessment_", None),
+        getattr(loaded.model, "lineage_", None),
+        described,
+    )
+    if format == "markdown":
+        return PlainTextResponse(card.markdown(built), media_type="text/markdown")
+    return built

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from readmission.api.deps import ServicesDep
+from readmission.api.model_store import LoadedModel
 from readmission.api.predictor import Scored
 from readmission.api.schemas import (
     BatchResponse,
@@ -28,7 +29,7 @@ REFUSALS = {
 }
 
 
-def _answer(scored: Scored) -> dict:
+def _answer(scored: Scored, loaded: LoadedModel) -> dict:
     history = {
         "status": scored.history.status,
         "earlier_encounters": scored.history.earlier_encounters,
@@ -37,6 +38,8 @@ def _answer(scored: Scored) -> dict:
         "prediction": scored.prediction,
         "probabilities": scored.probabilities,
         "readmission_30d_risk": scored.risk_30d,
+        "risk_tier": scored.tier,
+        "risk_tier_starts": None if loaded.tiers is None else loaded.tiers.thresholds(),
         "history": history,
     }
 
@@ -52,7 +55,7 @@ async def predict(encounter: Encounter, services: ServicesDep) -> dict:
     values as null, "?" or absent. Identifiers and `readmitted` are accepted and ignored
     by the model; a `patient_nbr` lets the API add the patient's earlier encounters."""
     answers, loaded = await services.score(encounter_records([encounter]))
-    return {**_answer(answers[0]), "model": loaded.ref}
+    return {**_answer(answers[0], loaded), "model": loaded.ref}
 
 
 def batch_route(batch_model: type) -> APIRouter:
@@ -68,6 +71,6 @@ def batch_route(batch_model: type) -> APIRouter:
     async def predict_batch(batch: batch_model, services: ServicesDep) -> dict:
         """Score several encounters in one call; answers come in request order."""
         answers, loaded = await services.score(encounter_records(batch.encounters))
-        return {"predictions": [_answer(a) for a in answers], "model": loaded.ref}
+        return {"predictions": [_answer(a, loaded) for a in answers], "model": loaded.ref}
 
     return batch_router
