@@ -1,7 +1,8 @@
 """The people-facing UI of the readmission platform (Streamlit, port 8501).
 
-Three pages, each in `views/`: a form that predicts one encounter, a CSV batch
-prediction, and the model registry. The app talks only to the inference API (`API_URL`);
+Four pages, each in `views/`: a form that predicts one encounter, a CSV batch
+prediction, decision support (operating points, calibration, the model card) and
+the model registry. The app talks only to the inference API (`API_URL`);
 its logic lives in `ui_logic` (pure) and `ui_client` (HTTP) so that tests need no browser.
 
     API_URL=http://127.0.0.1:8989 streamlit run streamlit/streamlit_app.py
@@ -26,6 +27,7 @@ navigation = st.navigation(
     [
         st.Page(VIEWS / "predict.py", title="Predict", icon=":material/person:", default=True),
         st.Page(VIEWS / "batch.py", title="Batch (CSV)", icon=":material/table:"),
+        st.Page(VIEWS / "decision.py", title="Decision support", icon=":material/rule:"),
         st.Page(VIEWS / "registry.py", title="Model registry", icon=":material/inventory_2:"),
     ]
 )

@@ -45,8 +45,10 @@ class ApiClient:
         body: object = None,
         *,
         row_offset: int | None = None,
+        text: bool = False,
     ) -> Any:
-        """One request; the decoded JSON answer, or ApiError."""
+        """One request; the decoded JSON answer (with `text`, the text of a success), or
+        ApiError."""
         what = f"{method} {path}"
         try:
             response = self._http.request(method, path, json=body)
@@ -54,6 +56,8 @@ class ApiClient:
             raise error_from_exception(
                 exc, self.settings.api_url, self.settings.timeout_seconds
             ) from exc
+        if text and response.is_success:
+            return response.text
         try:
             payload = response.json()
         except ValueError:
@@ -103,6 +107,19 @@ class ApiClient:
                 "bad_response", "The inference API answered GET /model/versions without a list."
             )
         return versions
+
+    def operating_points(self) -> dict[str, Any]:
+        """GET /model/operating-points: the top-k table, the tiers, the calibration."""
+        what = "GET /model/operating-points"
+        return self._mapping(self._call("GET", "/model/operating-points"), what)
+
+    def model_card_markdown(self) -> str:
+        """GET /model/card?format=markdown: the served version's model card."""
+        what = "GET /model/card"
+        payload = self._call("GET", "/model/card?format=markdown", text=True)
+        if not payload.strip():
+            raise ApiError("bad_response", f"The inference API answered {what} with no text.")
+        return payload
 
     @staticmethod
     def _mapping(payload: object, what: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ui_logic import (
     UiSettings,
     describe_class,
     describe_history,
+    describe_tier,
     load_settings,
     probability_frame,
 )
@@ -45,10 +46,24 @@ def model_versions(settings: UiSettings) -> list[dict[str, Any]]:
     return api_client(settings).model_versions()
 
 
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def operating_points(settings: UiSettings) -> dict[str, Any]:
+    """GET /model/operating-points, reused for REGISTRY_TTL_SECONDS."""
+    return api_client(settings).operating_points()
+
+
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def model_card(settings: UiSettings) -> str:
+    """GET /model/card?format=markdown, reused for REGISTRY_TTL_SECONDS."""
+    return api_client(settings).model_card_markdown()
+
+
 def forget_registry() -> None:
     """Ask the API again at the next call (the registry page's Refresh)."""
     served_model.clear()
     model_versions.clear()
+    operating_points.clear()
+    model_card.clear()
 
 
 #: Streamlit's colour of each class: the sooner the readmission, the hotter.
@@ -83,6 +98,8 @@ def show_prediction(result: PredictionResult) -> None:
         "probabilities with per-class decision weights tuned for macro-F1 on the "
         "validation split, so it is not always the most probable class."
     )
+    if tier := describe_tier(prediction):
+        st.markdown(f"**{tier}**")
     if history := describe_history(prediction.history):
         st.caption(history)
     st.bar_chart(

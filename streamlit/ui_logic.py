@@ -281,6 +281,8 @@ class Prediction:
     probabilities: Mapping[str, float]
     readmission_30d_risk: float
     history: Mapping[str, Any] | None = None
+    risk_tier: str | None = None
+    risk_tier_starts: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,48 @@ class PredictionResult:
 
     prediction: Prediction
     model: ModelRef
+
+
+def describe_tier(prediction: Prediction) -> str:
+    """The risk tier in words, with where it starts ('' when the model has no tiers)."""
+    tier, starts = prediction.risk_tier, prediction.risk_tier_starts or {}
+    if tier is None:
+        return ""
+    if tier == "high":
+        where = f"risk at or above {starts.get('high', float('nan')):.1%}"
+    elif tier == "medium":
+        where = (
+            f"risk from {starts.get('medium', float('nan')):.1%} "
+            f"to below {starts.get('high', float('nan')):.1%}"
+        )
+    else:
+        where = f"risk below {starts.get('medium', float('nan')):.1%}"
+    return f"Risk tier: {tier} ({where}; see Decision support for what each tier achieves)."
+
+
+def operating_points_frame(points: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The operating-points table for people: one row per "flag the top k %"."""
+
+    def cell(figure: Mapping[str, Any], fmt: str) -> str:
+        value, (low, high) = figure.get("value"), figure.get("ci95") or (None, None)
+        if value is None:
+            return "n/a"
+        shown = format(value, fmt)
+        return shown if low is None else f"{shown} ({format(low, fmt)}-{format(high, fmt)})"
+
+    return pd.DataFrame(
+        [
+            {
+                "flag top": f"{p['top_percent']:g} %",
+                "risk threshold": f"{p['threshold']:.1%}",
+                "flagged (test)": f"{p['flagged']['value']:,.0f}",
+                "sensitivity": cell(p["sensitivity"], ".1%"),
+                "PPV": cell(p["ppv"], ".1%"),
+                "number needed to evaluate": cell(p["number_needed_to_evaluate"], ".1f"),
+            }
+            for p in points
+        ]
+    )
 
 
 def describe_history(history: Mapping[str, Any] | None) -> str:
@@ -355,11 +399,18 @@ def _parse_prediction(payload: object, what: str) -> Prediction:
         probabilities = {str(k): _number(v) for k, v in payload["probabilities"].items()}
         risk = payload.get("readmission_30d_risk", probabilities.get("<30"))
         history = payload.get("history")
+        tier, starts = payload.get("risk_tier"), payload.get("risk_tier_starts")
         return Prediction(
             predicted_class=str(payload["prediction"]),
             probabilities=probabilities,
             readmission_30d_risk=_number(risk),
             history=history if isinstance(history, Mapping) else None,
+            risk_tier=str(tier) if tier is not None else None,
+            risk_tier_starts=(
+                {str(k): _number(v) for k, v in starts.items()}
+                if isinstance(starts, Mapping)
+                else None
+            ),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise _bad_answer(what, f"a prediction lacks a field or a number ({exc})") from None

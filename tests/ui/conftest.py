@@ -2,7 +2,9 @@
 inference API served over real HTTP (uvicorn in a thread) with canned answers.
 
 The stub follows the API contract: /health, /ready, /predict, /predict/batch, /model,
-/model/versions. Its `mode` switches every prediction and model endpoint to a failure:
+/model/versions, /model/operating-points and /model/card (their figures made by the
+platform's own `assessment` and `card` from synthetic risks). Its `mode` switches every
+prediction and model endpoint to a failure:
 `invalid` (422 with field details), `no_model` (503), `broken` (500), `slow` (answers
 after `slow_seconds`); `registry_down` only marks the registry unreachable in GET /model.
 It records the bodies it received, and each request's path with the client's port (one
@@ -36,6 +38,31 @@ PROBABILITIES = {"NO": 0.51, ">30": 0.33, "<30": 0.16}
 NO_MODEL = "no model loaded: train one with `make run` or `python -m readmission train`"
 CLASSES = ("NO", ">30", "<30")
 MAX_BATCH = 1_000
+TIER_STARTS = {"high": 0.21, "medium": 0.14, "low": 0.0}
+
+
+def _assessed() -> dict[str, Any]:
+    """An assessment as training makes one, of synthetic risks."""
+    import numpy as np
+    import pandas as pd
+
+    from readmission import assessment
+
+    rng = np.random.default_rng(0)
+    n = 3_000
+    risk = {s: 1 / (1 + np.exp(-rng.normal(-2.2, 0.8, n))) for s in ("valid", "test")}
+    y = {s: rng.random(n) < risk[s] for s in risk}
+    frame = pd.DataFrame(
+        {
+            "race": rng.choice(["Caucasian", "AfricanAmerican"], n),
+            "gender": rng.choice(["Female", "Male"], n),
+            "age": rng.choice(["[60-70)", "[70-80)"], n),
+        }
+    )
+    return assessment.assess(risk, y, frame, np.arange(n), resamples=30)
+
+
+ASSESSED = _assessed()
 
 
 def registry_version(
@@ -143,6 +170,8 @@ def build_stub_app(stub: StubApi) -> FastAPI:
             "prediction": "<30",
             "probabilities": PROBABILITIES,
             "readmission_30d_risk": PROBABILITIES["<30"],
+            "risk_tier": "medium",
+            "risk_tier_starts": TIER_STARTS,
             "history": {
                 "status": "looked_up" if known else "no_patient",
                 "earlier_encounters": 1 if known else 0,
@@ -204,6 +233,35 @@ def build_stub_app(stub: StubApi) -> FastAPI:
             "loaded_at": "2026-11-23T10:06:00Z",
             "registry": registry,
         }
+
+    @app.get("/model/operating-points")
+    def operating_points() -> Any:
+        if failure := _failure(stub):
+            return failure
+        return {
+            "model": MODEL_REF,
+            "target": "<30",
+            "tiers": {
+                "high": {"top_percent": 10, "threshold": TIER_STARTS["high"]},
+                "medium": {"top_percent": 30, "threshold": TIER_STARTS["medium"]},
+            },
+            "operating_points": ASSESSED["operating_points"],
+            "calibration": ASSESSED["calibration"],
+            "intervals": ASSESSED["bootstrap"],
+        }
+
+    @app.get("/model/card")
+    def model_card(format: str = "json") -> Any:
+        from fastapi.responses import PlainTextResponse
+
+        from readmission import card
+
+        if failure := _failure(stub):
+            return failure
+        built = card.build(ASSESSED, None, VERSIONS[0])
+        if format == "markdown":
+            return PlainTextResponse(card.markdown(built), media_type="text/markdown")
+        return built
 
     @app.get("/model/versions")
     def versions() -> Any:

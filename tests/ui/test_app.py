@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from readmission import synthetic
 from tests.ui.conftest import APP_PATH, NO_MODEL, StubApi
 
-PAGES = ("views/predict.py", "views/batch.py", "views/registry.py")
+PAGES = ("views/predict.py", "views/batch.py", "views/decision.py", "views/registry.py")
 
 
 def open_page(page: str = PAGES[0]) -> AppTest:
@@ -240,3 +240,33 @@ def test_every_page_and_render_uses_one_client_and_its_kept_alive_connection(
     paths = [path for path, _port in stub_api.requests]
     assert (paths.count("/model"), paths.count("/predict")) == (2, 1), paths
     assert len({port for _path, port in stub_api.requests}) == 1, stub_api.requests
+
+
+def test_the_prediction_shows_its_risk_tier_and_where_it_starts(stub_api: StubApi) -> None:
+    app = submit_form(open_page())
+    shown = "\n".join(m.value for m in app.markdown)
+    assert "Risk tier: medium (risk from 14.0% to below 21.0%" in shown
+
+
+def test_the_decision_page_shows_the_operating_points_calibration_and_card(
+    stub_api: StubApi,
+) -> None:
+    app = open_page("views/decision.py")
+    assert not app.error
+    assert not app.warning
+    table = app.dataframe[0].value
+    assert list(table["flag top"]) == ["5 %", "10 %", "20 %", "30 %"]
+    # each figure with its interval: "12.3% (10.1%-14.5%)"
+    assert all("(" in cell and "-" in cell for cell in table["sensitivity"])
+    titles = [m.label for m in app.metric]
+    assert "Brier score (test)" in titles
+    text = "\n".join(m.value for m in app.markdown)
+    assert "# Model card: diabetes-readmission v3" in text
+    assert "## Operating points" in text
+    assert (stub_api.calls("/model/operating-points"), stub_api.calls("/model/card")) == (1, 1)
+
+
+def test_the_decision_page_without_a_model_is_a_warning(stub_api: StubApi) -> None:
+    stub_api.mode = "no_model"
+    app = open_page("views/decision.py")
+    assert "no model loaded" in messages(app)
