@@ -377,6 +377,7 @@ def assess(
     high_top_percent: float = 10,
     resamples: int = 200,
     seed: int = 0,
+    min_group_patients: int = MIN_GROUP_PATIENTS,
 ) -> dict[str, Any]:
     """Everything above for one model: `risk` and `y` (is `<30`) for the valid and test
     splits, the test rows' attributes and patients. JSON-serialisable."""
@@ -394,8 +395,10 @@ def assess(
         "valid_risk_quantiles": quantiles,
         "operating_points": operating_points(quantiles, y["test"], risk["test"], weights),
         "high_tier": {"top_percent": high_top_percent, "threshold": high},
-        "subgroups": subgroups(test_frame, y["test"], risk["test"], test_patients, high, weights),
-        "min_group_patients": MIN_GROUP_PATIENTS,
+        "subgroups": subgroups(
+            test_frame, y["test"], risk["test"], test_patients, high, weights, min_group_patients
+        ),
+        "min_group_patients": min_group_patients,
     }
 
 

@@ -99,6 +99,7 @@ def build(assessed: dict | None, lineage: dict | None, described: dict) -> dict[
         card["operating_points"] = assessed["operating_points"]
         card["subgroups"] = assessed["subgroups"]
         card["high_tier"] = assessed["high_tier"]
+        card["recalibration"] = assessed.get("recalibration")
     else:
         card["assessment_missing"] = (
             "this version was trained before models carried their assessment: retrain for "
@@ -192,6 +193,17 @@ def markdown(card: dict[str, Any]) -> str:
                 if split in ("valid", "test")
             ],
         )
+        recalibration = card.get("recalibration")
+        if recalibration:
+            before, after = recalibration["whole_train"], recalibration["recalibrated"]
+            lines += [
+                "",
+                f"Recalibration {'used' if recalibration['used'] else 'not used'}: on valid, "
+                f"log-loss {before['valid_log_loss']:.4f} without, {after['valid_log_loss']:.4f} "
+                f"with; ECE {before['valid_ece_lt30']:.4f} without, "
+                f"{after['valid_ece_lt30']:.4f} with (fitted on "
+                f"{recalibration['held_out_patients']:,} held-out train patients).",
+            ]
         lines += ["", "## Operating points (threshold chosen on valid, figures on test)", ""]
         lines += _table(
             [

@@ -16,7 +16,8 @@ NO_READMISSION = "NO"
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.geomspace(0.5, 8.0, 17), 3))
 
 
-def _expired(frame: pd.DataFrame) -> np.ndarray:
+def expired_mask(frame: pd.DataFrame) -> np.ndarray:
+    """Which encounters ended in death (`expired`; a frame without the column: none)."""
     if EXPIRED not in frame:
         return np.zeros(len(frame), dtype=bool)
     return frame[EXPIRED].fillna(False).astype(bool).to_numpy()
@@ -42,7 +43,7 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         """Fit on the encounters that can be readmitted. With `groups` (the patient of each
         row), a classifier that stops early does so on a validation set of whole patients,
         as the splits are drawn, rather than on rows a patient shares with its fit."""
-        keep = ~_expired(frame)
+        keep = ~expired_mask(frame)
         frame, y = frame.loc[keep], np.asarray(y)[keep]
         pipeline = clone(self.pipeline)
         classifier = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
@@ -60,7 +61,10 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         proba = self.pipeline_.predict_proba(frame)
-        expired = _expired(frame)
+        recalibration = getattr(self, "recalibration_", None)
+        if recalibration is not None:
+            proba = recalibrate(proba, recalibration["scale"], recalibration["bias"])
+        expired = expired_mask(frame)
         if expired.any():
             proba[expired] = (self.classes_ == NO_READMISSION).astype(float)
         return proba
@@ -92,6 +96,32 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
                 best_score, best = score, chosen
         self.decision_weights_ = {NO_READMISSION: 1.0, **best}
         return float(best_score)
+
+
+def recalibrate(proba: np.ndarray, scale: float, bias) -> np.ndarray:
+    """Probabilities recalibrated: softmax(scale * log p + bias) (temperature scaling with a
+    bias per class)."""
+    logits = scale * np.log(np.clip(proba, 1e-12, 1.0)) + np.asarray(bias, dtype=float)
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_recalibration(proba: np.ndarray, truth: np.ndarray) -> dict[str, object]:
+    """The scale and per-class biases of `recalibrate` that minimise the log-loss of
+    `proba` (rows, classes) against `truth` (class indices)."""
+    from scipy.optimize import minimize
+
+    n_classes = proba.shape[1]
+    rows = np.arange(len(truth))
+
+    def loss(params: np.ndarray) -> float:
+        calibrated = recalibrate(proba, params[0], np.r_[0.0, params[1:]])
+        return float(-np.log(np.clip(calibrated[rows, truth], 1e-12, 1.0)).mean())
+
+    start = np.r_[1.0, np.zeros(n_classes - 1)]
+    found = minimize(loss, start, method="L-BFGS-B")
+    return {"scale": float(found.x[0]), "bias": [0.0, *map(float, found.x[1:])]}
 
 
 def _fit_stopping_on_patients(pipeline, frame: pd.DataFrame, y: np.ndarray, groups: np.ndarray):

@@ -281,6 +281,18 @@ class DecisionSettings(BaseModel):
         ge=20,
         description="Patient resamples behind each 95 % interval of the model's figures.",
     )
+    min_group_patients: int = Field(
+        default=200,
+        ge=1,
+        description="Subgroups of fewer test patients are reported pooled (and so judged "
+        "pooled by the promotion gate).",
+    )
+    recalibration: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: each candidate is also fitted without 15 % of the train split's "
+        "patients and recalibrated on them, and served so if that is better calibrated on "
+        "valid; off: never (one fit less per candidate).",
+    )
     subgroup_tolerance: float = Field(
         default=0.05,
         ge=0,

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 
 from readmission import assessment, card, db, drift, evaluation, schema
 from readmission.cleaning import CLEAN_KEYS
-from readmission.estimator import ReadmissionModel
+from readmission.estimator import ReadmissionModel, expired_mask, fit_recalibration
 from readmission.features import HISTORY, add_history, build_pipeline
 from readmission.names import FAMILIES, SPLITS, Family, Profile
 from readmission.registry import (
@@ -311,6 +311,9 @@ def fit_candidate(
     params, search = tune(family, data, profile, seed)
     model = ReadmissionModel(build_pipeline(family, params, seed))
     model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
+    recalibration = None
+    if decision.recalibration == "auto":
+        model, recalibration = recalibrate_if_it_helps(model, family, params, data, seed)
     model.tune_decision(data.inputs("valid"), data.target("valid"))
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
@@ -326,6 +329,7 @@ def fit_candidate(
         baseline = evaluation.majority_baseline(data.target("train"), data.target(split))
         figures[f"{split}_baseline_macro_f1"] = baseline["macro_f1"]
     model.assessment_ = assess(model, data, probabilities, decision, seed)
+    model.assessment_["recalibration"] = recalibration
     figures.update(assessment_metrics(model.assessment_))
     seconds = time.perf_counter() - started
     log.info(
@@ -337,6 +341,67 @@ def fit_candidate(
         seconds,
     )
     return Candidate(family, params, model, figures, search, seconds)
+
+
+#: Share of the train split's patients held out to fit a recalibration on.
+RECALIBRATION_SHARE = 0.15
+
+
+def recalibrate_if_it_helps(
+    model: ReadmissionModel, family: Family, params: dict, data: TrainingData, seed: int = 0
+) -> tuple[ReadmissionModel, dict]:
+    """`model` (fitted on the whole train split), or a recalibrated one if that is better
+    calibrated on valid; and the figures of the comparison.
+
+    The recalibrated model is the same configuration fitted on the train split without
+    RECALIBRATION_SHARE of its patients, then recalibrated (`estimator.fit_recalibration`)
+    on those held-out patients, used for neither fitting nor selection. It replaces `model`
+    only if it beats it on valid in both log-loss and the ECE of `<30`."""
+    train = data.frames["train"]
+    fitted, held = next(
+        GroupShuffleSplit(n_splits=1, test_size=RECALIBRATION_SHARE, random_state=seed).split(
+            train, groups=data.patients("train")
+        )
+    )
+    x, y, patients = data.inputs("train"), data.target("train"), data.patients("train")
+    other = ReadmissionModel(build_pipeline(family, params, seed))
+    other.fit(x.iloc[fitted], y.iloc[fitted], groups=patients.iloc[fitted])
+    can_return = ~expired_mask(x.iloc[held])  # the dead: certain NO, nothing to calibrate
+    truth = pd.Categorical(y.iloc[held][can_return], categories=other.classes_).codes
+    proba = other.predict_proba(x.iloc[held][can_return])
+    other.recalibration_ = fit_recalibration(proba[truth >= 0], truth[truth >= 0])
+    figures = {}
+    for name, candidate in (("whole_train", model), ("recalibrated", other)):
+        proba = candidate.predict_proba(data.inputs("valid"))
+        figures[name] = {
+            "valid_log_loss": evaluation.metrics(
+                data.target("valid"), proba, list(candidate.classes_), candidate.decide(proba)
+            )["log_loss"],
+            "valid_ece_lt30": assessment.expected_calibration_error(
+                _is_lt30(data, "valid").astype(float), _risk(candidate, proba)
+            ),
+        }
+    better = all(
+        figures["recalibrated"][k] < figures["whole_train"][k] for k in figures["recalibrated"]
+    )
+    figures.update(
+        {
+            "used": better,
+            "held_out_patients": int(patients.iloc[held].nunique()),
+            "scale": other.recalibration_["scale"],
+            "bias": other.recalibration_["bias"],
+        }
+    )
+    log.info(
+        "%s: recalibration %s (valid log-loss %.4f -> %.4f, ECE of <30 %.4f -> %.4f)",
+        family,
+        "used" if better else "not used",
+        figures["whole_train"]["valid_log_loss"],
+        figures["recalibrated"]["valid_log_loss"],
+        figures["whole_train"]["valid_ece_lt30"],
+        figures["recalibrated"]["valid_ece_lt30"],
+    )
+    return (other if better else model), figures
 
 
 def _risk(model: ReadmissionModel, proba: np.ndarray) -> np.ndarray:
@@ -367,6 +432,7 @@ def assess(
         high_top_percent=decision.high_top_percent,
         resamples=decision.bootstrap_resamples,
         seed=seed,
+        min_group_patients=decision.min_group_patients,
     )
 
 
@@ -385,12 +451,15 @@ def assessment_metrics(assessed: dict) -> dict[str, float]:
     return {name: float(value) for name, value in out.items() if value is not None}
 
 
-def subgroup_rows(model: ReadmissionModel, data: TrainingData, high_top_percent: float) -> list:
+def subgroup_rows(
+    model: ReadmissionModel, data: TrainingData, decision: DecisionSettings
+) -> list[dict]:
     """A model's subgroup figures on test (point estimates), at its own high-tier threshold
     (chosen on valid): what the promotion gate compares."""
     valid = _risk(model, model.predict_proba(data.inputs("valid")))
     test = _risk(model, model.predict_proba(data.inputs("test")))
-    threshold = assessment.threshold_for_top(assessment.risk_quantiles(valid), high_top_percent)
+    quantiles = assessment.risk_quantiles(valid)
+    threshold = assessment.threshold_for_top(quantiles, decision.high_top_percent)
     return assessment.subgroups(
         data.frames["test"],
         _is_lt30(data, "test"),
@@ -398,6 +467,7 @@ def subgroup_rows(model: ReadmissionModel, data: TrainingData, high_top_percent:
         data.patients("test"),
         threshold,
         np.ones((1, len(test))),
+        decision.min_group_patients,
     )
 
 
@@ -435,6 +505,7 @@ def log_candidate(
             "family": candidate.family,
             **candidate.params,
             "decision_weights": json.dumps(candidate.model.decision_weights_),
+            "recalibrated": getattr(candidate.model, "recalibration_", None) is not None,
             "search_size": len(candidate.search),
         }
         mlflow.log_params(params)
@@ -636,10 +707,9 @@ def _subgroup_gate(
     on this snapshot's test split, each at its own high-tier threshold."""
     with tempfile.TemporaryDirectory(prefix="challenger-") as folder:
         challenger = load_model(registry.download_version(version, folder))
-    top = decision.high_top_percent
     return assessment.fairness_gate(
-        subgroup_rows(challenger, data, top),
-        subgroup_rows(champion, data, top),
+        subgroup_rows(challenger, data, decision),
+        subgroup_rows(champion, data, decision),
         decision.subgroup_tolerance,
     )
 

@@ -99,3 +99,19 @@ def test_gradient_boosting_stops_early_on_whole_patients(monkeypatch):
     assert seen["rows"] == int((~held & fitted).sum())  # and none of theirs in the fit
     share = len(model.early_stopping_patients_) / len(set(patients))
     assert 0.05 < share < 0.15  # validation_fraction 0.1, of patients
+
+
+def test_recalibration_undoes_a_known_distortion():
+    from readmission.estimator import fit_recalibration, recalibrate
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1, (20_000, 3))
+    true_proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(3, p=p) for p in true_proba])
+    assert np.allclose(recalibrate(true_proba, 1.0, [0, 0, 0]), true_proba)
+    overconfident = recalibrate(true_proba, 2.0, [0.0, 0.3, -0.3])
+    found = fit_recalibration(overconfident, truth)
+    assert found["scale"] == pytest.approx(0.5, abs=0.03)
+    assert found["bias"][0] == 0.0
+    repaired = recalibrate(overconfident, found["scale"], found["bias"])
+    assert np.abs(repaired - true_proba).max() < 0.03
