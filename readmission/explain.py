@@ -431,5 +431,5 @@ def build(model: Any) -> Explainer:
         return Explainer(model)
     except ExplainerUnavailableError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure means: no explanations
+    except Exception as exc:  # any failure means: no explanations
         raise ExplainerUnavailableError(f"{type(exc).__name__}: {exc}") from exc
