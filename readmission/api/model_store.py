@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from readmission import explain
 from readmission.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.drift import DriftMonitor
@@ -35,6 +36,9 @@ class LoadedModel:
     alias: str
     described: dict
     drift: DriftMonitor | None = None
+    #: Built once at load; None when the model cannot be explained (`explainer_problem`).
+    explainer: explain.Explainer | None = None
+    explainer_problem: str | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -106,6 +110,7 @@ class ModelStore:
         try:
             model, version = self.registry.load_version(str(champion.version))
             described = self.registry.describe(version)
+            explainer, explainer_problem = _explainer(model, str(version.version))
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
             self.status = RegistryStatus(
@@ -128,6 +133,8 @@ class ModelStore:
             PRODUCTION_ALIAS,
             described,
             monitor,
+            explainer,
+            explainer_problem,
         )
         previous = self.current
         # what /model reports is in place before the swap makes the model visible
@@ -176,3 +183,13 @@ class ModelStore:
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"
+
+
+def _explainer(model: Any, version: str) -> tuple[explain.Explainer | None, str | None]:
+    """The model's explainer (built from the model as fitted, before its trees are
+    compiled), or why there is none: the model then serves predictions without."""
+    try:
+        return explain.build(model), None
+    except explain.ExplainerUnavailableError as exc:
+        log.warning("model v%s cannot be explained, serving it without: %s", version, exc)
+        return None, f"model v{version} cannot be explained: {exc}"
