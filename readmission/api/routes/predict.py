@@ -83,6 +83,7 @@ def batch_route(batch_model: type) -> APIRouter:
     @batch_router.post(
         "/predict/batch",
         response_model=BatchResponse,
+        response_model_exclude_unset=True,
         responses=REFUSALS,
         summary="Readmission risk of up to API_MAX_BATCH encounters",
     )
