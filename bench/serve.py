@@ -108,7 +108,7 @@ def main() -> int:
         print("wrk is needed: `apt-get install wrk` (make bench does it)", file=sys.stderr)
         return 2
 
-    from tests.conftest import real_csv
+    from tests.support.tools import real_csv
 
     work = Path(tempfile.mkdtemp(prefix="readmission-serve-"))
     csv = real_csv()
