@@ -10,9 +10,11 @@ and MLflow, then serves it twice:
            so it does less work per request than ours)
 
 and loads each with wrk (1 thread, so it leaves the server a core) sending one encounter per
-POST, at 1, 8 and 32 connections. Also times a 1,000-encounter /predict/batch and reads the
-API's resident memory after the load. Targets: throughput >= 3x MLflow's at 8 and 32
-connections, p99 at 8 connections < 25 ms, a 1,000-record batch < 150 ms, the API < 400 MB.
+POST, at 1, 8 and 32 connections, then ours once more at 8 connections with
+`/predict?explain=true` (the patient's top factors, TreeSHAP). Also times a 1,000-encounter
+/predict/batch and reads the API's resident memory after the load. Targets: throughput >= 3x
+MLflow's at 8 and 32 connections, p99 at 8 connections < 25 ms with and without
+explanations, a 1,000-record batch < 150 ms, the API < 400 MB.
 
     python bench/serve.py [--seconds 10] [--profile full|quick]
 """
@@ -192,17 +194,21 @@ def main() -> int:
         _wait(f"http://127.0.0.1:{mlflow_port}/ping")
         ours_url = f"http://127.0.0.1:{ours_port}/predict"
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
+        json_header = {"content-type": "application/json"}
         for url, payload in ((ours_url, body), (mlflow_url, mlflow_body)):  # warm up
             for _ in range(20):
-                answer = httpx.post(
-                    url, content=payload, timeout=30, headers={"content-type": "application/json"}
-                )
+                answer = httpx.post(url, content=payload, timeout=30, headers=json_header)
                 assert answer.status_code == 200, answer.text[:500]
         for connections in (1, 8, 32):  # alternate servers so drift hits both
             results["ours"][connections] = _wrk(ours_url, body, connections, args.seconds, work)
             results["mlflow"][connections] = _wrk(
                 mlflow_url, mlflow_body, connections, args.seconds, work
             )
+        explained_url = f"{ours_url}?explain=true"
+        answer = httpx.post(explained_url, content=body, timeout=30, headers=json_header)
+        assert answer.status_code == 200, answer.text[:500]
+        assert answer.json()["explanation"]["raising"] is not None, answer.text[:500]
+        explained = _wrk(explained_url, body, 8, args.seconds, work)
         batch = {
             "encounters": synthetic.encounters(1_000, seed=2)
             .drop(columns="readmitted")
@@ -244,6 +250,16 @@ def main() -> int:
         )
         if o["non_2xx"] or o["socket_errors"]:
             print(f"{'':>11}   ours: {o['non_2xx']} non-2xx, socket errors {o['socket_errors']}")
+    plain = results["ours"][8]
+    print(
+        f"\nwith explain=true at 8 connections: {explained['rps']:.0f} req/s, p50 "
+        f"{explained['p50_ms']:.1f} ms, p99 {explained['p99_ms']:.1f} ms (plain: p99 "
+        f"{plain['p99_ms']:.1f} ms; {explained['p99_ms'] / plain['p99_ms']:.2f}x)"
+    )
+    if explained["non_2xx"] or explained["socket_errors"]:
+        print(
+            f"  explain: {explained['non_2xx']} non-2xx, socket errors {explained['socket_errors']}"
+        )
     print(
         f"\n1,000-record /predict/batch: median {batch_ms:.0f} ms; API resident memory after "
         f"the load: {rss:.0f} MB\n"
@@ -266,6 +282,13 @@ def main() -> int:
         (
             "p99 at 8 connections",
             results["ours"][8]["p99_ms"],
+            "< 25 ms",
+            lambda v: v < 25,
+            "{:.1f} ms",
+        ),
+        (
+            "p99 at 8 connections, explain=true",
+            explained["p99_ms"],
             "< 25 ms",
             lambda v: v < 25,
             "{:.1f} ms",

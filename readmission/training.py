@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
 
-from readmission import assessment, card, db, drift, evaluation, schema
+from readmission import assessment, card, db, drift, evaluation, explain, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel, expired_mask, fit_recalibration
 from readmission.features import HISTORY, add_history, build_pipeline
@@ -318,6 +318,10 @@ def fit_candidate(
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
     model.lineage_ = data.lineage  # what the model card says of the data
+    # what the API explains predictions with, also inside the artifact: the linear
+    # family's reference (mean encoded training row) and every family's global importance
+    model.feature_means_ = explain.feature_means(model, data.inputs("train"))
+    model.importance_ = _importance(model, data)
     figures: dict[str, float] = {}
     probabilities = {}
     for split in ("valid", "test"):
@@ -471,6 +475,18 @@ def subgroup_rows(
     )
 
 
+def _importance(model: ReadmissionModel, data: TrainingData) -> dict | None:
+    """Global importance on a sample of the valid split (`explain.IMPORTANCE_ROWS` rows, a
+    few seconds); None, logged, when the model cannot be explained."""
+    try:
+        found = explain.global_importance(model, data.inputs("valid"))
+    except explain.ExplainerUnavailableError as exc:
+        log.warning("no global importance for this model: %s", exc)
+        return None
+    log.info("global importance on %d valid rows in %.1f s", found["rows"], found["seconds"])
+    return found
+
+
 def score(model: ReadmissionModel, data: TrainingData, split: str = "valid") -> float:
     """The primary metric of any model on a split of the current data (for the champion)."""
     proba = model.predict_proba(data.inputs(split))
@@ -486,8 +502,9 @@ DATASET_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing
 def log_candidate(
     candidate: Candidate, data: TrainingData, tags: dict[str, str], registry: Registry
 ) -> dict:
-    """One MLflow run per candidate: params, metrics, confusion matrices, the search, the
-    data it saw, and the model with its signature and an input example.
+    """One MLflow run per candidate: params, metrics, confusion matrices, the global
+    feature importance (figure and JSON), the search, the data it saw, and the model with
+    its signature and an input example.
 
     The model is MLflow 3's LoggedModel of the run (it takes the run's params when logged,
     so they are logged first), and its page in the MLflow UI shows the metrics too: each
@@ -536,6 +553,11 @@ def log_candidate(
         profile = getattr(candidate.model, "reference_profile_", None)
         if profile is not None:  # fit_candidate always sets it; a hand-made model may not
             mlflow.log_dict(profile, "drift_reference.json")
+        importance = getattr(candidate.model, "importance_", None)
+        if importance is not None:  # None when the model cannot be explained
+            mlflow.log_dict(importance, "feature_importance.json")
+            title = f"{candidate.family}: mean |contribution| on valid"
+            _log_bytes(explain.importance_png(importance, title), "feature_importance.png")
         mlflow.set_tags(
             {
                 "data.snapshot": data.snapshot.id,

@@ -46,12 +46,13 @@ class ApiClient:
         *,
         row_offset: int | None = None,
         text: bool = False,
+        params: Mapping[str, str] | None = None,
     ) -> Any:
         """One request; the decoded JSON answer (with `text`, the text of a success), or
         ApiError."""
         what = f"{method} {path}"
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise error_from_exception(
                 exc, self.settings.api_url, self.settings.timeout_seconds
@@ -81,9 +82,14 @@ class ApiClient:
             return ModelRef(str(model.get("name")), str(model["version"]), model.get("alias"))
         return None
 
-    def predict(self, encounter: Mapping[str, Any]) -> PredictionResult:
-        """POST /predict for one encounter."""
-        return parse_prediction(self._call("POST", "/predict", dict(encounter)))
+    def predict(self, encounter: Mapping[str, Any], explain: bool = False) -> PredictionResult:
+        """POST /predict for one encounter; with `explain`, its top factors too."""
+        params = {"explain": "true"} if explain else None
+        return parse_prediction(self._call("POST", "/predict", dict(encounter), params=params))
+
+    def importance(self) -> dict[str, Any]:
+        """GET /model/importance: the served model's global feature importance."""
+        return self._mapping(self._call("GET", "/model/importance"), "GET /model/importance")
 
     def predict_batch(
         self, encounters: Sequence[Mapping[str, Any]], row_offset: int = 0

@@ -12,8 +12,11 @@ from ui_logic import (
     PredictionResult,
     UiSettings,
     describe_class,
+    describe_explanation,
     describe_history,
     describe_tier,
+    factor_frame,
+    importance_frame,
     load_settings,
     probability_frame,
 )
@@ -58,12 +61,19 @@ def model_card(settings: UiSettings) -> str:
     return api_client(settings).model_card_markdown()
 
 
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def model_importance(settings: UiSettings) -> dict[str, Any]:
+    """GET /model/importance, reused for REGISTRY_TTL_SECONDS (a failure is not cached)."""
+    return api_client(settings).importance()
+
+
 def forget_registry() -> None:
     """Ask the API again at the next call (the registry page's Refresh)."""
     served_model.clear()
     model_versions.clear()
     operating_points.clear()
     model_card.clear()
+    model_importance.clear()
 
 
 #: Streamlit's colour of each class: the sooner the readmission, the hotter.
@@ -112,3 +122,42 @@ def show_prediction(result: PredictionResult) -> None:
         sort=False,
         height=200,
     )
+
+
+def show_factors(result: PredictionResult) -> None:
+    """The patient's top factors (POST /predict?explain=true), as a table and a chart."""
+    explanation = result.prediction.explanation
+    if explanation is None:
+        return
+    st.subheader("Why this patient")
+    st.caption(describe_explanation(explanation))
+    factors = factor_frame(explanation)
+    if factors.empty:
+        return
+    st.dataframe(factors, hide_index=True)
+    st.bar_chart(
+        factors,
+        x="feature",
+        y="contribution",
+        color="direction",
+        horizontal=True,
+        sort=False,
+        height=60 + 28 * len(factors),
+    )
+
+
+def show_importance(settings: UiSettings) -> None:
+    """The served model's global importance (GET /model/importance) as a chart; a
+    caption when the API cannot give it (an older model, no model, the API down)."""
+    st.subheader("What the model weighs most, over all patients")
+    try:
+        found = model_importance(settings)
+        table = importance_frame(found)
+    except ApiError as error:
+        st.caption(f"Global importance unavailable: {error}")
+        return
+    st.caption(
+        f"Mean absolute contribution to the 30-day score ({found.get('unit')}) over "
+        f"{found.get('rows', 0):,} encounters of the validation split."
+    )
+    st.bar_chart(table, x="feature", y="importance", horizontal=True, sort=False, height=420)

@@ -283,6 +283,7 @@ class Prediction:
     history: Mapping[str, Any] | None = None
     risk_tier: str | None = None
     risk_tier_starts: Mapping[str, float] | None = None
+    explanation: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,7 @@ def _parse_prediction(payload: object, what: str) -> Prediction:
         risk = payload.get("readmission_30d_risk", probabilities.get("<30"))
         history = payload.get("history")
         tier, starts = payload.get("risk_tier"), payload.get("risk_tier_starts")
+        explanation = payload.get("explanation")
         return Prediction(
             predicted_class=str(payload["prediction"]),
             probabilities=probabilities,
@@ -411,6 +413,7 @@ def _parse_prediction(payload: object, what: str) -> Prediction:
                 if isinstance(starts, Mapping)
                 else None
             ),
+            explanation=explanation if isinstance(explanation, Mapping) else None,
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise _bad_answer(what, f"a prediction lacks a field or a number ({exc})") from None
@@ -424,6 +427,61 @@ def parse_prediction(payload: object) -> PredictionResult:
     return PredictionResult(
         _parse_prediction(payload, what), parse_model_ref(payload.get("model"), what)
     )
+
+
+#: How the unit of an explanation reads for people.
+UNITS: Mapping[str, str] = {
+    "log-odds": "log-odds of the 30-day readmission score",
+    "probability": "probability of readmission within 30 days",
+}
+
+
+def factor_frame(explanation: Mapping[str, Any] | None) -> pd.DataFrame:
+    """The factors of POST /predict?explain=true as one table, raising ones first (largest
+    first), then lowering ones (most negative first): feature, the patient's value,
+    contribution, direction. Empty when there is no explanation."""
+    rows = []
+    for key, direction in (("raising", "raises the risk"), ("lowering", "lowers the risk")):
+        for factor in (explanation or {}).get(key) or ():
+            if not isinstance(factor, Mapping):
+                continue
+            value = factor.get("value")
+            rows.append(
+                {
+                    "feature": str(factor.get("feature")),
+                    "value": "missing" if value is None else str(value),
+                    "contribution": float(factor.get("contribution") or 0.0),
+                    "direction": direction,
+                }
+            )
+    return pd.DataFrame(rows, columns=["feature", "value", "contribution", "direction"])
+
+
+def describe_explanation(explanation: Mapping[str, Any] | None) -> str:
+    """What the factors' numbers are, in one sentence ('' without an explanation)."""
+    if not explanation:
+        return ""
+    if explanation.get("note"):
+        return str(explanation["note"]).capitalize() + "."
+    unit = UNITS.get(str(explanation.get("unit")), str(explanation.get("unit")))
+    return (
+        f"Contributions in {unit}: from the average patient's {explanation['baseline']:.3f} "
+        f"to this patient's {explanation['score']:.3f} (exact for the served model; the five "
+        "largest each way are shown)."
+    )
+
+
+def importance_frame(payload: object, top: int = 15) -> pd.DataFrame:
+    """GET /model/importance as a table of the `top` most important features."""
+    features = payload.get("features") if isinstance(payload, Mapping) else None
+    if not isinstance(features, list):
+        raise _bad_answer("GET /model/importance", "no list of features")
+    rows = [
+        {"feature": str(f.get("feature")), "importance": float(f.get("mean_abs_contribution"))}
+        for f in features[:top]
+        if isinstance(f, Mapping)
+    ]
+    return pd.DataFrame(rows, columns=["feature", "importance"])
 
 
 def parse_batch(payload: object, expected: int) -> tuple[list[Prediction], ModelRef]:

@@ -24,10 +24,13 @@ class Services:
     predictor: Predictor
     prediction_log: PredictionLog | None
 
-    async def score(self, records: list[dict]) -> tuple[list[Scored], LoadedModel]:
-        """Score validated encounters (dicts keyed by column key) and log them: the one path
-        every prediction route takes, whatever protocol its request came in."""
-        answers, loaded = await self.predictor.score(records)
+    async def score(
+        self, records: list[dict], explain: bool = False
+    ) -> tuple[list[Scored], LoadedModel]:
+        """Score validated encounters (dicts keyed by column key), explained if `explain`,
+        and log them: the one path every prediction route takes, whatever protocol its
+        request came in."""
+        answers, loaded = await self.predictor.score(records, explain)
         if self.prediction_log is not None:
             self.prediction_log.add(records, answers, loaded.name, loaded.version)
         return answers, loaded

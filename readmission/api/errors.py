@@ -2,7 +2,8 @@
 
 Validation problems become 422 `{"detail": [{"field", "reason", "input"}]}`, a body that
 cannot be read as JSON too (not UTF-8, nested too deeply); no model is one 503 that says
-why and what the registry last answered; a full scoring queue a 503 with Retry-After. The
+why and what the registry last answered; a full scoring queue a 503 with Retry-After; an
+explanation (or a global importance) the served model cannot give a 409 that says why. The
 413 of an oversized body and the 500 of an unexpected error come from
 `readmission.api.middleware`. The protocol routes (MLflow's /invocations, KServe V2) refuse
 for the same reasons in their protocol's shape: `readmission.api.protocol_route`.
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from readmission import schema
-from readmission.api.predictor import NoModelError, QueueFullError
+from readmission.api.predictor import ExplanationUnavailableError, NoModelError, QueueFullError
 from readmission.api.schemas import REQUIRED_REASON
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,10 @@ def install(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+    @app.exception_handler(ExplanationUnavailableError)
+    async def unexplainable(_request: Request, exc: ExplanationUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(NoModelError)
     async def no_model(request: Request, _exc: NoModelError) -> JSONResponse:

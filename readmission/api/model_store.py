@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from readmission import explain
 from readmission.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.assessment import RiskTiers
@@ -37,6 +38,9 @@ class LoadedModel:
     alias: str
     described: dict
     drift: DriftMonitor | None = None
+    #: Built once at load; None when the model cannot be explained (`explainer_problem`).
+    explainer: explain.Explainer | None = None
+    explainer_problem: str | None = None
     #: The risk tiers; None for a model that carries no assessment (trained before them).
     tiers: RiskTiers | None = None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -112,6 +116,7 @@ class ModelStore:
         try:
             model, version = self.registry.load_version(str(champion.version))
             described = self.registry.describe(version)
+            explainer, explainer_problem = _explainer(model, str(version.version))
             model = accelerate(model, sample_inputs())
         except Exception as exc:  # noqa: BLE001 - a model that fails to load is not served
             self.status = RegistryStatus(
@@ -133,7 +138,15 @@ class ModelStore:
             high, medium = self.decision.high_top_percent, self.decision.medium_top_percent
             tiers = RiskTiers.of(assessed, high, medium)
         loaded = LoadedModel(
-            model, MODEL_NAME, str(version.version), PRODUCTION_ALIAS, described, monitor, tiers
+            model,
+            MODEL_NAME,
+            str(version.version),
+            PRODUCTION_ALIAS,
+            described,
+            monitor,
+            explainer,
+            explainer_problem,
+            tiers,
         )
         previous = self.current
         # what /model reports is in place before the swap makes the model visible
@@ -182,3 +195,13 @@ class ModelStore:
 
     def _serving(self) -> str:
         return f"v{self.current.version}" if self.current else "no model"
+
+
+def _explainer(model: Any, version: str) -> tuple[explain.Explainer | None, str | None]:
+    """The model's explainer (built from the model as fitted, before its trees are
+    compiled), or why there is none: the model then serves predictions without."""
+    try:
+        return explain.build(model), None
+    except explain.ExplainerUnavailableError as exc:
+        log.warning("model v%s cannot be explained, serving it without: %s", version, exc)
+        return None, f"model v{version} cannot be explained: {exc}"

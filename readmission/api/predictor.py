@@ -6,6 +6,10 @@ A lone request is scored at once, and under load many requests share a call: one
 calls cost ~10 ms of preprocessing overhead while a 1,000-row call costs ~0.04 ms a row,
 and concurrent model calls in threads only add OpenMP contention (measured here).
 
+A request may ask for explanations (`explain=True`): they are computed in the same call,
+for its rows only, by the explainer the model was loaded with; a request that asks while
+the model has none gets `ExplanationUnavailableError` (409), the others their answers.
+
 A shared call that fails is tried again request by request, so one bad record fails only
 the request that sent it. The queue holds at most `max_queued_rows` encounters: beyond,
 a request is refused at once (`QueueFullError`, a 503 with Retry-After) rather than left
@@ -30,6 +34,7 @@ from readmission.api.history import History
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
 from readmission.cleaning import clean
+from readmission.explain import Explanation
 from readmission.features import HISTORY
 from readmission.text import short_error
 
@@ -46,11 +51,16 @@ class QueueFullError(RuntimeError):
     """The scoring queue holds as many encounters as it may: come back shortly."""
 
 
+class ExplanationUnavailableError(RuntimeError):
+    """The model in service cannot be explained; the message says why."""
+
+
 @dataclass
 class _Job:
     records: list[dict]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
+    explain: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,7 @@ class Scored:
     prediction: str
     probabilities: dict[str, float]
     history: History
+    explanation: Explanation | None = None
     tier: str | None = None  # high, medium or low; None when the model has no tiers
 
     @property
@@ -91,11 +102,17 @@ class Predictor:
         self._thread = threading.Thread(target=self._run, name="predictor", daemon=True)
         self._thread.start()
 
-    async def score(self, records: list[dict]) -> tuple[list[Scored], LoadedModel]:
-        """Score encounters (dicts keyed by column key); raises NoModelError, and
-        QueueFullError when the queue cannot take them (an empty queue takes any request)."""
-        if self.store.current is None:
+    async def score(
+        self, records: list[dict], explain: bool = False
+    ) -> tuple[list[Scored], LoadedModel]:
+        """Score encounters (dicts keyed by column key), explained if `explain`; raises
+        NoModelError, ExplanationUnavailableError, and QueueFullError when the queue cannot
+        take them (an empty queue takes any request)."""
+        current = self.store.current
+        if current is None:
             raise NoModelError
+        if explain and current.explainer is None:
+            raise ExplanationUnavailableError(_unexplainable(current))
         with self._queued_lock:
             queued = self._queued_rows + len(records)
             if self._queued_rows and queued > self.max_queued_rows:
@@ -105,7 +122,7 @@ class Predictor:
         self.metrics.queue_rows.set(queued)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(_Job(records, future, loop))
+        self._queue.put(_Job(records, future, loop, explain))
         return await future
 
     def close(self) -> None:
@@ -139,7 +156,8 @@ class Predictor:
             if loaded is None:
                 raise NoModelError
             records = [record for job in jobs for record in job.records]
-            answers = self._score(loaded, records)
+            explained = [job.explain for job in jobs for _ in job.records]
+            answers = self._score(loaded, records, explained)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(jobs) > 1 and not isinstance(exc, NoModelError):
                 log.warning(
@@ -159,9 +177,15 @@ class Predictor:
         for job in jobs:
             part = answers[start : start + len(job.records)]
             start += len(job.records)
+            if job.explain and loaded.explainer is None:  # a model swapped in meanwhile
+                failure = ExplanationUnavailableError(_unexplainable(loaded))
+                job.loop.call_soon_threadsafe(_set_exception, job.future, failure)
+                continue
             job.loop.call_soon_threadsafe(_set_result, job.future, (part, loaded))
 
-    def _score(self, loaded: LoadedModel, records: list[dict]) -> list[Scored]:
+    def _score(
+        self, loaded: LoadedModel, records: list[dict], explained: list[bool] | None = None
+    ) -> list[Scored]:
         started = time.perf_counter()
         frame = clean(pd.DataFrame.from_records(records))
         history = self._history(records)
@@ -172,15 +196,17 @@ class Predictor:
         classes = [str(c) for c in loaded.model.classes_]
         order = [classes.index(c) for c in CLASSES]
         proba = np.round(proba[:, order], 6)
+        explanations = self._explanations(loaded, frame, explained)
         tiers, lt30 = loaded.tiers, CLASSES.index("<30")
         answers = [
             Scored(
                 str(label),
                 dict(zip(CLASSES, map(float, row), strict=True)),
                 used,
+                why,
                 None if tiers is None else tiers.tier(row[lt30]),
             )
-            for label, row, used in zip(predicted, proba, history, strict=True)
+            for label, row, used, why in zip(predicted, proba, history, explanations, strict=True)
         ]
         self.metrics.batch_rows.observe(len(records))
         if loaded.drift is not None:
@@ -192,6 +218,19 @@ class Predictor:
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))
         log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
         return answers
+
+    @staticmethod
+    def _explanations(
+        loaded: LoadedModel, frame: pd.DataFrame, explained: list[bool] | None
+    ) -> list[Explanation | None]:
+        """The explanations of the rows whose request asked for them (None for the others)."""
+        out: list[Explanation | None] = [None] * len(frame)
+        if not explained or not any(explained) or loaded.explainer is None:
+            return out
+        rows = [i for i, wanted in enumerate(explained) if wanted]
+        for i, explanation in zip(rows, loaded.explainer.explain(frame.iloc[rows]), strict=True):
+            out[i] = explanation
+        return out
 
     def _history(self, records: list[dict]) -> list[History]:
         """History of each record; none while the store is failing (retried every few
@@ -213,6 +252,13 @@ class Predictor:
         answers = [History.none("unavailable") for _ in records]
         self.metrics.without_history.inc(len(answers))
         return answers
+
+
+def _unexplainable(loaded: LoadedModel) -> str:
+    return (
+        f"{loaded.explainer_problem or f'model v{loaded.version} cannot be explained'}; "
+        "ask without explain=true for the prediction alone"
+    )
 
 
 def _set_result(future: asyncio.Future, value: object) -> None:

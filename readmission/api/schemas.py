@@ -291,6 +291,39 @@ class HistoryUsed(BaseModel):
     )
 
 
+class Factor(BaseModel):
+    """One feature's part in the encounter's `<30` score."""
+
+    feature: str = Field(description="The model input (after the pipeline's features step)")
+    value: str | float | None = Field(
+        description="The patient's value: a category's text, a code's label or a number; "
+        "null when missing or unknown to the model"
+    )
+    contribution: float = Field(description="Its contribution to the score, in `unit`")
+
+
+class Explanation(BaseModel):
+    """Why this patient: the features that raise and lower the `<30` score most.
+
+    Exact for the served model: TreeSHAP (path-dependent) for the tree models, the linear
+    contributions `coef * (x - training mean)` for logistic regression, so that `baseline`
+    plus the contributions of every feature (not only those listed) equals `score`.
+    """
+
+    target_class: Literal["<30"] = Field(description="The class whose score is explained")
+    unit: Literal["log-odds", "probability"] = Field(
+        description="log-odds: the model's raw <30 score (softmax logit; gradient boosting, "
+        "logistic regression); probability: the <30 probability (random forest)"
+    )
+    baseline: float = Field(description="The score of an average training encounter")
+    score: float = Field(description="This encounter's score: baseline + every contribution")
+    raising: list[Factor] = Field(description="Up to 5 features raising the score, largest first")
+    lowering: list[Factor] = Field(
+        description="Up to 5 features lowering the score, most negative first"
+    )
+    note: str | None = Field(description="Why there are no factors (an expired encounter)")
+
+
 class Prediction(BaseModel):
     """The model's answer for one encounter."""
 
@@ -307,6 +340,9 @@ class Prediction(BaseModel):
         description="The <30 risk at which each tier starts (high, medium, low)"
     )
     history: HistoryUsed
+    explanation: Explanation | None = Field(
+        default=None, description="Only with explain=true: why this risk (see Explanation)"
+    )
 
 
 class PredictionResponse(Prediction):
@@ -369,6 +405,25 @@ class ModelCard(BaseModel):
     metrics: dict[str, float | None]
     decision: dict[str, Any]
     limitations: list[str]
+
+
+class FeatureImportance(BaseModel):
+    """One feature's mean absolute contribution to the `<30` score."""
+
+    feature: str
+    mean_abs_contribution: float
+
+
+class Importance(BaseModel):
+    """Global importance of the served model's features, measured at training time on a
+    sample of the valid split: each feature's mean absolute contribution to the `<30` score."""
+
+    model: ModelRef
+    target_class: Literal["<30"]
+    unit: Literal["log-odds", "probability"]
+    method: str = Field(description="How contributions were computed")
+    rows: int = Field(description="Rows of the valid split the mean is taken over")
+    features: list[FeatureImportance] = Field(description="Most important first")
 
 
 class RegistryCheck(BaseModel):

@@ -1,7 +1,8 @@
 """Predict page: a form of one encounter, built from the schema, sent to POST /predict.
 
 The defaults describe a typical patient (`Column.typical`); the answer stays on the page
-(session state) until the next submission.
+(session state) until the next submission, with the patient's top factors
+(`explain=true`) and the served model's global importance (GET /model/importance).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 import streamlit as st
 from ui_components import client as shared_client
-from ui_components import show_api_error, show_prediction
+from ui_components import show_api_error, show_factors, show_importance, show_prediction
 from ui_logic import (
     ENCOUNTER_LABEL,
     FORM_SECTIONS,
@@ -22,12 +23,14 @@ from ui_logic import (
     choices,
     default_choice,
     label_of,
+    load_settings,
 )
 
 from readmission import schema
 from readmission.schema import Column, Kind
 
 RESULT_KEY = "predict_result"
+UNEXPLAINED_KEY = "predict_unexplained"
 FIELDS_PER_ROW = 3
 MEDICATIONS_PER_ROW = 4
 
@@ -105,10 +108,24 @@ with st.form("predict"):
     )
     submitted = st.form_submit_button("Predict", type="primary", key="predict_submit")
 
+
+def predict_explained(body: dict[str, Any]):
+    """POST /predict?explain=true; a model that cannot be explained (409) is asked again
+    without, and the page says why there are no factors."""
+    try:
+        return client.predict(body, explain=True)
+    except ApiError as error:
+        if error.status_code != 409:
+            raise
+        st.session_state[UNEXPLAINED_KEY] = str(error)
+        return client.predict(body)
+
+
 if submitted:
     st.session_state.pop(RESULT_KEY, None)
+    st.session_state.pop(UNEXPLAINED_KEY, None)
     try:
-        st.session_state[RESULT_KEY] = client.predict(
+        st.session_state[RESULT_KEY] = predict_explained(
             build_request(values, patient_nbr, encounter_id)
         )
     except FormError as error:
@@ -118,3 +135,7 @@ if submitted:
 
 if (result := st.session_state.get(RESULT_KEY)) is not None:
     show_prediction(result)
+    show_factors(result)
+    if unexplained := st.session_state.get(UNEXPLAINED_KEY):
+        st.info(f"No factors for this prediction: {unexplained}")
+    show_importance(load_settings())

@@ -1,12 +1,14 @@
 """Fixtures of the Streamlit UI tests: the app's folder on sys.path, and a stub of the
 inference API served over real HTTP (uvicorn in a thread) with canned answers.
 
-The stub follows the API contract: /health, /ready, /predict, /predict/batch, /model,
-/model/versions, /model/operating-points and /model/card (their figures made by the
-platform's own `assessment` and `card` from synthetic risks). Its `mode` switches every
-prediction and model endpoint to a failure:
+The stub follows the API contract: /health, /ready, /predict (with `explain=true`, an
+explanation), /predict/batch, /model, /model/versions, /model/importance,
+/model/operating-points and /model/card (their figures made by the platform's own
+`assessment` and `card` from synthetic risks). Its `mode` switches every prediction and
+model endpoint to a failure:
 `invalid` (422 with field details), `no_model` (503), `broken` (500), `slow` (answers
-after `slow_seconds`); `registry_down` only marks the registry unreachable in GET /model.
+after `slow_seconds`); `registry_down` only marks the registry unreachable in GET /model;
+`unexplainable` refuses explain=true (409) and GET /model/importance (409) only.
 It records the bodies it received, and each request's path with the client's port (one
 port for many requests: one connection, kept alive and reused).
 """
@@ -37,6 +39,31 @@ MODEL_REF = {"name": "diabetes-readmission", "version": "3", "alias": "productio
 PROBABILITIES = {"NO": 0.51, ">30": 0.33, "<30": 0.16}
 NO_MODEL = "no model loaded: train one with `make run` or `python -m readmission train`"
 CLASSES = ("NO", ">30", "<30")
+EXPLANATION = {
+    "target_class": "<30",
+    "unit": "log-odds",
+    "baseline": -2.2,
+    "score": -1.6,
+    "raising": [
+        {"feature": "number_inpatient", "value": 2, "contribution": 0.41},
+        {"feature": "admission_source_id_code", "value": "Emergency Room", "contribution": 0.2},
+    ],
+    "lowering": [{"feature": "race", "value": None, "contribution": -0.01}],
+    "note": None,
+}
+IMPORTANCE = {
+    "model": MODEL_REF,
+    "target_class": "<30",
+    "unit": "log-odds",
+    "method": "TreeSHAP (path-dependent)",
+    "rows": 2000,
+    "features": [
+        {"feature": "number_inpatient", "mean_abs_contribution": 0.3},
+        {"feature": "discharge_disposition_id_code", "mean_abs_contribution": 0.2},
+        {"feature": "age_years", "mean_abs_contribution": 0.05},
+    ],
+}
+UNEXPLAINABLE = "model v3 cannot be explained: no explanation method for X"
 MAX_BATCH = 1_000
 TIER_STARTS = {"high": 0.21, "medium": 0.14, "low": 0.0}
 
@@ -108,12 +135,14 @@ class StubApi:
     mode: str = "ok"
     slow_seconds: float = 2.0
     predict_bodies: list[dict[str, Any]] = field(default_factory=list)
+    predict_queries: list[str] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
     requests: list[tuple[str, int]] = field(default_factory=list)
 
     def reset(self) -> None:
         self.mode = "ok"
         self.predict_bodies.clear()
+        self.predict_queries.clear()
         self.batch_sizes.clear()
         self.requests.clear()
 
@@ -159,10 +188,14 @@ def build_stub_app(stub: StubApi) -> FastAPI:
         return _failure(stub) or {"status": "ready", "model": MODEL_REF}
 
     @app.post("/predict")
-    def predict(body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
+    def predict(request: Request, body: dict[str, Any] = Body(...)) -> Any:  # noqa: B008
         stub.predict_bodies.append(body)
+        stub.predict_queries.append(str(request.url.query))
         if failure := _failure(stub):
             return failure
+        explain = request.query_params.get("explain") == "true"
+        if explain and stub.mode == "unexplainable":
+            return JSONResponse({"detail": UNEXPLAINABLE}, status_code=409)
         if _too_many_labs(body):
             return _failure(StubApi(stub.url, mode="invalid"))
         known = body.get("patient_nbr") is not None
@@ -177,6 +210,7 @@ def build_stub_app(stub: StubApi) -> FastAPI:
                 "earlier_encounters": 1 if known else 0,
             },
             "model": MODEL_REF,
+            **({"explanation": EXPLANATION} if explain else {}),
         }
 
     @app.post("/predict/batch")
@@ -262,6 +296,13 @@ def build_stub_app(stub: StubApi) -> FastAPI:
         if format == "markdown":
             return PlainTextResponse(card.markdown(built), media_type="text/markdown")
         return built
+
+    @app.get("/model/importance")
+    def importance() -> Any:
+        if stub.mode == "unexplainable":
+            detail = "model v3 carries no global importance"
+            return JSONResponse({"detail": detail}, status_code=409)
+        return _failure(stub) or IMPORTANCE
 
     @app.get("/model/versions")
     def versions() -> Any:

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from readmission import synthetic
-from tests.ui.conftest import APP_PATH, NO_MODEL, StubApi
+from tests.ui.conftest import APP_PATH, NO_MODEL, UNEXPLAINABLE, StubApi
 
 PAGES = ("views/predict.py", "views/batch.py", "views/decision.py", "views/registry.py")
 
@@ -82,6 +82,38 @@ def test_submitting_the_form_shows_the_class_the_risk_and_the_model_version(
     assert body["encounter_id"] == 2278392
     assert any("earlier encounter" in c.value for c in app.caption)
     assert body["A1Cresult"] == "None"
+
+
+def test_the_prediction_shows_the_patients_top_factors_and_the_global_importance(
+    stub_api: StubApi,
+) -> None:
+    app = submit_form(open_page())
+    assert stub_api.predict_queries == ["explain=true"]
+    assert any(s.value == "Why this patient" for s in app.subheader)
+    factors = app.dataframe[0].value
+    assert factors["feature"].tolist() == [
+        "number_inpatient",
+        "admission_source_id_code",
+        "race",
+    ]
+    assert factors["value"].tolist() == ["2", "Emergency Room", "missing"]
+    assert factors["direction"].tolist() == ["raises the risk"] * 2 + ["lowers the risk"]
+    assert any("from the average patient's -2.200" in c.value for c in app.caption)
+    assert any("over 2,000 encounters of the validation split" in c.value for c in app.caption)
+    assert len(app.get("vega_lite_chart")) == 3  # probabilities, factors, importance
+    assert stub_api.calls("/model/importance") == 1
+    assert not app.error
+
+
+def test_a_model_that_cannot_be_explained_still_predicts_and_says_why(stub_api: StubApi) -> None:
+    stub_api.mode = "unexplainable"
+    app = submit_form(open_page())
+    assert stub_api.predict_queries == ["explain=true", ""]
+    assert {m.label: m.value for m in app.metric}["30-day readmission risk"] == "16.0%"
+    assert UNEXPLAINABLE in app.info[0].value
+    assert any("Global importance unavailable" in c.value for c in app.caption)
+    assert not any(s.value == "Why this patient" for s in app.subheader)
+    assert not app.error
 
 
 def test_the_prediction_stays_on_the_page_after_another_interaction(stub_api: StubApi) -> None:

@@ -525,3 +525,28 @@ def test_an_unreachable_registry_behind_the_served_model_is_a_warning() -> None:
     assert "keeps serving v3" in warning
     assert ui_logic.registry_warning({"version": "3", "registry": {"reachable": True}}) is None
     assert ui_logic.registry_warning({"version": "3"}) is None
+
+
+def test_factors_are_tabled_raising_first_with_missing_values_named() -> None:
+    from ui_logic import describe_explanation, factor_frame
+
+    from tests.ui.conftest import EXPLANATION
+
+    table = factor_frame(EXPLANATION)
+    assert table["contribution"].tolist() == [0.41, 0.2, -0.01]
+    assert table["value"].tolist() == ["2", "Emergency Room", "missing"]
+    assert factor_frame(None).empty
+    assert "log-odds" in describe_explanation(EXPLANATION)
+    assert "expired" in describe_explanation({**EXPLANATION, "note": "the encounter expired"})
+    assert describe_explanation(None) == ""
+
+
+def test_global_importance_is_tabled_most_important_first_and_checked() -> None:
+    from ui_logic import ApiError, importance_frame
+
+    from tests.ui.conftest import IMPORTANCE
+
+    table = importance_frame(IMPORTANCE, top=2)
+    assert table["feature"].tolist() == ["number_inpatient", "discharge_disposition_id_code"]
+    with pytest.raises(ApiError, match="no list of features"):
+        importance_frame({"features": None})

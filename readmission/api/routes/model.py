@@ -12,9 +12,11 @@ from readmission import card
 from readmission.api.deps import CurrentModel, ServicesDep
 from readmission.api.model_store import LoadedModel
 from readmission.api.schemas import (
+    Importance,
     Message,
     ModelCard,
     ModelDescription,
+    NoModel,
     OperatingPoints,
     ValidationProblems,
     Versions,
@@ -41,6 +43,38 @@ async def model(loaded: CurrentModel, services: ServicesDep) -> dict:
         "loaded_at": loaded.loaded_at,
         "described_at": described_at or loaded.loaded_at,
         "registry": _registry_status(services),
+    }
+
+
+@router.get(
+    "/model/importance",
+    response_model=Importance,
+    responses={
+        409: {"model": Message, "description": "The served model carries no global importance"},
+        503: {"model": NoModel, "description": "No model loaded yet"},
+    },
+    summary="Global importance of the served model's features (mean |contribution| to <30)",
+)
+async def importance(loaded: CurrentModel) -> dict | JSONResponse:
+    """Measured when the model was trained, on a sample of the valid split: each feature's
+    mean absolute contribution to the `<30` score (the unit of POST /predict?explain=true)."""
+    found = getattr(loaded.model, "importance_", None)
+    if not isinstance(found, dict) or not isinstance(found.get("features"), dict):
+        detail = (
+            f"model v{loaded.version} carries no global importance (trained before it was "
+            "measured): train and promote a new model"
+        )
+        return JSONResponse({"detail": detail}, status_code=409)
+    return {
+        "model": loaded.ref,
+        "target_class": found["target_class"],
+        "unit": found["unit"],
+        "method": found["method"],
+        "rows": found["rows"],
+        "features": [
+            {"feature": name, "mean_abs_contribution": value}
+            for name, value in found["features"].items()
+        ],
     }
 
 
