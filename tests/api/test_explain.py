@@ -22,7 +22,15 @@ from readmission.explain import Explanation, Factor
 from readmission.features import HISTORY
 from tests.api.test_predictor import GatedModel, _records
 
-PLAIN_KEYS = {"prediction", "probabilities", "readmission_30d_risk", "history", "model"}
+PLAIN_KEYS = {
+    "risk_tier",
+    "risk_tier_starts",
+    "prediction",
+    "probabilities",
+    "readmission_30d_risk",
+    "history",
+    "model",
+}
 ANONYMOUS = {**EXAMPLE, "patient_nbr": None}  # no history look-up: the record is all there is
 
 
