@@ -34,6 +34,11 @@ ROWS = 12_000
 BATCH = 150  # small batches: the kill lands among many committed transactions
 
 
+#: The race below is about the lock: the subgroup gate, which on 1,500 synthetic rows would
+#: decide on noise (pooled groups of a few dozen patients), is opened wide.
+OPEN_SUBGROUP_GATE = {"DECISION_SUBGROUP_TOLERANCE": 0.99}
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     return synthetic.write_csv(
@@ -188,7 +193,9 @@ print(json.dumps(pipeline.promote_best(candidates), default=str))
 @pytest.fixture(scope="module")
 def candidates(tmp_path_factory, tracking_server) -> tuple[Settings, list[dict]]:
     """A synthetic store and one logged candidate per family, worst first."""
-    settings = build_store(tmp_path_factory.mktemp("store"), tracking_server.url, rows=1_500)
+    settings = build_store(
+        tmp_path_factory.mktemp("store"), tracking_server.url, rows=1_500, **OPEN_SUBGROUP_GATE
+    )
     get_settings.cache_clear()
     logged = [
         pipeline.train_candidate(family, "quick", settings=settings)
@@ -209,6 +216,7 @@ def race(settings: Settings, racers: list[tuple[dict, float]], work: Path) -> li
         "DATA_DATABASE_URL": settings.database_url,
         "MLFLOW_TRACKING_URI": settings.mlflow.tracking_uri,
         "READMISSION_STATE_DIR": str(settings.store.state_dir),
+        **{name: str(value) for name, value in OPEN_SUBGROUP_GATE.items()},
     }
     command = [sys.executable, "-c", RACER]
     processes = [
