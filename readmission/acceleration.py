@@ -19,6 +19,10 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
+from readmission.cleaning import clean, clean_records
+from readmission.estimator import expired_mask
+from readmission.features import Columns
+
 log = logging.getLogger(__name__)
 SMALL_BATCH = 32  # rows; above this, scikit-learn's own loop is as fast (measured)
 
@@ -71,13 +75,19 @@ class CompiledTrees:
         return self.loss.predict_proba(self.raw(np.asarray(features, dtype=float)))
 
 
-class _FastPipeline:
-    """The fitted pipeline's transformers, then the compiled trees for small batches."""
+class FastPipeline:
+    """The fitted pipeline's transformers, then the compiled trees for small batches.
+
+    `encode` is the path without pandas: clean columns as arrays (`clean_records`) to the
+    model inputs and their codes, which scoring and explaining then share.
+    """
 
     def __init__(self, pipeline: Pipeline, compiled: CompiledTrees) -> None:
         self.pipeline = pipeline
         self.compiled = compiled
         self.classes_ = pipeline.classes_
+        steps = dict(pipeline.steps)
+        self._features, self._codes = steps["features"], steps["encode"]
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if len(frame) > SMALL_BATCH:
@@ -87,11 +97,33 @@ class _FastPipeline:
             features = step.transform(features)
         return self.compiled.predict_proba(features)
 
+    def encode(self, columns: Columns, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The model inputs (arrays by name) and the encoded matrix of `rows` clean
+        encounters given as columns."""
+        inputs = self._features.columns(columns, rows)
+        return inputs, self._codes.transform(inputs)
+
+
+def fast_path(model: Any) -> FastPipeline | None:
+    """The compiled pipeline of a model `accelerate` sped up, else None."""
+    pipeline = getattr(model, "pipeline_", None)
+    return pipeline if isinstance(pipeline, FastPipeline) else None
+
+
+def score_columns(model: Any, columns: Columns, rows: int) -> tuple[np.ndarray, dict, np.ndarray]:
+    """What `model.predict_proba` gives for clean columns, by the path without pandas, with
+    the model inputs and encoded matrix it computed (to explain the same rows)."""
+    fast = fast_path(model)
+    if fast is None:
+        raise ValueError("the model is not accelerated")
+    inputs, encoded = fast.encode(columns, rows)
+    proba = model.finish(fast.compiled.predict_proba(encoded), expired_mask(columns, rows))
+    return proba, inputs, encoded
+
 
 def sample_inputs(rows: int = SMALL_BATCH, seed: int = 0) -> pd.DataFrame:
     """Cleaned synthetic encounters with a varied history, to check a compiled model on."""
     from readmission import synthetic
-    from readmission.cleaning import clean
     from readmission.features import HISTORY
 
     frame = clean(synthetic.encounters(rows, seed=seed))
@@ -101,9 +133,22 @@ def sample_inputs(rows: int = SMALL_BATCH, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def accelerate(model: Any, sample: pd.DataFrame) -> Any:
+def sample_records(rows: int = SMALL_BATCH, seed: int = 0) -> list[dict]:
+    """Raw synthetic encounters as records (as a client sends them), with a history."""
+    from readmission import synthetic
+    from readmission.features import HISTORY
+
+    records = synthetic.encounters(rows, seed=seed).to_dict("records")
+    rng = np.random.default_rng(seed)
+    for record in records:
+        record.update({name: float(rng.integers(0, 4)) for name in HISTORY})
+    return records
+
+
+def accelerate(model: Any, sample: pd.DataFrame, records: list[dict] | None = None) -> Any:
     """`model` with its gradient-boosting step compiled, if that gives scikit-learn's
-    answers on `sample` (to 1e-9); otherwise `model` itself, unchanged."""
+    answers on `sample` (to 1e-9), and the path without pandas (`score_columns`) gives them
+    on raw `records` (synthetic ones by default); otherwise `model` itself, unchanged."""
     pipeline = getattr(model, "pipeline_", None)
     if not isinstance(pipeline, Pipeline):
         return model
@@ -113,12 +158,22 @@ def accelerate(model: Any, sample: pd.DataFrame) -> Any:
     try:
         compiled = CompiledTrees(final)
         faster = copy.copy(model)
-        faster.pipeline_ = _FastPipeline(pipeline, compiled)
+        faster.pipeline_ = FastPipeline(pipeline, compiled)
         for rows in (sample.iloc[:1], sample.iloc[: min(len(sample), SMALL_BATCH)]):
             if not np.allclose(
                 faster.predict_proba(rows), model.predict_proba(rows), rtol=0, atol=1e-9
             ):
                 log.warning("compiled trees disagree with scikit-learn; serving the original")
+                return model
+        records = sample_records() if records is None else records
+        for part in (records[:1], records[:SMALL_BATCH]):
+            if not np.allclose(
+                score_columns(faster, clean_records(part), len(part))[0],
+                model.predict_proba(clean(pd.DataFrame.from_records(part))),
+                rtol=0,
+                atol=1e-9,
+            ):
+                log.warning("the path without pandas disagrees with the pipeline; serving it")
                 return model
     except Exception as exc:  # noqa: BLE001 - the original model always works
         log.warning("could not compile the model's trees (%s); serving the original", exc)

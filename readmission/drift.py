@@ -16,6 +16,7 @@ moderate one, and over 0.2 as a shift worth a look (the default alert threshold)
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,13 @@ def _width(entry: dict) -> int:
     return len(entry["categories"]) + 2
 
 
-def _bins(entry: dict, values: pd.Series) -> np.ndarray:
+def _bins(entry: dict, values: pd.Series | np.ndarray) -> np.ndarray:
     if entry["kind"] == "numeric":
-        numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+            numbers = values.astype(float)
+        else:
+            numbers = pd.Series(values).pipe(pd.to_numeric, errors="coerce")
+            numbers = numbers.to_numpy(dtype=float, na_value=np.nan)
         bins = np.searchsorted(np.asarray(entry["edges"], dtype=float), numbers, side="right")
         return np.where(np.isnan(numbers), len(entry["edges"]) + 1, bins).astype(np.intp)
     index = {category: i for i, category in enumerate(entry["categories"])}
@@ -81,7 +86,7 @@ def _bins(entry: dict, values: pd.Series) -> np.ndarray:
     return np.fromiter(
         (
             missing if v is None or v != v else index.get(str(v), unseen)
-            for v in values.to_numpy(dtype=object)
+            for v in np.asarray(values, dtype=object)
         ),
         dtype=np.intp,
         count=len(values),
@@ -114,11 +119,15 @@ class DriftMonitor:
     def rows(self) -> int:
         return self._filled
 
-    def observe(self, frame: pd.DataFrame) -> None:
-        """Add scored rows (cleaned encounters) to the window, dropping the oldest."""
-        if frame.empty:
+    def observe(
+        self, frame: pd.DataFrame | Mapping[str, np.ndarray], rows: int | None = None
+    ) -> None:
+        """Add scored rows (cleaned encounters, as a frame or `rows` of clean columns as
+        arrays) to the window, dropping the oldest."""
+        rows = len(frame) if rows is None else rows
+        if rows == 0:
             return
-        missing = pd.Series(np.nan, index=frame.index)
+        missing = np.full(rows, np.nan)
         binned = np.stack(
             [_bins(self.entries[n], frame.get(n, missing)) for n in self.names],
             axis=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,20 @@ NO_READMISSION = "NO"
 WEIGHT_GRID = tuple(float(w) for w in np.round(np.geomspace(0.5, 8.0, 17), 3))
 
 
-def expired_mask(frame: pd.DataFrame) -> np.ndarray:
-    """Which encounters ended in death (`expired`; a frame without the column: none)."""
+def expired_mask(
+    frame: pd.DataFrame | Mapping[str, np.ndarray], rows: int | None = None
+) -> np.ndarray:
+    """Which encounters ended in death (`expired`; without the column: none), of a frame or
+    of clean columns as arrays (`rows` of them)."""
+    rows = len(frame) if rows is None else rows
     if EXPIRED not in frame:
-        return np.zeros(len(frame), dtype=bool)
-    return frame[EXPIRED].fillna(False).astype(bool).to_numpy()
+        return np.zeros(rows, dtype=bool)
+    values = frame[EXPIRED]
+    if isinstance(values, np.ndarray) and values.dtype == bool:
+        return values
+    if not isinstance(values, pd.Series):
+        values = pd.Series(np.asarray(values, dtype=object))
+    return values.fillna(False).astype(bool).to_numpy()
 
 
 class ReadmissionModel(ClassifierMixin, BaseEstimator):
@@ -60,11 +70,14 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        proba = self.pipeline_.predict_proba(frame)
+        return self.finish(self.pipeline_.predict_proba(frame), expired_mask(frame))
+
+    def finish(self, proba: np.ndarray, expired: np.ndarray) -> np.ndarray:
+        """The pipeline's probabilities `proba` recalibrated (if the model is) and with
+        the death rule applied to the `expired` rows: what `predict_proba` returns."""
         recalibration = getattr(self, "recalibration_", None)
         if recalibration is not None:
             proba = recalibrate(proba, recalibration["scale"], recalibration["bias"])
-        expired = expired_mask(frame)
         if expired.any():
             proba[expired] = (self.classes_ == NO_READMISSION).astype(float)
         return proba

@@ -26,6 +26,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from readmission import schema
-from readmission.cleaning import EXPIRED
+from readmission.estimator import expired_mask
 from readmission.features import CATEGORICAL, NUMERIC
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,21 @@ class Explainer:
     def explain(self, frame: pd.DataFrame, top: int = TOP) -> list[Explanation]:
         """The `top` features raising and lowering each encounter's `<30` score."""
         inputs, encoded = self.encode(frame)
+        columns = {name: inputs[name].to_numpy(dtype=object) for name in self.features}
+        return self.explain_encoded(columns, encoded, expired_mask(frame), top)
+
+    def explain_encoded(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        encoded: Any,
+        expired: np.ndarray,
+        top: int = TOP,
+    ) -> list[Explanation]:
+        """`explain` from what scoring already computed: the model inputs (arrays by
+        name), the encoded matrix and which rows ended in death."""
         values, baseline, score = self._method.contributions(encoded)
-        expired = (
-            frame[EXPIRED].fillna(False).astype(bool).to_numpy()
-            if EXPIRED in frame
-            else np.zeros(len(frame), dtype=bool)
-        )
         out = []
-        for row in range(len(frame)):
+        for row in range(len(expired)):
             if expired[row]:
                 out.append(Explanation(self.unit, 0.0, 0.0, note=EXPIRED_NOTE))
                 continue
@@ -161,8 +169,7 @@ class Explainer:
 
             def factor(i: int, row: int = row) -> Factor:
                 name = self.features[i]
-                shown = readable(name, inputs[name].iloc[row])
-                return Factor(name, shown, float(values[row, i]))
+                return Factor(name, readable(name, inputs[name][row]), float(values[row, i]))
 
             out.append(
                 Explanation(
@@ -371,9 +378,7 @@ def _method_for(classifier, encoder, class_index: int, model: Any):
 
 
 def _not_expired(frame: pd.DataFrame) -> pd.DataFrame:
-    if EXPIRED not in frame:
-        return frame
-    return frame.loc[~frame[EXPIRED].fillna(False).astype(bool)]
+    return frame.loc[~expired_mask(frame)]
 
 
 def feature_means(model: Any, frame: pd.DataFrame) -> list[float] | None:

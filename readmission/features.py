@@ -8,6 +8,8 @@ may omit (they count as none). Identifiers and the target never enter a model.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -61,6 +63,9 @@ HIGH_CARDINALITY: tuple[str, ...] = tuple(f"{diag}_category" for diag in _DIAGNO
 #: 0.674 on valid with them); the chapters carry the diagnoses instead.
 TREE_CATEGORICAL: tuple[str, ...] = tuple(c for c in CATEGORICAL if c not in HIGH_CARDINALITY)
 
+#: Columns by name: a pandas frame, or numpy arrays (the API's small batches, no frame).
+Columns = pd.DataFrame | Mapping[str, np.ndarray]
+
 
 def add_history(encounters: pd.DataFrame) -> pd.DataFrame:
     """Add `HISTORY` to cleaned encounters: what the patient's earlier encounters in the
@@ -101,9 +106,13 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(self.columns(frame, len(frame)), index=frame.index)
+
+    def columns(self, frame: Columns, n: int) -> dict[str, np.ndarray]:
+        """The model inputs of `n` cleaned encounters, given as a frame or as the arrays
+        of `readmission.cleaning.clean_records` (the API's small batches), by name."""
         # numpy arrays, not pandas operations: one request is one row, and per-operation
         # overhead would dominate (20 ms a row with Series arithmetic, <2 ms this way)
-        n = len(frame)
         out: dict[str, np.ndarray] = {}
         for column in schema.columns_of(schema.Kind.CATEGORY):
             out[column.key] = _text(frame, column.key, n)
@@ -129,19 +138,17 @@ class EncounterFeatures(TransformerMixin, BaseEstimator):
         groups = np.stack([out[g] for g in DIAGNOSIS_GROUPS.values()], axis=1)
         for chapter in ICD9_GROUPS:
             out[f"diagnoses_{chapter}"] = (groups == chapter).sum(axis=1).astype(float)
-        return pd.DataFrame(
-            {name: out[name] for name in (*CATEGORICAL, *NUMERIC)}, index=frame.index
-        )
+        return {name: out[name] for name in (*CATEGORICAL, *NUMERIC)}
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:  # noqa: ARG002
         return np.asarray([*CATEGORICAL, *NUMERIC], dtype=object)
 
 
-def _text(frame: pd.DataFrame, name: str, n: int) -> np.ndarray:
+def _text(frame: Columns, name: str, n: int) -> np.ndarray:
     """A text column as an object array, NaN (never None) for missing."""
     if name not in frame:
         return np.full(n, np.nan, dtype=object)
-    values = frame[name].to_numpy(dtype=object)
+    values = np.asarray(frame[name], dtype=object)
     missing = pd.isna(values)
     if missing.any():
         values = values.copy()
@@ -149,10 +156,14 @@ def _text(frame: pd.DataFrame, name: str, n: int) -> np.ndarray:
     return values
 
 
-def _number(frame: pd.DataFrame, name: str, n: int) -> np.ndarray:
+def _number(frame: Columns, name: str, n: int) -> np.ndarray:
     if name not in frame:
         return np.full(n, np.nan)
     values = frame[name]
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(float)
+    if not isinstance(values, pd.Series):
+        values = pd.Series(values)
     if values.dtype.kind in "fiub":
         return values.to_numpy(dtype=float, na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
@@ -195,19 +206,22 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         self.n_features_in_ = frame.shape[1]
         return self
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        n = len(frame)
+    def transform(self, frame: Columns) -> np.ndarray:
+        """The codes of a frame, or of `EncounterFeatures.columns` arrays."""
+        n = len(frame) if isinstance(frame, pd.DataFrame) else len(frame[self.numeric[0]])
         out = np.empty((n, len(self.categorical) + len(self.numeric)), dtype=float)
         for i, name in enumerate(self.categorical):
-            values = frame[name].to_numpy(dtype=object)
+            values = np.asarray(frame[name], dtype=object)
             if n <= 64:
                 codes = self.codes_[name]
                 out[:, i] = [codes.get(v, np.nan) if isinstance(v, str) else np.nan for v in values]
             else:
                 found = pd.Index(self.categories_[name]).get_indexer(values)
                 out[:, i] = np.where(found < 0, np.nan, found)
-        if self.numeric:
+        if self.numeric and isinstance(frame, pd.DataFrame):
             out[:, len(self.categorical) :] = frame[list(self.numeric)].to_numpy(dtype=float)
+        elif self.numeric:
+            out[:, len(self.categorical) :] = np.column_stack([frame[n] for n in self.numeric])
         return out
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:  # noqa: ARG002

@@ -76,6 +76,17 @@ def forget_registry() -> None:
     model_importance.clear()
 
 
+def titled_with_refresh(title: str, key: str) -> Any:
+    """The page's title, and a Refresh button beside the column it returns (for the page's
+    header): Refresh forgets what was read from the API, so the page asks again."""
+    st.title(title)
+    head, refresh = st.columns([4, 1])
+    with refresh:
+        if st.button("Refresh", key=key):
+            forget_registry()
+    return head
+
+
 #: Streamlit's colour of each class: the sooner the readmission, the hotter.
 CLASS_COLORS = {"NO": "green", ">30": "orange", "<30": "red"}
 

@@ -53,21 +53,8 @@ NUMERIC_DATATYPES = (
     "FP32",
     "FP64",
 )
-Datatype = Literal[
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-]
+#: Every tensor datatype of the protocol (`Literal` takes a tuple as its arguments).
+Datatype = Literal[("BOOL", *NUMERIC_DATATYPES, TEXT_DATATYPE)]
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 OUTPUT_NAMES = (PREDICT, PREDICT_PROBA)
 #: The request's columns (everything an encounter may carry but the target).

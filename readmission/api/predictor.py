@@ -30,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from readmission import schema
+from readmission.acceleration import SMALL_BATCH, fast_path, score_columns
 from readmission.api.history import History
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
-from readmission.cleaning import clean
+from readmission.cleaning import clean, clean_records
+from readmission.estimator import expired_mask
 from readmission.explain import Explanation
 from readmission.features import HISTORY
 from readmission.text import short_error
@@ -187,16 +189,39 @@ class Predictor:
         self, loaded: LoadedModel, records: list[dict], explained: list[bool] | None = None
     ) -> list[Scored]:
         started = time.perf_counter()
-        frame = clean(pd.DataFrame.from_records(records))
         history = self._history(records)
-        for name in HISTORY:
-            frame[name] = [h.figures[name] for h in history]
-        proba = loaded.model.predict_proba(frame)
+        wanted = [i for i, want in enumerate(explained or []) if want]
+        if loaded.explainer is None:
+            wanted = []
+        if fast_path(loaded.model) is not None and len(records) <= SMALL_BATCH:
+            # the path without pandas: clean columns as arrays, encoded once for the model
+            # and for the explanations (checked against the pipeline when the model loaded)
+            observed = clean_records(records)
+            for name in HISTORY:
+                observed[name] = np.array([h.figures[name] for h in history], dtype=float)
+            proba, inputs, encoded = score_columns(loaded.model, observed, len(records))
+            found = (
+                loaded.explainer.explain_encoded(
+                    {name: values[wanted] for name, values in inputs.items()},
+                    encoded[wanted],
+                    expired_mask(observed, len(records))[wanted],
+                )
+                if wanted
+                else []
+            )
+        else:
+            observed = clean(pd.DataFrame.from_records(records))
+            for name in HISTORY:
+                observed[name] = [h.figures[name] for h in history]
+            proba = loaded.model.predict_proba(observed)
+            found = loaded.explainer.explain(observed.iloc[wanted]) if wanted else []
+        explanations: list[Explanation | None] = [None] * len(records)
+        for i, explanation in zip(wanted, found, strict=True):
+            explanations[i] = explanation
         predicted = loaded.model.decide(proba)
         classes = [str(c) for c in loaded.model.classes_]
         order = [classes.index(c) for c in CLASSES]
         proba = np.round(proba[:, order], 6)
-        explanations = self._explanations(loaded, frame, explained)
         tiers, lt30 = loaded.tiers, CLASSES.index("<30")
         answers = [
             Scored(
@@ -210,7 +235,7 @@ class Predictor:
         ]
         self.metrics.batch_rows.observe(len(records))
         if loaded.drift is not None:
-            loaded.drift.observe(frame)
+            loaded.drift.observe(observed, len(records))
             if time.monotonic() >= self._drift_due:  # scores at most once a second
                 self._drift_due = time.monotonic() + 1.0
                 self.metrics.drift(loaded.drift.scores(), loaded.drift.rows)
@@ -218,19 +243,6 @@ class Predictor:
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))
         log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
         return answers
-
-    @staticmethod
-    def _explanations(
-        loaded: LoadedModel, frame: pd.DataFrame, explained: list[bool] | None
-    ) -> list[Explanation | None]:
-        """The explanations of the rows whose request asked for them (None for the others)."""
-        out: list[Explanation | None] = [None] * len(frame)
-        if not explained or not any(explained) or loaded.explainer is None:
-            return out
-        rows = [i for i, wanted in enumerate(explained) if wanted]
-        for i, explanation in zip(rows, loaded.explainer.explain(frame.iloc[rows]), strict=True):
-            out[i] = explanation
-        return out
 
     def _history(self, records: list[dict]) -> list[History]:
         """History of each record; none while the store is failing (retried every few

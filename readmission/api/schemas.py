@@ -295,7 +295,7 @@ class Factor(BaseModel):
     """One feature's part in the encounter's `<30` score."""
 
     feature: str = Field(description="The model input (after the pipeline's features step)")
-    value: str | float | None = Field(
+    value: str | int | float | None = Field(
         description="The patient's value: a category's text, a code's label or a number; "
         "null when missing or unknown to the model"
     )

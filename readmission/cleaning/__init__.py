@@ -68,6 +68,7 @@ from readmission.cleaning.rules import (
     RULES_VERSION,
     CleaningReport,
     clean,
+    clean_records,
     clean_with_report,
     map_icd9_chapters,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "Icd9Chapter",
     "SqlType",
     "clean",
+    "clean_records",
     "clean_with_report",
     "icd9_chapter",
     "map_icd9_chapters",

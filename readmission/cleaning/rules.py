@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,6 +113,14 @@ _CODE_SETS: Mapping[str, tuple[np.ndarray, np.ndarray]] = {
 _EXPIRED = np.array(sorted(schema.EXPIRED_DISPOSITIONS), dtype=float)
 
 
+#: The clean columns that hold text (categories, ICD-9 codes and their groups).
+_TEXT_KEYS: tuple[str, ...] = (
+    *(key for key, _ in _KEYED if key in _CATEGORY_RULES),
+    *DIAGNOSIS_GROUPS,
+    *DIAGNOSIS_GROUPS.values(),
+)
+
+
 @dataclass(frozen=True)
 class CleaningReport:
     """What cleaning set to missing, per column key (only columns with a non-zero count).
@@ -165,45 +174,21 @@ def clean(frame: pd.DataFrame) -> pd.DataFrame:
 
 def clean_with_report(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
     """The cleaned copy of a raw frame and the count of what the rules set to missing."""
-    positions = _schema_positions(frame)
+    positions = _schema_positions(frame.columns)
     rows = len(frame)
     few = rows <= _FEW_ROWS
     matrix = frame.to_numpy(dtype=object) if few else None
-    invalid: dict[str, int] = {}
-    unknown: dict[str, int] = {}
-    cleaned: dict[str, object] = {}
 
-    for key, column in _KEYED:
-        raw: Raw
+    def raw_of(key: str) -> Raw:
         if key not in positions:
-            raw = np.full(rows, np.nan, dtype=object) if few else pd.Series(np.full(rows, np.nan))
-        elif matrix is not None:
-            raw = matrix[:, positions[key]]
-        else:
-            raw = frame.iloc[:, positions[key]]
+            return np.full(rows, np.nan, dtype=object) if few else pd.Series(np.full(rows, np.nan))
+        if matrix is not None:
+            return matrix[:, positions[key]]
+        return frame.iloc[:, positions[key]]
 
-        if column.kind is Kind.IDENTIFIER:
-            cleaned[key], flags = _identifiers(raw)
-        elif column.kind is Kind.COUNT:
-            cleaned[key], flags = _counts(raw, column)
-        elif column.kind is Kind.CODE:
-            cleaned[key], flags, codes = _codes(raw, key)
-            if key == "discharge_disposition_id":
-                cleaned[EXPIRED] = np.isin(codes, _EXPIRED)
-        elif column.kind is Kind.DIAGNOSIS:
-            codes, groups, flags = _diagnoses(raw)
-            cleaned[key] = pd.array(codes, dtype=_STR)
-            cleaned[DIAGNOSIS_GROUPS[key]] = pd.array(groups, dtype=_STR)
-        else:
-            values, flags = per_value(raw, _CATEGORY_RULES[key], _CATEGORY_RULES[key](None))
-            cleaned[key] = pd.array(values, dtype=_STR)
-            if key == "age":
-                cleaned[AGE_YEARS] = _age_years(values)
-
-        for counts, flag in ((invalid, INVALID), (unknown, UNKNOWN)):
-            if found := int(np.count_nonzero(flags == flag)):
-                counts[key] = found
-
+    cleaned, report = _clean(raw_of, rows)
+    for key in _TEXT_KEYS:
+        cleaned[key] = pd.array(cleaned[key], dtype=_STR)
     result = pd.DataFrame({key: cleaned[key] for key in CLEAN_KEYS}, index=frame.index, copy=False)
     schema_positions = set(positions.values())
     kept = [
@@ -213,7 +198,62 @@ def clean_with_report(frame: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport
     ]
     if kept:
         result = pd.concat([result, frame.iloc[:, kept]], axis=1)
-    return result, CleaningReport(rows=rows, invalid=invalid, unknown=unknown)
+    return result, report
+
+
+def clean_records(records: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+    """The clean columns of a few raw records (dicts keyed by any accepted spelling), as
+    numpy arrays by clean key, without a pandas frame: what `clean` gives for
+    `pd.DataFrame.from_records(records)` (text as str or NaN in object arrays, numbers as
+    float64, identifiers as Int64 arrays), for the API's small batches, where building and
+    reading frames costs more than the rules. Other columns pass through, as object arrays."""
+    rows = len(records)
+    names = list(dict.fromkeys(name for record in records for name in record))
+    positions = _schema_positions(names)
+    missing = np.nan
+
+    def raw_of(key: str) -> Raw:
+        if key not in positions:
+            return np.full(rows, np.nan, dtype=object)
+        name = names[positions[key]]
+        return np.array([record.get(name, missing) for record in records], dtype=object)
+
+    cleaned = _clean(raw_of, rows)[0]
+    schema_positions = set(positions.values())
+    return {key: cleaned[key] for key in CLEAN_KEYS} | {
+        name: np.array([record.get(name, missing) for record in records], dtype=object)
+        for i, name in enumerate(names)
+        if i not in schema_positions and name not in DERIVED_KEYS
+    }
+
+
+def _clean(raw_of: Callable[[str], Raw], rows: int) -> tuple[dict[str, Any], CleaningReport]:
+    """Every rule on every schema column, read by `raw_of(key)`: the clean columns by key
+    (text as object arrays) and the report."""
+    invalid: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+    cleaned: dict[str, Any] = {}
+    for key, column in _KEYED:
+        raw = raw_of(key)
+        if column.kind is Kind.IDENTIFIER:
+            cleaned[key], flags = _identifiers(raw)
+        elif column.kind is Kind.COUNT:
+            cleaned[key], flags = _counts(raw, column)
+        elif column.kind is Kind.CODE:
+            cleaned[key], flags, codes = _codes(raw, key)
+            if key == "discharge_disposition_id":
+                cleaned[EXPIRED] = np.isin(codes, _EXPIRED)
+        elif column.kind is Kind.DIAGNOSIS:
+            cleaned[key], cleaned[DIAGNOSIS_GROUPS[key]], flags = _diagnoses(raw)
+        else:
+            cleaned[key], flags = per_value(raw, _CATEGORY_RULES[key], _CATEGORY_RULES[key](None))
+            if key == "age":
+                cleaned[AGE_YEARS] = _age_years(cleaned[key])
+
+        for counts, flag in ((invalid, INVALID), (unknown, UNKNOWN)):
+            if found := int(np.count_nonzero(flags == flag)):
+                counts[key] = found
+    return cleaned, CleaningReport(rows=rows, invalid=invalid, unknown=unknown)
 
 
 def map_icd9_chapters(codes: pd.Series) -> pd.Series:
@@ -222,15 +262,16 @@ def map_icd9_chapters(codes: pd.Series) -> pd.Series:
     return pd.Series(pd.array(groups, dtype=_STR), index=codes.index, name=codes.name)
 
 
-def _schema_positions(frame: pd.DataFrame) -> dict[str, int]:
-    """Position of each schema column in the frame, by key; refuses two spellings of one."""
+def _schema_positions(names: Sequence[object]) -> dict[str, int]:
+    """Position of each schema column among column names, by key; refuses two spellings
+    of one."""
     positions: dict[str, int] = {}
-    for i, name in enumerate(frame.columns):
+    for i, name in enumerate(names):
         key = _ALIASES.get(name) if isinstance(name, str) else None
         if key is None:
             continue
         if key in positions:
-            first = frame.columns[positions[key]]
+            first = names[positions[key]]
             raise schema.SchemaError(f"columns {first!r} and {name!r} are both {key!r}")
         positions[key] = i
     return positions

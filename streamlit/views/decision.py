@@ -5,15 +5,11 @@ model card (GET /model/operating-points, GET /model/card)."""
 from __future__ import annotations
 
 import streamlit as st
-from ui_components import forget_registry, model_card, operating_points, show_api_error
+from ui_components import model_card, operating_points, show_api_error, titled_with_refresh
 from ui_logic import ApiError, load_settings, operating_points_frame
 
 settings = load_settings()
-st.title("Decision support")
-head, refresh = st.columns([4, 1])
-with refresh:
-    if st.button("Refresh", key="decision_refresh"):
-        forget_registry()
+head = titled_with_refresh("Decision support", key="decision_refresh")
 with head:
     st.write(
         "If a care manager calls the discharges with the highest 30-day risk first, how many "

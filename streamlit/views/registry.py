@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
-from ui_components import forget_registry, model_versions, served_model, show_api_error
+from ui_components import model_versions, served_model, show_api_error, titled_with_refresh
 from ui_logic import (
     METRIC_COLUMNS,
     ApiError,
@@ -40,11 +40,7 @@ def show_served(model: dict[str, Any]) -> None:
 
 
 settings = load_settings()
-st.title("Model registry")
-head, refresh = st.columns([4, 1])
-with refresh:
-    if st.button("Refresh", key="registry_refresh"):
-        forget_registry()
+head = titled_with_refresh("Model registry", key="registry_refresh")
 
 served: dict[str, Any] | None = None
 try:

@@ -82,6 +82,26 @@ def test_the_values_are_what_the_patient_has_in_words(world):
         assert shown["admission_type_id_code"] == "Emergency"
 
 
+def test_whole_numbers_are_shown_as_integers(world):
+    """A count the patient has (4 inpatient visits) reads 4 in the answer, not 4.0."""
+    records = [
+        {**ANONYMOUS, "number_inpatient": n, "time_in_hospital": t, "num_medications": m}
+        for n, t, m in ((4, 9, 30), (0, 1, 5), (2, 12, 45))
+    ]
+    answer = world.client.post("/predict/batch?explain=true", json={"encounters": records})
+    assert answer.status_code == 200, answer.text
+    numbers = [
+        factor["value"]
+        for prediction in answer.json()["predictions"]
+        for way in ("raising", "lowering")
+        for factor in prediction["explanation"][way]
+        if isinstance(factor["value"], int | float)
+    ]
+    assert numbers, "no numeric factor among the top ones: the test shows nothing"
+    for value in numbers:
+        assert isinstance(value, int) or not float(value).is_integer(), numbers
+
+
 def test_without_explain_the_answer_is_unchanged(world):
     for params in ({}, {"explain": "false"}):
         body = world.client.post("/predict", params=params, json=ANONYMOUS).json()

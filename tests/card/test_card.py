@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pandas as pd
-
-from readmission import assessment, card
+from readmission import card
+from tests.support.assessments import synthetic_assessment
 
 
 def _assessed() -> dict:
-    rng = np.random.default_rng(0)
-    n = 4_000
-    risk = {s: 1 / (1 + np.exp(-rng.normal(-2.2, 0.8, n))) for s in ("valid", "test")}
-    y = {s: rng.random(n) < risk[s] for s in risk}
-    frame = pd.DataFrame(
-        {
-            "race": rng.choice(["Caucasian", "AfricanAmerican"], n),
-            "gender": rng.choice(["Female", "Male"], n),
-            "age": rng.choice(["[60-70)", "[70-80)"], n),
-        }
-    )
-    return assessment.assess(risk, y, frame, np.arange(n) // 2, resamples=50)
+    return synthetic_assessment(4_000, rows_per_patient=2, resamples=50)
 
 
 DESCRIBED = {

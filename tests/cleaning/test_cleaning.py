@@ -14,6 +14,7 @@ from readmission.cleaning import (
     ICD9_CHAPTERS,
     ICD9_GROUPS,
     clean,
+    clean_records,
     clean_with_report,
     icd9_chapter,
     map_icd9_chapters,
@@ -239,6 +240,54 @@ def test_few_and_many_rows_are_cleaned_alike() -> None:
     expected = pd.concat([few_clean] * 5, ignore_index=True)
     pd.testing.assert_frame_equal(many_clean, expected)
     assert many_report.invalid == {key: 5 * n for key, n in few_report.invalid.items()}
+
+
+def assert_columns_equal_frame(columns: dict[str, np.ndarray], frame: pd.DataFrame) -> None:
+    """Clean columns as arrays hold what the cleaned frame holds, column by column."""
+    assert list(columns) == list(frame.columns)
+    for key in frame.columns:
+        expected = frame[key].to_numpy(dtype=object)
+        got = np.asarray(columns[key], dtype=object)
+        assert len(got) == len(expected), key
+        for want, have in zip(expected, got, strict=True):
+            if pd.isna(want):
+                assert pd.isna(have), (key, want, have)
+            else:
+                assert want == have, (key, want, have)
+                assert type(want) is type(have), (key, want, have)
+    assert not any(v is None for key in TEXT_KEYS for v in columns[key]), "None in text"
+
+
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_records_are_cleaned_as_their_frame_is(rows: int) -> None:
+    """The API's path without pandas: every rule, every messy value, extra columns."""
+    records = (messy_frame().to_dict("records") * 7)[:rows]
+    records[0]["extra_field"] = "kept"
+    expected = clean(pd.DataFrame.from_records(records))
+    assert_columns_equal_frame(clean_records(records), expected)
+
+
+def test_api_records_with_missing_fields_are_cleaned_as_their_frame_is() -> None:
+    records = [
+        {"race": "Caucasian", "gender": "Female", "age": "[50-60)", "A1Cresult": None},
+        {"race": None, "time_in_hospital": 4, "diag_1": None, "diabetesMed": "Yes"},
+        {"num_medications": 13.0, "admission_type_id": 1, "diag_2": 250.01},
+    ]
+    expected = clean(pd.DataFrame.from_records(records))
+    assert_columns_equal_frame(clean_records(records), expected)
+
+
+def test_two_spellings_of_one_column_in_records_are_refused() -> None:
+    with pytest.raises(schema.SchemaError, match="both"):
+        clean_records([{"A1Cresult": "None"}, {"a1cresult": "Norm"}])
+
+
+def test_real_records_are_cleaned_as_their_frame_is() -> None:
+    raw = pd.read_csv(require_real_csv(), dtype=str, keep_default_na=False, nrows=3_000)
+    records = raw.to_dict("records")
+    for start in range(0, len(records), 32):
+        part = records[start : start + 32]
+        assert_columns_equal_frame(clean_records(part), clean(pd.DataFrame.from_records(part)))
 
 
 # --- rule 1: missing markers ----------------------------------------------------------

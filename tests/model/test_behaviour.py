@@ -10,9 +10,20 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from readmission import evaluation, pipeline, training
+from readmission import evaluation, explain, pipeline, training
+from readmission.acceleration import (
+    SMALL_BATCH,
+    accelerate,
+    fast_path,
+    sample_inputs,
+    score_columns,
+)
+from readmission.cleaning import clean_records
+from readmission.estimator import expired_mask
+from readmission.features import HISTORY
 from readmission.settings import Settings
 from tests.support.tools import require_real_csv
 
@@ -83,3 +94,32 @@ def test_the_test_split_does_not_drift_from_the_training_reference(trained):
     monitor.observe(data.inputs("test").sample(5_000, random_state=0))
     scores = monitor.scores()
     assert max(scores.values()) < 0.05, sorted(scores.items(), key=lambda kv: -kv[1])[:3]
+
+
+def test_the_path_without_pandas_gives_the_pipelines_answers_on_the_real_test_split(trained):
+    """The API's small batches: raw records -> clean columns as arrays -> compiled trees,
+    and the explanations from the same encoded rows, equal the pandas pipeline's (1e-9)."""
+    candidate, data = trained
+    model = candidate.model
+    faster = accelerate(model, sample_inputs())
+    assert fast_path(faster) is not None
+    test = data.frames["test"]
+    raw = pd.read_csv(require_real_csv(), dtype=str, keep_default_na=False)
+    raw = raw.set_index(raw["encounter_id"].astype(int)).loc[test["encounter_id"].astype(int)]
+    records = raw.to_dict("records")
+    expected = model.predict_proba(test)
+    explainer = explain.Explainer(model)
+    explained = 0
+    for start in range(0, len(records), SMALL_BATCH):
+        part = records[start : start + SMALL_BATCH]
+        columns = clean_records(part)
+        for name in HISTORY:
+            columns[name] = test[name].to_numpy(dtype=float)[start : start + len(part)]
+        proba, inputs, encoded = score_columns(faster, columns, len(part))
+        np.testing.assert_allclose(proba, expected[start : start + len(part)], rtol=0, atol=1e-9)
+        if start % (50 * SMALL_BATCH) == 0:  # explanations of a sample of batches
+            ours = explainer.explain_encoded(inputs, encoded, expired_mask(columns, len(part)))
+            reference = explainer.explain(test.iloc[start : start + len(part)])
+            assert [e.to_dict() for e in ours] == [e.to_dict() for e in reference]
+            explained += len(part)
+    assert explained >= 300

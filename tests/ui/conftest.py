@@ -70,23 +70,9 @@ TIER_STARTS = {"high": 0.21, "medium": 0.14, "low": 0.0}
 
 def _assessed() -> dict[str, Any]:
     """An assessment as training makes one, of synthetic risks."""
-    import numpy as np
-    import pandas as pd
+    from tests.support.assessments import synthetic_assessment
 
-    from readmission import assessment
-
-    rng = np.random.default_rng(0)
-    n = 3_000
-    risk = {s: 1 / (1 + np.exp(-rng.normal(-2.2, 0.8, n))) for s in ("valid", "test")}
-    y = {s: rng.random(n) < risk[s] for s in risk}
-    frame = pd.DataFrame(
-        {
-            "race": rng.choice(["Caucasian", "AfricanAmerican"], n),
-            "gender": rng.choice(["Female", "Male"], n),
-            "age": rng.choice(["[60-70)", "[70-80)"], n),
-        }
-    )
-    return assessment.assess(risk, y, frame, np.arange(n), resamples=30)
+    return synthetic_assessment(3_000, rows_per_patient=1, resamples=30)
 
 
 ASSESSED = _assessed()
