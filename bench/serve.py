@@ -10,11 +10,11 @@ and MLflow, then serves it twice:
            so it does less work per request than ours)
 
 and loads each with wrk (1 thread, so it leaves the server a core) sending one encounter per
-POST, at 1, 8 and 32 connections, then ours once more at 8 connections with
-`/predict?explain=true` (the patient's top factors, TreeSHAP). Also times a 1,000-encounter
-/predict/batch and reads the API's resident memory after the load. Targets: throughput >= 3x
-MLflow's at 8 and 32 connections, p99 at 8 connections < 25 ms with and without
-explanations, a 1,000-record batch < 150 ms, the API < 400 MB.
+POST (each run once the machine is idle again), at 1, 8 and 32 connections, then ours once
+more at 8 connections with `/predict?explain=true` (the patient's top factors, TreeSHAP).
+Also times a 1,000-encounter /predict/batch and reads the API's resident memory after the
+load. Targets: throughput >= 3x MLflow's at 8 and 32 connections, p99 at 8 connections
+< 25 ms with and without explanations, a 1,000-record batch < 150 ms, the API < 400 MB.
 
     python bench/serve.py [--seconds 10] [--profile full|quick]
 """
@@ -59,7 +59,30 @@ def _wait(url: str, timeout: float = 180) -> None:
     raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
 
 
+def _busy_cores(seconds: float = 0.5) -> float:
+    """How many cores' worth of CPU the whole machine used over the next `seconds`."""
+
+    def ticks() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle and iowait
+        return sum(values) - idle, sum(values)
+
+    busy, total = ticks()
+    time.sleep(seconds)
+    busy2, total2 = ticks()
+    return (busy2 - busy) / max(1, total2 - total) * (os.cpu_count() or 1)
+
+
+def _quiet(limit: float = 0.15, timeout: float = 30.0) -> None:
+    """Wait until the machine is idle: a server still working off the previous run's
+    queue (MLflow's, after 32 connections) must not share the cores with the next run."""
+    deadline = time.monotonic() + timeout
+    while _busy_cores() > limit and time.monotonic() < deadline:
+        pass
+
+
 def _wrk(url: str, body: str, connections: int, seconds: int, work: Path) -> dict:
+    _quiet()
     script = work / f"post_{abs(hash(url))}.lua"
     script.write_text(WRK_SCRIPT.format(body=body))
     out = subprocess.run(

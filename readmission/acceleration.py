@@ -2,8 +2,9 @@
 
 scikit-learn's HistGradientBoostingClassifier predicts tree by tree from Python: a model of
 287 iterations and 3 classes makes 861 calls per prediction, ~5 ms for a few rows, most of
-what a request costs. `CompiledTrees` puts every tree's nodes in flat arrays and walks all
-trees for all rows at once, one tree level per numpy step (~0.5 ms for a few rows). The
+what a request costs. `CompiledTrees` puts every tree's nodes in flat arrays and walks
+them in code compiled by numba, without the GIL (0.05 ms for 8 rows of 1,107 trees, where
+walking one tree level per numpy step took 2 ms). The
 served model is only replaced when its answers equal scikit-learn's on sample encounters;
 large batches still go through scikit-learn, which is faster there.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -56,23 +58,40 @@ class CompiledTrees:
 
     def raw(self, features: np.ndarray) -> np.ndarray:
         """Raw scores (n_rows, n_classes): the baseline plus each class's trees."""
-        rows = np.arange(len(features))[:, None]
-        node = np.broadcast_to(self.roots, (len(features), len(self.roots))).copy()
-        for _ in range(self.depth):
-            at_leaf = self.leaf[node]
-            if at_leaf.all():
-                break
-            value = features[rows, self.feature[node]]
-            left = np.where(np.isnan(value), self.missing_left[node], value <= self.threshold[node])
-            node = np.where(at_leaf, node, np.where(left, self.left[node], self.right[node]))
-        leaves = self.value[node]
+        features = np.ascontiguousarray(features, dtype=np.float64)
         raw = np.repeat(self.baseline, len(features), axis=0)
-        for k in range(raw.shape[1]):
-            raw[:, k] += leaves[:, self.tree_class == k].sum(axis=1)
+        _walk(
+            features,
+            self.roots,
+            self.left,
+            self.right,
+            self.feature,
+            self.threshold,
+            self.missing_left,
+            self.leaf,
+            self.value,
+            self.tree_class,
+            raw,
+        )
         return raw
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         return self.loss.predict_proba(self.raw(np.asarray(features, dtype=float)))
+
+
+@njit(nogil=True, error_model="numpy")
+def _walk(
+    features, roots, left, right, feature, threshold, missing_left, leaf, value, tree_class, raw
+):
+    """Add each tree's leaf value for each row to its class's raw score."""
+    for row in range(features.shape[0]):
+        for tree in range(roots.shape[0]):
+            node = roots[tree]
+            while not leaf[node]:
+                x = features[row, feature[node]]
+                go_left = missing_left[node] if np.isnan(x) else x <= threshold[node]
+                node = left[node] if go_left else right[node]
+            raw[row, tree_class[tree]] += value[node]
 
 
 class FastPipeline:

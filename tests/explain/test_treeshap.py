@@ -1,0 +1,101 @@
+"""readmission/treeshap.py: path-dependent TreeSHAP compiled without the GIL gives shap's
+values (also in `test_explain.py`, for the served families), whatever the rows are split
+into, and lets other Python threads run while it computes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import shap
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+from readmission.treeshap import Forest
+
+
+def _shap_trees(model) -> list[dict]:
+    """shap's own dict form of a fitted forest's trees (what explain.py gives Forest)."""
+    return [
+        {
+            "children_left": t.children_left,
+            "children_right": t.children_right,
+            "children_default": t.children_default,
+            "features": t.features,
+            "thresholds": t.thresholds,
+            "values": t.values[:, :1],
+            "node_sample_weight": t.node_sample_weight,
+        }
+        for t in shap.TreeExplainer(model).model.trees
+    ]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2_000, 8))
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values take the default child
+    y = np.nan_to_num(x[:, 0]) * 2 + np.nan_to_num(x[:, 1] * x[:, 2]) + rng.normal(size=2_000)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        HistGradientBoostingRegressor(max_iter=40, max_leaf_nodes=31, random_state=0),
+        RandomForestRegressor(n_estimators=15, max_depth=9, random_state=0),
+    ],
+    ids=["gradient_boosting", "random_forest"],
+)
+def test_values_and_expected_value_equal_shaps(model, data):
+    x, y = data
+    if isinstance(model, RandomForestRegressor):
+        x = np.nan_to_num(x)
+    model.fit(x, y)
+    reference = shap.TreeExplainer(model)
+    forest = Forest.of(_shap_trees(model))
+    rows = x[:200]
+    expected = reference.shap_values(rows, check_additivity=False)
+    np.testing.assert_allclose(forest.contributions(rows), expected, rtol=0, atol=1e-9)
+    base = np.ravel(reference.expected_value)[0] - np.ravel(reference.model.base_offset)[0]
+    assert forest.expected_value() == pytest.approx(base, abs=1e-9)
+
+
+def test_a_batch_split_between_threads_equals_its_rows_one_by_one(data):
+    x, y = data
+    model = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(x, y)
+    forest = Forest.of(_shap_trees(model))
+    for rows in (2, 7, 32):
+        batch = forest.contributions(x[:rows])
+        alone = np.vstack([forest.contributions(x[i : i + 1]) for i in range(rows)])
+        np.testing.assert_array_equal(batch, alone)
+
+
+def test_other_threads_run_while_it_computes(data):
+    """With the GIL held (as shap's C extension holds it) a Python thread could not count
+    while the contributions are computed; here it counts all along."""
+    x, y = data
+    model = HistGradientBoostingRegressor(max_iter=200, max_leaf_nodes=63, random_state=0)
+    forest = Forest.of(_shap_trees(model.fit(x, y)))
+    forest.contributions(x[:1])  # compiled before the measure
+    rows = np.repeat(x[:1], 400, axis=0)
+    started = time.perf_counter()
+    forest._rows(rows, np.zeros(rows.shape))  # one thread: no helper involved
+    alone = time.perf_counter() - started
+    assert alone > 0.05, "too quick to show anything"
+
+    done = threading.Event()
+    ticks = 0
+
+    def compute():
+        forest._rows(rows, np.zeros(rows.shape))
+        done.set()
+
+    worker = threading.Thread(target=compute)
+    worker.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0)  # a Python thread's turn: it needs the GIL
+    worker.join()
+    assert ticks > 100, ticks
