@@ -3,8 +3,8 @@
 scikit-learn's HistGradientBoostingClassifier predicts tree by tree from Python: a model of
 287 iterations and 3 classes makes 861 calls per prediction, ~5 ms for a few rows, most of
 what a request costs. `CompiledTrees` puts every tree's nodes in flat arrays and walks
-them in code compiled by numba, without the GIL (0.05 ms for 8 rows of 1,107 trees, where
-walking one tree level per numpy step took 2 ms). The
+them in code compiled by numba, without the GIL (0.1 ms for 8 rows of 1,107 trees, measured;
+the whole small-batch scoring with features and codes went from 2.1 to 0.85 ms). The
 served model is only replaced when its answers equal scikit-learn's on sample encounters;
 large batches still go through scikit-learn, which is faster there.
 """
