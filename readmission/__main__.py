@@ -62,6 +62,18 @@ def _cmd_model(args: argparse.Namespace) -> None:  # noqa: ARG001
     _print(described)
 
 
+def _cmd_rollback(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    _print(pipeline.rollback(args.to, reason=args.reason))
+
+
+def _cmd_history(args: argparse.Namespace) -> None:  # noqa: ARG001
+    from readmission import pipeline
+
+    _print(pipeline.model_history())
+
+
 def _cmd_check_credentials(args: argparse.Namespace) -> None:
     from readmission.ops import credentials
 
@@ -121,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = commands.add_parser("model", help="the Production model and its metrics")
     model.set_defaults(run=_cmd_model)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="serve an earlier version again (the previous Production one by default)",
+        description="Move the production alias and stage back, record why; the API serves the"
+        " version within its poll interval. Refused for a version that is not READY or whose"
+        " files cannot be loaded.",
+    )
+    rollback.add_argument("--to", metavar="VERSION", help="the version to serve")
+    rollback.add_argument("--reason", required=True, help="why, for the audit trail")
+    rollback.set_defaults(run=_cmd_rollback)
+
+    history = commands.add_parser("history", help="every move of the production alias")
+    history.set_defaults(run=_cmd_history)
 
     check = commands.add_parser(
         "check-credentials",

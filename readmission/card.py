@@ -55,6 +55,11 @@ def _decision(tags: dict[str, str]) -> dict[str, Any]:
         "decided_at",
         "promoted_at",
         "promotion_reason",
+        "restored_at",
+        "restore_reason",
+        "rolled_back_at",
+        "rollback_reason",
+        "rolled_back_to",
     )
     decision = {key: tags[key] for key in keys if key in tags}
     gate = {key[len("subgroup_") :]: v for key, v in tags.items() if key.startswith("subgroup_")}
@@ -63,10 +68,17 @@ def _decision(tags: dict[str, str]) -> dict[str, Any]:
     return decision
 
 
-def build(assessed: dict | None, lineage: dict | None, described: dict) -> dict[str, Any]:
-    """The card as JSON: `assessed` (the version's assessment), `lineage` (its data) and
-    `described` (`Registry.describe` of the version)."""
+def build(
+    assessed: dict | None,
+    lineage: dict | None,
+    described: dict,
+    history: list[dict] | None = None,
+) -> dict[str, Any]:
+    """The card as JSON: `assessed` (the version's assessment), `lineage` (its data),
+    `described` (`Registry.describe` of the version) and `history` (the production alias'
+    moves, `Registry.history`: the card keeps those into and out of this version)."""
     tags = described.get("tags") or {}
+    version = str(described.get("version"))
     metrics = described.get("metrics") or {}
     lineage = lineage or {}
     card: dict[str, Any] = {
@@ -90,6 +102,11 @@ def build(assessed: dict | None, lineage: dict | None, described: dict) -> dict[
         },
         "metrics": metrics,
         "decision": _decision(tags),
+        "production_history": [
+            move
+            for move in history or []
+            if version in (str(move.get("to_version")), str(move.get("from_version")))
+        ],
         "limitations": list(LIMITATIONS),
     }
     if assessed:
@@ -273,5 +290,22 @@ def markdown(card: dict[str, Any]) -> str:
             )
     else:
         lines.append("No promotion decided yet.")
+    moves = card.get("production_history") or []
+    if moves:
+        lines += ["", "## In production (moves of the production alias, newest first)", ""]
+        lines += _table(
+            ["when", "action", "from", "to", "reason", "by"],
+            [
+                [
+                    m["at"],
+                    m["action"],
+                    f"v{m['from_version']}" if m.get("from_version") else "none",
+                    f"v{m['to_version']}",
+                    m["reason"],
+                    m["by"],
+                ]
+                for m in moves
+            ],
+        )
     lines += ["", "## Known limitations", "", *(f"- {item}" for item in card["limitations"]), ""]
     return "\n".join(lines)

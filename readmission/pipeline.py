@@ -201,6 +201,22 @@ def train_and_promote(
     return {"snapshot": snapshot, "candidates": candidates, "decision": decision}
 
 
+def rollback(
+    to: str | None = None, *, reason: str, by: str = "cli", settings: Settings | None = None
+) -> dict:
+    """Serve an earlier version again (`Registry.rollback`), under the promotion lock so a
+    training run deciding at the same moment cannot interleave; the move as recorded."""
+    settings = settings or get_settings()
+    registry = model_registry(settings)
+    with db.promotion_lock(engine(settings)):
+        return registry.rollback(to, reason=reason, by=by).to_dict()
+
+
+def model_history(settings: Settings | None = None) -> list[dict]:
+    """Every recorded move of the production alias, newest first."""
+    return [move.to_dict() for move in model_registry(settings).history()]
+
+
 def production_model(settings: Settings | None = None) -> dict | None:
     """What the registry serves: the Production version with its metrics, or None."""
     registry = model_registry(settings)

@@ -23,12 +23,14 @@ floats there, as `cleaning.clean` does. The JSON scoring server casts to the sch
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -75,6 +77,56 @@ MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "sci
 REPORTED_METRIC_PREFIXES = ("valid_", "test_")
 #: How long `register` waits for a version to become READY.
 REGISTRATION_TIMEOUT_SECONDS = 300.0
+#: The actions that move the `production` alias, as the history records them.
+PROMOTE = "promote"
+ROLLBACK = "rollback"
+#: Registered-model tags that record the alias' moves, one tag a move: `alias_move.000001`.
+MOVE_TAG_PREFIX = "alias_move."
+
+
+class RollbackError(ValueError):
+    """A rollback refused: the message says why; the registry was left as it was."""
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of the `production` alias: when, from which version to which, why, by what
+    (a DAG run id, or `cli`)."""
+
+    number: int
+    at: str
+    alias: str
+    action: str
+    from_version: str | None
+    to_version: str
+    reason: str
+    by: str
+
+    @property
+    def tag_key(self) -> str:
+        return f"{MOVE_TAG_PREFIX}{self.number:06d}"
+
+    def tag_value(self) -> str:
+        return json.dumps({k: v for k, v in self.to_dict().items() if k != "number"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _moves(tags: dict[str, str]) -> list[AliasMove]:
+    """The moves recorded in a registered model's tags, newest first; a tag that does not
+    parse is skipped with a warning (the rest of the history stays readable)."""
+    moves = []
+    for key, value in tags.items():
+        if not key.startswith(MOVE_TAG_PREFIX):
+            continue
+        try:
+            number = int(key.removeprefix(MOVE_TAG_PREFIX))
+            fields = json.loads(value)
+            moves.append(AliasMove(number=number, **fields))
+        except (ValueError, TypeError) as exc:
+            log.warning("registry tag %s is not an alias move, skipped: %s", key, exc)
+    return sorted(moves, key=lambda m: m.number, reverse=True)
 
 
 def should_promote(candidate_score: float, champion_score: float | None) -> bool:
@@ -463,15 +515,19 @@ class Registry:
             return None
         return _entry(self.client, version)
 
-    def promote(self, version: str, *, reason: str, previous: str | None = None) -> None:
+    def promote(
+        self, version: str, *, reason: str, previous: str | None = None, by: str = "cli"
+    ) -> None:
         """Make `version` the served model: alias `production`, stage `Production` (the
         previous Production version archived, tagged `archived_at` and `superseded_by`), tags
-        `promoted_at` and `promotion_reason`.
+        `promoted_at` and `promotion_reason`; the move recorded in `history` (`by`: what
+        moved it, a DAG run id or `cli`).
 
-        The alias moves first (it is what the API follows), then the stages, then the tags.
-        Every step may be repeated, so calling again after a failure part-way completes the
-        promotion. `previous` names the version replaced; by default the one holding the alias
-        (on a retry after the alias moved, the caller passes it: the alias no longer tells).
+        The alias moves first (it is what the API follows), then the stages, then the tags,
+        then the record. Every step may be repeated, so calling again after a failure
+        part-way completes the promotion (and records it once). `previous` names the version
+        replaced; by default the one holding the alias (on a retry after the alias moved,
+        the caller passes it: the alias no longer tells).
         """
         version = str(version)
         client = self.client
@@ -482,28 +538,158 @@ class Registry:
         again = holder is not None and holder.version == version  # a retry or a repeat
         if previous is None and not again:
             previous = None if holder is None else holder.version
+        tags = target.tags or {}
+        promoted_at = (again and tags.get("promoted_at")) or _now()
+        reason = (again and tags.get("promotion_reason")) or reason
+        previous = None if previous is None or str(previous) == version else str(previous)
+        self._hand_over(target, previous, promoted_at)
+        if previous is not None:
+            client.set_model_version_tag(MODEL_NAME, previous, "superseded_by", version)
+        client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
+        client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
+        self._record_move(PROMOTE, previous, version, reason, by, promoted_at)
+        log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
+
+    def _hand_over(self, target: ModelVersion, previous: str | None, at: str) -> None:
+        """Alias `production` and stage `Production` to `target`, which sheds the tags of
+        an earlier archival; every other Production version archived, `previous` tagged
+        `archived_at` (kept if it already was: a retry)."""
+        client = self.client
+        version = str(target.version)
+        for stale in ("archived_at", "superseded_by"):
+            if stale in (target.tags or {}):
+                client.delete_model_version_tag(MODEL_NAME, version, stale)
         client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
         has_stages = _transition(client, version, PRODUCTION_STAGE, archive=False)
         if has_stages:
             _archive_other_production_versions(client, version)
-        tags = target.tags or {}
-        promoted_at = (again and tags.get("promoted_at")) or _now()
-        reason = (again and tags.get("promotion_reason")) or reason
-        if previous is not None and str(previous) != version:
-            previous = str(previous)
+        if previous is not None:
             old = _entry(client, previous)
             if has_stages and _stage(old) != ARCHIVED_STAGE:
                 _transition(client, previous, ARCHIVED_STAGE, archive=False)
             if not has_stages:
                 client.set_model_version_tag(MODEL_NAME, previous, "stage", ARCHIVED_STAGE)
-            archived_at = (old.tags or {}).get("archived_at") or promoted_at
+            archived_at = (old.tags or {}).get("archived_at") or at
             client.set_model_version_tag(MODEL_NAME, previous, "archived_at", archived_at)
-            client.set_model_version_tag(MODEL_NAME, previous, "superseded_by", version)
         if not has_stages:
             client.set_model_version_tag(MODEL_NAME, version, "stage", PRODUCTION_STAGE)
-        client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
-        client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
-        log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
+
+    # --- the audit trail and rollback ---------------------------------------------------
+
+    def history(self) -> list[AliasMove]:
+        """Every recorded move of the `production` alias, newest first (empty before the
+        first promotion, or for moves made outside this class, e.g. in MLflow's UI)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(MODEL_NAME)
+        except MlflowException as exc:
+            if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+        return _moves(model.tags or {})
+
+    def _record_move(
+        self, action: str, previous: str | None, version: str, reason: str, by: str, at: str
+    ) -> None:
+        """Append a move to the history, unless the last one recorded already put `version`
+        there (a retry). Callers that may race hold the promotion lock (`db.promotion_lock`):
+        the next number is read, then written."""
+        moves = self.history()
+        if moves and moves[0].to_version == version:
+            return
+        move = AliasMove(
+            number=(moves[0].number + 1) if moves else 1,
+            at=at,
+            alias=PRODUCTION_ALIAS,
+            action=action,
+            from_version=previous,
+            to_version=version,
+            reason=reason,
+            by=by,
+        )
+        self.client.set_registered_model_tag(MODEL_NAME, move.tag_key, move.tag_value())
+
+    def rollback_target(self) -> str | None:
+        """The version a rollback restores by default: the most recent earlier holder of
+        the alias that is neither the current one nor one rolled back from. Without a
+        recorded history (versions promoted before it was kept), the version the current
+        one superseded."""
+        current = self.champion()
+        if current is None:
+            return None
+        moves = self.history()
+        if moves:
+            rolled_back = {m.from_version for m in moves if m.action == ROLLBACK}
+            for move in moves:  # newest first; each move's `from` held the alias before it
+                held = move.from_version
+                if held is not None and held != current.version and held not in rolled_back:
+                    return held
+            return None
+        superseded = [
+            v
+            for v in _all_versions(self.client)
+            if (v.tags or {}).get("superseded_by") == current.version
+            and "rolled_back_at" not in (v.tags or {})
+        ]
+        superseded.sort(key=lambda v: (v.tags or {}).get("archived_at", ""), reverse=True)
+        return str(superseded[0].version) if superseded else None
+
+    def rollback(self, to: str | None = None, *, reason: str, by: str = "cli") -> AliasMove:
+        """Serve an earlier version again: `to`, by default `rollback_target()`. The alias
+        and stage move back, the version rolled back from is archived and tagged
+        `rolled_back_at`/`rollback_reason` (training never promotes it again by itself), the
+        move is recorded. Refused (`RollbackError`, nothing changed) without a reason, a
+        current model or an earlier one, for a missing version, one that is not READY, the
+        one already serving, or one whose files cannot be fetched and loaded."""
+        reason = (reason or "").strip()
+        if not reason:
+            raise RollbackError("a rollback needs a reason (--reason TEXT)")
+        current = self.champion()
+        if current is None:
+            raise RollbackError(f"no version of {MODEL_NAME} holds the alias {PRODUCTION_ALIAS}")
+        target = str(to) if to is not None else self.rollback_target()
+        if target is None:
+            raise RollbackError(
+                f"v{current.version} has no earlier Production version to roll back to: "
+                "name one with --to VERSION"
+            )
+        if target == current.version:
+            raise RollbackError(f"v{target} already holds the alias {PRODUCTION_ALIAS}")
+        entry = self._existing(target)
+        if entry.status != "READY":
+            raise RollbackError(f"v{target} is {entry.status}: only a READY version is served")
+        try:
+            self.load_version(target)
+        except Exception as exc:
+            raise RollbackError(f"v{target}'s model cannot be loaded: {exc}") from exc
+        at = _now()
+        self._hand_over(entry, current.version, at)
+        client = self.client
+        for key, value in (
+            ("archived_at", at),
+            ("rolled_back_at", at),
+            ("rollback_reason", reason),
+            ("rolled_back_to", target),
+        ):
+            client.set_model_version_tag(MODEL_NAME, current.version, key, value)
+        client.set_model_version_tag(MODEL_NAME, target, "restored_at", at)
+        client.set_model_version_tag(MODEL_NAME, target, "restore_reason", reason)
+        self._record_move(ROLLBACK, current.version, target, reason, by, at)
+        log.warning(
+            "rolled %s back from v%s to v%s (%s)", MODEL_NAME, current.version, target, reason
+        )
+        return self.history()[0]
+
+    def _existing(self, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return _entry(self.client, version)
+        except MlflowException as exc:
+            if _error_code(exc) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RollbackError(f"{MODEL_NAME} has no version {version}") from exc
+            raise
 
     def record_decision(
         self,

@@ -35,7 +35,7 @@ from readmission import assessment, card, db, drift, evaluation, explain, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel, expired_mask, fit_recalibration
 from readmission.features import HISTORY, add_history, build_pipeline
-from readmission.names import FAMILIES, SPLITS, Family, Profile
+from readmission.names import FAMILIES, SPLITS, TRAIN_DAG, Family, Profile
 from readmission.registry import (
     PRIMARY_METRIC,
     Registry,
@@ -651,8 +651,10 @@ def promote_best(
             "data.snapshot": data.snapshot.id,
         },
     )
+    run = tags.get("orchestrator_run_id") or "cli"
+    by = run if run == "cli" else f"{TRAIN_DAG} run {run}"
     with lock or contextlib.nullcontext():
-        decided = _decide(best, version, data, registry, decision or DecisionSettings())
+        decided = _decide(best, version, data, registry, decision or DecisionSettings(), by)
     publish_card(decided["version"], registry)
     return decided
 
@@ -673,18 +675,34 @@ def publish_card(version: str, registry: Registry) -> dict:
             except (MlflowException, OSError):  # a run logged before models were assessed
                 log.warning("run %s has no %s: the model card goes without it", run_id, name)
                 found[name] = None
-        model_card = card.build(found["assessment.json"], found["data.json"], described)
+        history = [move.to_dict() for move in registry.history()]
+        model_card = card.build(found["assessment.json"], found["data.json"], described, history)
         registry.client.log_text(run_id, card.markdown(model_card), "model_card.md")
         registry.client.log_dict(run_id, model_card, "model_card.json")
     return model_card
 
 
 def _decide(
-    best: dict, version, data: TrainingData, registry: Registry, decision: DecisionSettings
+    best: dict,
+    version,
+    data: TrainingData,
+    registry: Registry,
+    decision: DecisionSettings,
+    by: str = "cli",
 ) -> dict:
     current = registry.champion()
     if current is not None and current.version == version.version:
-        return _finish(best, version, data, registry)
+        return _finish(best, version, data, registry, by)
+    rolled_back = (version.tags or {}).get("rolled_back_at")
+    if rolled_back:  # a retried task meeting the version someone rolled back from
+        reason = (
+            f"v{version.version} was rolled back at {rolled_back} "
+            f"({version.tags.get('rollback_reason', 'no reason recorded')}): "
+            "only a person promotes it again"
+        )
+        champion_version = current.version if current else None
+        log.warning("promotion refused: %s", reason)
+        return _decision(best, version, data, False, reason, champion_version, None)
     champion_score, unscorable, champion_model = None, None, None
     if current is not None:
         champion_score, unscorable, champion_model = _rescore(current.version, data, registry)
@@ -718,7 +736,7 @@ def _decide(
         extra=gate_tags,
     )
     if promoted:
-        registry.promote(version.version, reason=reason, previous=champion_version)
+        registry.promote(version.version, reason=reason, previous=champion_version, by=by)
     return _decision(best, version, data, promoted, reason, champion_version, champion_score)
 
 
@@ -759,7 +777,7 @@ def _rescore(
             return None, f"champion v{champion_version} which cannot be scored ({why})", None
 
 
-def _finish(best: dict, version, data: TrainingData, registry: Registry) -> dict:
+def _finish(best: dict, version, data: TrainingData, registry: Registry, by: str) -> dict:
     """The version already holds the alias: a retry after a promotion failed part-way, or a
     rerun after it completed. Complete what the recorded decision started; never record a
     decision of the version against itself."""
@@ -767,7 +785,7 @@ def _finish(best: dict, version, data: TrainingData, registry: Registry) -> dict
     recorded = tags.get("champion_version", "none")
     previous = None if recorded == "none" else recorded
     reason = tags.get("decision_reason") or tags.get("promotion_reason") or "already in production"
-    registry.promote(version.version, reason=reason, previous=previous)
+    registry.promote(version.version, reason=reason, previous=previous, by=by)
     champion_score = tags.get(f"champion_{PRIMARY_METRIC}", "none")
     score_value = None if champion_score == "none" else float(champion_score)
     log.info("v%s already holds the production alias: promotion completed", version.version)

@@ -114,6 +114,16 @@ class ApiClient:
             )
         return versions
 
+    def model_history(self) -> list[dict[str, Any]]:
+        """GET /model/history: every move of the production alias, newest first."""
+        payload = self._mapping(self._call("GET", "/model/history"), "GET /model/history")
+        moves = payload.get("moves")
+        if not isinstance(moves, list) or not all(isinstance(m, Mapping) for m in moves):
+            raise ApiError(
+                "bad_response", "The inference API answered GET /model/history without a list."
+            )
+        return moves
+
     def operating_points(self) -> dict[str, Any]:
         """GET /model/operating-points: the top-k table, the tiers, the calibration."""
         what = "GET /model/operating-points"

@@ -50,6 +50,12 @@ def model_versions(settings: UiSettings) -> list[dict[str, Any]]:
 
 
 @st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
+def model_history(settings: UiSettings) -> list[dict[str, Any]]:
+    """GET /model/history, reused for REGISTRY_TTL_SECONDS (a failure is not cached)."""
+    return api_client(settings).model_history()
+
+
+@st.cache_data(ttl=REGISTRY_TTL_SECONDS, show_spinner=False)
 def operating_points(settings: UiSettings) -> dict[str, Any]:
     """GET /model/operating-points, reused for REGISTRY_TTL_SECONDS."""
     return api_client(settings).operating_points()
@@ -71,6 +77,7 @@ def forget_registry() -> None:
     """Ask the API again at the next call (the registry page's Refresh)."""
     served_model.clear()
     model_versions.clear()
+    model_history.clear()
     operating_points.clear()
     model_card.clear()
     model_importance.clear()

@@ -846,6 +846,24 @@ def registry_table(
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def history_table(moves: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The moves of GET /model/history as one row each, newest first: when, promotion or
+    rollback, from which version to which, why and by what."""
+    columns = ["when", "action", "from", "to", "reason", "by"]
+    records = [
+        {
+            "when": move.get("at"),
+            "action": move.get("action"),
+            "from": f"v{move['from_version']}" if move.get("from_version") else "none",
+            "to": f"v{move.get('to_version', '?')}",
+            "reason": move.get("reason"),
+            "by": move.get("by"),
+        }
+        for move in moves
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def describe_served(model: Mapping[str, Any]) -> str:
     """GET /model in one line: `diabetes-readmission v3 (hist_gradient_boosting), stage
     Production, aliases production`."""

@@ -84,6 +84,8 @@ class ModelStore:
         # what the registry says of the serving version: (version, description, when read),
         # refreshed at every check, so /model shows tags, stage and aliases as they are now
         self._described: tuple[str, dict, str] | None = None
+        #: the production alias' moves as the last check read them (newest first)
+        self.history: list[dict] = []
         self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
 
     def check(self) -> str:
@@ -179,6 +181,10 @@ class ModelStore:
         return current.described, current.loaded_at
 
     def _refresh_description(self, champion, now: str) -> None:
+        try:
+            self.history = [move.to_dict() for move in self.registry.history()]
+        except Exception as exc:  # noqa: BLE001 - the card then shows the last history read
+            log.warning("could not read the production history: %s", short_error(exc))
         current = self.current
         if current is None:
             return

@@ -394,6 +394,26 @@ class OperatingPoints(BaseModel):
     intervals: dict[str, Any] = Field(description="How the 95 % intervals were drawn")
 
 
+class AliasMove(BaseModel):
+    """One move of the `production` alias (readmission.registry.AliasMove)."""
+
+    number: int = Field(description="The move's place in the history, from 1")
+    at: str = Field(description="When (ISO 8601, UTC)")
+    alias: str
+    action: Literal["promote", "rollback"]
+    from_version: str | None = Field(description="The version that held the alias before")
+    to_version: str
+    reason: str
+    by: str = Field(description="What moved it: `cli`, or the training DAG's run")
+
+
+class History(BaseModel):
+    """Every recorded move of the `production` alias, newest first."""
+
+    alias: str
+    moves: list[AliasMove]
+
+
 class ModelCard(BaseModel):
     """The served version's model card (readmission/card.py); `?format=markdown` for people."""
 
@@ -404,6 +424,9 @@ class ModelCard(BaseModel):
     data: dict[str, Any]
     metrics: dict[str, float | None]
     decision: dict[str, Any]
+    production_history: list[AliasMove] = Field(
+        description="The moves of the production alias into and out of this version"
+    )
     limitations: list[str]
 
 

@@ -1,16 +1,24 @@
 """Model registry page: the model the API serves (GET /model) and every registered
-version with its scores and promotion tags (GET /model/versions), linked to MLflow."""
+version with its scores and promotion tags (GET /model/versions), linked to MLflow, and every
+promotion and rollback (GET /model/history)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import streamlit as st
-from ui_components import model_versions, served_model, show_api_error, titled_with_refresh
+from ui_components import (
+    model_history,
+    model_versions,
+    served_model,
+    show_api_error,
+    titled_with_refresh,
+)
 from ui_logic import (
     METRIC_COLUMNS,
     ApiError,
     describe_served,
+    history_table,
     load_settings,
     mlflow_model_url,
     registry_table,
@@ -80,4 +88,20 @@ st.dataframe(
 st.caption(
     "Scores: macro-F1 on the validation and test splits (validation decides promotions), "
     "ROC-AUC of the <30 class on the test split."
+)
+
+st.subheader("Production history")
+try:
+    moves = model_history(settings)
+except ApiError as error:
+    show_api_error(error)
+    st.stop()
+if not moves:
+    st.info("No move of the production alias is recorded yet.", icon="📭")
+    st.stop()
+st.dataframe(history_table(moves), hide_index=True)
+st.caption(
+    "Every promotion and rollback, newest first. Roll back with "
+    "`python -m readmission rollback --reason TEXT` (to the previous Production version, or "
+    "`--to VERSION`); the API serves it within its poll interval."
 )

@@ -36,6 +36,9 @@ class FakeRegistry:
     def load_version(self, version: str):
         raise OSError(f"model files of v{version} are gone")
 
+    def history(self) -> list:
+        return []
+
 
 def _records(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[str, str]]:
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == logger]

@@ -85,3 +85,35 @@ def test_a_version_without_an_assessment_says_so():
     assert "retrain" in built["assessment_missing"]
     assert "operating_points" not in built
     assert "retrain" in card.markdown(built)
+
+
+def _move(number: int, action: str, before: str | None, after: str) -> dict:
+    return {
+        "number": number,
+        "at": f"2026-11-2{number}T10:00:00+00:00",
+        "alias": "production",
+        "action": action,
+        "from_version": before,
+        "to_version": after,
+        "reason": f"reason {number}",
+        "by": "cli",
+    }
+
+
+def test_the_card_keeps_the_moves_into_and_out_of_its_version():
+    history = [
+        _move(4, "promote", "3", "5"),  # not about v4
+        _move(3, "rollback", "4", "3"),
+        _move(2, "promote", "3", "4"),
+        _move(1, "promote", None, "3"),  # not about v4
+    ]
+    described = {**DESCRIBED, "tags": {**DESCRIBED["tags"], "rollback_reason": "reason 3"}}
+    built = card.build(_assessed(), LINEAGE, described, history)
+    assert [m["number"] for m in built["production_history"]] == [3, 2]
+    assert built["decision"]["rollback_reason"] == "reason 3"
+    text = card.markdown(built)
+    assert "## In production" in text
+    assert "| 2026-11-23T10:00:00+00:00 | rollback | v4 | v3 | reason 3 | cli |" in text
+    assert "| promote | none |" not in text
+    assert card.build(None, None, DESCRIBED)["production_history"] == []
+    assert "## In production" not in card.markdown(card.build(None, None, DESCRIBED))

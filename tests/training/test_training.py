@@ -496,3 +496,34 @@ def test_recalibration_is_used_only_when_it_is_better_calibrated_on_valid(settin
     assert off.model.assessment_["recalibration"] is None
     assert getattr(off.model, "recalibration_", None) is None
     assert np.isfinite(off.metrics["valid_log_loss"])
+
+
+def test_a_version_rolled_back_from_is_not_promoted_again_by_a_retried_task(
+    settings, model_registry
+):
+    """A retried training task meets the version someone rolled back from (its run is the
+    same): the rollback stands; the moves name the DAG run that promoted."""
+    first = _weak_champion(settings)
+    snapshot = pipeline.pin_data(settings)
+    candidate = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", snapshot=snapshot, settings=settings
+    )
+    promoted = pipeline.promote_best(
+        [candidate], run_id="manual__1", snapshot=snapshot, settings=settings
+    )
+    assert promoted["promoted"] is True
+    pipeline.rollback(reason="tiers looked wrong on the ward", settings=settings)
+    assert model_registry.champion().version == first["version"]
+
+    retried = pipeline.promote_best(
+        [candidate], run_id="manual__1", snapshot=snapshot, settings=settings
+    )
+    assert retried["promoted"] is False
+    assert "rolled back" in retried["reason"]
+    assert model_registry.champion().version == first["version"]
+    moves = pipeline.model_history(settings)
+    assert [(m["action"], m["to_version"], m["by"]) for m in moves] == [
+        ("rollback", first["version"], "cli"),
+        ("promote", promoted["version"], "model_training_pipeline run manual__1"),
+        ("promote", first["version"], "cli"),
+    ]

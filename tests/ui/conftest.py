@@ -2,7 +2,7 @@
 inference API served over real HTTP (uvicorn in a thread) with canned answers.
 
 The stub follows the API contract: /health, /ready, /predict (with `explain=true`, an
-explanation), /predict/batch, /model, /model/versions, /model/importance,
+explanation), /predict/batch, /model, /model/versions, /model/history, /model/importance,
 /model/operating-points and /model/card (their figures made by the platform's own
 `assessment` and `card` from synthetic risks). Its `mode` switches every prediction and
 model endpoint to a failure:
@@ -105,6 +105,25 @@ def registry_version(
         "created_at": f"2026-11-2{number}T10:00:00+00:00",
     }
 
+
+#: The moves of the production alias as GET /model/history gives them, newest first.
+MOVES = [
+    {
+        "number": number,
+        "at": at,
+        "alias": "production",
+        "action": action,
+        "from_version": before,
+        "to_version": after,
+        "reason": reason,
+        "by": by,
+    }
+    for number, at, action, before, after, reason, by in [
+        (3, "2026-11-23T10:05:00+00:00", "promote", "1", "3", "valid_macro_f1 0.48", "dag run"),
+        (2, "2026-11-22T09:00:00+00:00", "rollback", "2", "1", "odd tiers on ward 4", "cli"),
+        (1, "2026-11-21T10:05:00+00:00", "promote", None, "1", "first model", "dag run"),
+    ]
+]
 
 VERSIONS = [
     registry_version("3", "Production", ["production"], "promoted", "2026-11-23T10:05:00Z", 0.48),
@@ -289,6 +308,13 @@ def build_stub_app(stub: StubApi) -> FastAPI:
             detail = "model v3 carries no global importance"
             return JSONResponse({"detail": detail}, status_code=409)
         return _failure(stub) or IMPORTANCE
+
+    @app.get("/model/history")
+    def history() -> Any:
+        if stub.mode == "no_model":
+            detail = "model registry unreachable: connection refused"
+            return JSONResponse({"detail": detail}, status_code=503)
+        return _failure(stub) or {"alias": "production", "moves": MOVES}
 
     @app.get("/model/versions")
     def versions() -> Any:

@@ -217,6 +217,17 @@ def test_the_registry_lists_versions_with_scores_and_links_to_mlflow(stub_api: S
     assert link.proto.url == "http://mlflow.test:5000/#/models/diabetes-readmission"
 
 
+def test_the_registry_page_shows_every_promotion_and_rollback(stub_api: StubApi) -> None:
+    app = open_page("views/registry.py")
+    assert not app.error
+    history = app.dataframe[1].value
+    assert history.columns.tolist() == ["when", "action", "from", "to", "reason", "by"]
+    assert history["action"].tolist() == ["promote", "rollback", "promote"]
+    assert history[["from", "to"]].values.tolist() == [["v1", "v3"], ["v2", "v1"], ["none", "v1"]]
+    assert history["reason"][1] == "odd tiers on ward 4"
+    assert any("readmission rollback" in c.value for c in app.caption)
+
+
 def test_the_registry_page_warns_when_the_api_lost_the_registry(stub_api: StubApi) -> None:
     stub_api.mode = "registry_down"
     app = open_page("views/registry.py")

@@ -116,6 +116,10 @@ def test_a_person_fills_the_form_and_sees_the_prediction(
             expect(page.get_by_text("Readmitted within 30 days (<30)")).to_be_visible()
             expect(page.get_by_text("v3", exact=True)).to_be_visible()
             expect(page.get_by_text("16.0%", exact=True)).to_be_visible()
+
+            page.get_by_role("link", name="Model registry", exact=True).click()
+            expect(page.get_by_role("heading", name="Production history")).to_be_visible()
+            expect(page.get_by_text("python -m readmission rollback")).to_be_visible()
         finally:
             browser.close()
 
@@ -124,3 +128,4 @@ def test_a_person_fills_the_form_and_sees_the_prediction(
     assert body["patient_nbr"] == 8222157
     assert body["diag_1"] == "250.83"
     assert body["admission_type_id"] == 1
+    assert stub_api.calls("/model/history") == 1

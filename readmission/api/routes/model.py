@@ -12,6 +12,7 @@ from readmission import card
 from readmission.api.deps import CurrentModel, ServicesDep
 from readmission.api.model_store import LoadedModel
 from readmission.api.schemas import (
+    History,
     Importance,
     Message,
     ModelCard,
@@ -21,6 +22,7 @@ from readmission.api.schemas import (
     ValidationProblems,
     Versions,
 )
+from readmission.names import PRODUCTION_ALIAS
 from readmission.text import short_error
 
 router = APIRouter(tags=["model"])
@@ -92,6 +94,22 @@ async def versions(services: ServicesDep) -> dict | JSONResponse:
     return {"versions": found}
 
 
+@router.get(
+    "/model/history",
+    response_model=History,
+    summary="Every move of the production alias: promotions and rollbacks, newest first",
+)
+async def history(services: ServicesDep) -> dict | JSONResponse:
+    """When, from which version to which, why, and by what (`cli`, or the training DAG's
+    run); read from the registry at each call."""
+    try:
+        moves = await asyncio.to_thread(services.store.registry.history)
+    except Exception as exc:  # noqa: BLE001 - an unreachable registry is a 503, not a 500
+        message = short_error(exc)
+        return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
+    return {"alias": PRODUCTION_ALIAS, "moves": [move.to_dict() for move in moves]}
+
+
 @router.post("/model/reload", summary="Check the registry now and load a new Production model")
 async def reload(services: ServicesDep) -> dict:
     result = await asyncio.to_thread(services.store.check)
@@ -153,6 +171,7 @@ async def model_card(
         getattr(loaded.model, "assessment_", None),
         getattr(loaded.model, "lineage_", None),
         described,
+        services.store.history,
     )
     if format == "markdown":
         return PlainTextResponse(card.markdown(built), media_type="text/markdown")
