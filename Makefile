@@ -33,8 +33,13 @@ $(BIN)/python:
 $(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
+# The reference readmission/performance.py's estimation is tested against, installed with
+# `dev` but without its dependencies: those its estimators import are in the `dev` extra.
+NANNYML := nannyml==0.13.1
+
 $(STAMP): pyproject.toml $(LOCK) | $(UV)
 	$(UV) pip install --python $(BIN)/python --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
+	$(if $(findstring dev,$(EXTRAS)),$(UV) pip install --python $(BIN)/python --quiet --no-deps "$(NANNYML)")
 	@touch $@
 
 .PHONY: venv

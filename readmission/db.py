@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from readmission import schema
 from readmission.cleaning import CLEAN_COLUMNS
+from readmission.names import PERFORMANCE_FIGURES
 
 RAW_SCHEMA = "raw_data"
 CLEAN_SCHEMA = "clean_data"
@@ -182,6 +183,32 @@ predictions = sa.Table(
     sa.Index("ix_predictions_predicted_at", "predicted_at"),
     schema=SERVING_SCHEMA,
     comment="Every prediction the API served: inputs, output, model version, time.",
+)
+
+
+def _figures(source: str) -> list[sa.Column]:
+    return [sa.Column(f"{source}_{name}", sa.Float) for name in PERFORMANCE_FIGURES]
+
+
+model_performance = sa.Table(
+    "model_performance",
+    metadata,
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("model_version", sa.Text, primary_key=True),
+    sa.Column("window_kind", sa.Text, primary_key=True, comment="day, or recent (last days)"),
+    sa.Column("period_start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("predictions", sa.Integer, nullable=False, comment="Encounters served, once each"),
+    sa.Column("outcomes", sa.Integer, nullable=False, comment="Of those, with a known outcome"),
+    *_figures("realized"),
+    *_figures("estimated"),
+    sa.Column("high_threshold", sa.Float, comment="The version's high-tier <30 risk threshold"),
+    sa.Column("test_macro_f1", sa.Float),
+    sa.Column("test_roc_auc_lt30", sa.Float),
+    sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+    schema=SERVING_SCHEMA,
+    comment="Realized (outcomes joined) and estimated (from the probabilities) performance of "
+    "the served predictions, per model version and window (readmission/performance.py).",
 )
 
 

@@ -13,6 +13,7 @@ from typing import Literal, get_args
 RAW_DAG = "raw_data_initial_batch_load"
 CLEAN_DAG = "clean_data_pipeline"
 TRAIN_DAG = "model_training_pipeline"
+PERFORMANCE_DAG = "model_performance_pipeline"
 
 # --- data -------------------------------------------------------------------------------------
 Split = Literal["train", "valid", "test"]
@@ -35,6 +36,10 @@ PRODUCTION_STAGE = "Production"
 ARCHIVED_STAGE = "Archived"
 #: The score that decides promotions (justified in `readmission.training`).
 PRIMARY_METRIC = "valid_macro_f1"
+
+# --- realized and estimated performance (readmission/performance.py) -----------------------
+#: The figures measured on served predictions: realized once outcomes arrive, estimated before.
+PERFORMANCE_FIGURES = ("macro_f1", "roc_auc_lt30", "brier_lt30", "sensitivity_high", "ppv_high")
 
 # --- the API's Prometheus metrics (`<service>_<what>_<unit>`) ---------------------------------
 #: Requests by route (`handler`), method and status (prometheus-fastapi-instrumentator).
@@ -59,6 +64,14 @@ QUEUE_ROWS = "api_predict_queue_rows"
 DRIFT_PSI = "api_feature_drift_psi"
 DRIFT_THRESHOLD = "api_drift_psi_threshold"
 DRIFT_ROWS = "api_drift_window_rows"
+#: Each version's recent figures: `source` realized, estimated or test; `metric` one of
+#: PERFORMANCE_FIGURES (test: macro_f1 and roc_auc_lt30).
+MODEL_PERFORMANCE = "api_model_performance"
+#: The recent window's predictions and, of those, outcomes known (`kind`), per version.
+MODEL_PERFORMANCE_ROWS = "api_model_performance_rows"
+#: The RealizedPerformanceDrop alert's margin and minimum outcomes (API settings).
+PERFORMANCE_MARGIN = "api_performance_drop_margin"
+PERFORMANCE_MIN_OUTCOMES = "api_performance_min_outcomes"
 #: The process collector's (the original dashboard's memory and CPU panels).
 RESIDENT_MEMORY = "process_resident_memory_bytes"
 CPU_SECONDS = "process_cpu_seconds_total"

@@ -217,6 +217,26 @@ def model_history(settings: Settings | None = None) -> list[dict]:
     return [move.to_dict() for move in model_registry(settings).history()]
 
 
+def measure_performance(settings: Settings | None = None) -> dict:
+    """model_performance_pipeline's work: join the logged predictions to the outcomes
+    cleaned since, and write realized and estimated figures per version and window."""
+    from readmission import performance
+
+    settings = settings or get_settings()
+    decision = settings.decision
+    reference = performance.registry_reference(
+        model_registry(settings), decision.high_top_percent, decision.medium_top_percent
+    )
+    return performance.measure(engine(settings), reference, settings.performance.window_days)
+
+
+def performance_report(settings: Settings | None = None) -> list[dict]:
+    """Every window `measure_performance` wrote, versions then time."""
+    from readmission import performance
+
+    return performance.report(engine(settings or get_settings()))
+
+
 def production_model(settings: Settings | None = None) -> dict | None:
     """What the registry serves: the Production version with its metrics, or None."""
     registry = model_registry(settings)

@@ -311,6 +311,37 @@ class DecisionSettings(BaseModel):
         return self
 
 
+class PerformanceSettings(BaseModel):
+    """Realized and estimated performance of the served predictions (readmission/performance.py)
+    and the alert on it."""
+
+    model_config = _prefixed("PERFORMANCE_")
+
+    window_days: int = Field(
+        default=28,
+        ge=1,
+        description="The recent window of each version (what the API exports): its last days "
+        "of predictions.",
+    )
+    drop_margin: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="RealizedPerformanceDrop fires when a version's realized <30 ROC-AUC is "
+        "below its test figure by more than this.",
+    )
+    min_outcomes: int = Field(
+        default=200,
+        ge=1,
+        description="... over at least this many predictions with a known outcome.",
+    )
+    refresh_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the API reads the figures it exports.",
+    )
+
+
 class LoggingSettings(BaseModel):
     """How the API, the CLI and the DAG tasks log (readmission/logs.py)."""
 
@@ -345,6 +376,7 @@ GROUPS: Mapping[str, type[BaseModel]] = {
     "local": LocalSettings,
     "api": ApiSettings,
     "decision": DecisionSettings,
+    "performance": PerformanceSettings,
     "logging": LoggingSettings,
 }
 
@@ -387,6 +419,7 @@ class Settings(BaseSettings):
     local: LocalSettings = Field(default_factory=LocalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
