@@ -96,6 +96,10 @@ wheelhouse: | $(BIN)/python ## Download every wheel the images install into whee
 run: venv ## Set up and run the embedded local mode end to end (Airflow UI on :8080)
 	$(BIN)/python -m readmission local
 
+.PHONY: replay
+replay: venv ## The closed loop once in the local mode: held-out encounters served, their outcomes loaded, realized vs estimated vs test
+	$(BIN)/python -m readmission replay
+
 .PHONY: pipeline
 pipeline: venv ## Run the pipeline once without Airflow's UI (CLI steps), then print the summary
 	$(BIN)/python -m readmission load-raw

@@ -74,6 +74,24 @@ def _cmd_history(args: argparse.Namespace) -> None:  # noqa: ARG001
     _print(pipeline.model_history())
 
 
+def _cmd_replay(args: argparse.Namespace) -> None:
+    from readmission.ops import replay
+
+    sys.exit(replay.main(holdout_batches=args.holdout_batches))
+
+
+def _cmd_performance(args: argparse.Namespace) -> None:
+    from readmission import performance, pipeline
+
+    if args.measure:
+        _print(pipeline.measure_performance())
+    rows = pipeline.performance_report()
+    if args.json:
+        _print([performance.summary_line(r) for r in rows])
+    else:
+        print(performance.format_report(rows))
+
+
 def _cmd_check_credentials(args: argparse.Namespace) -> None:
     from readmission.ops import credentials
 
@@ -155,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--key", action="append", help="check only this variable (repeatable)")
     check.set_defaults(run=_cmd_check_credentials)
+
+    replay = commands.add_parser(
+        "replay",
+        help="the closed loop once in the local mode: serve held-out encounters, load their "
+        "outcomes, print realized vs estimated vs test performance",
+    )
+    replay.add_argument(
+        "--holdout-batches", type=int, default=1, help="the last N batches are served first"
+    )
+    replay.set_defaults(run=_cmd_replay)
+
+    performance = commands.add_parser(
+        "performance", help="realized and estimated performance of the served predictions"
+    )
+    performance.add_argument(
+        "--measure", action="store_true", help="join the outcomes now (what the DAG does)"
+    )
+    performance.add_argument("--json", action="store_true", help="print JSON")
+    performance.set_defaults(run=_cmd_performance)
 
     local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
     local.add_argument(

@@ -309,3 +309,62 @@ def report(engine: Engine) -> list[dict[str, Any]]:
         found = [dict(row) for row in conn.execute(query).mappings()]
     found.sort(key=lambda r: (_version_order(r["model_version"]), r["window_kind"] == RECENT))
     return found
+
+
+def summary_line(row: dict[str, Any]) -> dict[str, Any]:
+    """A window in a few JSON-able fields: version, period, counts, and each figure's
+    realized, estimated and test values (None where unknown)."""
+    line: dict[str, Any] = {
+        "version": row["model_version"],
+        "window": row["window_kind"],
+        "from": row["period_start"].date().isoformat(),
+        "to": row["period_end"].date().isoformat(),
+        "predictions": row["predictions"],
+        "outcomes": row["outcomes"],
+    }
+    for name in FIGURES:
+        line[name] = {
+            "realized": row.get(f"realized_{name}"),
+            "estimated": row.get(f"estimated_{name}"),
+            "test": row.get(f"test_{name}"),
+        }
+    return line
+
+
+def format_figure(value: float | None) -> str:
+    """A figure for people: three decimals, `-` when unknown."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_report(rows: list[dict[str, Any]]) -> str:
+    """Windows as a table for people: one line per version and window, each figure as
+    realized / estimated (/ test where the version has one)."""
+    if not rows:
+        return "No served prediction with an encounter_id is logged yet."
+    header = ["version", "window", "from", "to", "predictions", "outcomes", *FIGURES]
+    lines = [header]
+    for row in rows:
+        line = summary_line(row)
+        cells = [
+            f"v{line['version']}",
+            line["window"],
+            line["from"],
+            line["to"],
+            f"{line['predictions']:,}",
+            f"{line['outcomes']:,}",
+        ]
+        for name in FIGURES:
+            figure = line[name]
+            text = f"{format_figure(figure['realized'])} / {format_figure(figure['estimated'])}"
+            if figure["test"] is not None:
+                text += f" / {format_figure(figure['test'])}"
+            cells.append(text)
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        for line in lines
+    ]
+    return "\n".join(
+        [*text, "", "Figures: realized / estimated (from the probabilities) / test split."]
+    )

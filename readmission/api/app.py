@@ -23,6 +23,7 @@ from readmission.api.routes import health, inference_v2, invocations, model, pre
 from readmission.api.schemas import Message, encounter_batch
 from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
+from readmission.text import short_error
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,22 @@ async def _poll(store: ModelStore, every: float) -> None:
         await asyncio.sleep(every)
 
 
+def _read_performance(engine, metrics: ApiMetrics) -> None:
+    from readmission import performance
+
+    try:
+        metrics.performance(performance.recent(engine))
+    except Exception as exc:  # noqa: BLE001 - the gauges keep their last values; retried
+        log.warning("could not read the model performance table: %s", short_error(exc))
+
+
+async def _poll_performance(engine, metrics: ApiMetrics, every: float) -> None:
+    """Export what model_performance_pipeline last wrote, every `every` seconds."""
+    while True:
+        await asyncio.to_thread(_read_performance, engine, metrics)
+        await asyncio.sleep(every)
+
+
 def _lifespan(settings: Settings):
     """Build the service's parts at start-up, in order, and take them down at shutdown."""
 
@@ -80,6 +97,8 @@ def _lifespan(settings: Settings):
             settings.decision,
         )
         metrics.drift_threshold.set(api.drift_psi_threshold)
+        metrics.performance_margin.set(settings.performance.drop_margin)
+        metrics.performance_min_outcomes.set(settings.performance.min_outcomes)
         history = partial(lookup, engine) if api.patient_history else None
         predictor = Predictor(store, metrics, history, max_queued_rows=api.predict_queue_rows)
         prediction_log = None
@@ -88,13 +107,17 @@ def _lifespan(settings: Settings):
                 engine, metrics, api.prediction_log_queue, api.prediction_log_flush_seconds
             )
         app.state.services = Services(settings, metrics, store, predictor, prediction_log)
-        poller = asyncio.create_task(_poll(store, api.model_poll_seconds))
+        pollers = [asyncio.create_task(_poll(store, api.model_poll_seconds))]
+        if engine is not None:
+            every = settings.performance.refresh_seconds
+            pollers.append(asyncio.create_task(_poll_performance(engine, metrics, every)))
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            for poller in pollers:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             predictor.close()
             if prediction_log is not None:
                 await asyncio.to_thread(prediction_log.close)

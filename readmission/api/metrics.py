@@ -32,8 +32,13 @@ from readmission.names import (
     LOG_WRITTEN,
     MODEL_INFO,
     MODEL_LOADED_AT,
+    MODEL_PERFORMANCE,
+    MODEL_PERFORMANCE_ROWS,
     MODEL_RELOADS,
     MODEL_VERSION,
+    PERFORMANCE_FIGURES,
+    PERFORMANCE_MARGIN,
+    PERFORMANCE_MIN_OUTCOMES,
     PREDICT_FAILURES,
     PREDICTIONS,
     QUEUE_FULL,
@@ -163,6 +168,46 @@ class ApiMetrics:
             "Recent encounters in the drift window",
             registry=self.registry,
         )
+
+        self.performance_figures = Gauge(
+            MODEL_PERFORMANCE,
+            "Each version's figures over its recent window: realized (outcomes known), "
+            "estimated (from the probabilities) and its test split's, by figure",
+            ["version", "source", "metric"],
+            registry=self.registry,
+        )
+        self.performance_rows = Gauge(
+            MODEL_PERFORMANCE_ROWS,
+            "Predictions in each version's recent window, and how many have a known outcome",
+            ["version", "kind"],
+            registry=self.registry,
+        )
+        self.performance_margin = Gauge(
+            PERFORMANCE_MARGIN,
+            "RealizedPerformanceDrop: how far below its test figure a realized <30 ROC-AUC "
+            "may fall",
+            registry=self.registry,
+        )
+        self.performance_min_outcomes = Gauge(
+            PERFORMANCE_MIN_OUTCOMES,
+            "RealizedPerformanceDrop: outcomes a recent window needs before it is judged",
+            registry=self.registry,
+        )
+
+    def performance(self, windows: list[dict]) -> None:
+        """Publish the recent window of every version (`performance.recent`): a figure that
+        is unknown has no series."""
+        self.performance_figures.clear()
+        self.performance_rows.clear()
+        for window in windows:
+            version = str(window["model_version"])
+            self.performance_rows.labels(version, "predictions").set(window["predictions"])
+            self.performance_rows.labels(version, "outcomes").set(window["outcomes"])
+            for metric in PERFORMANCE_FIGURES:
+                for source in ("realized", "estimated", "test"):
+                    value = window.get(f"{source}_{metric}")
+                    if value is not None:
+                        self.performance_figures.labels(version, source, metric).set(value)
 
     def drift(self, scores: dict[str, float], rows: int) -> None:
         """Publish the drift window's scores (none until it holds enough rows)."""

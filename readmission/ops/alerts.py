@@ -11,7 +11,8 @@ from readmission import names
 TEMPLATE = r"""# Alert rules of the readmission platform, loaded by prometheus.yml (rule_files).
 #
 # Severity: `critical` when requests are failing or nobody is served now; `warning` when
-# something needs a look today (slow answers, a registry problem, drifting inputs).
+# something needs a look today (slow answers, a registry problem, drifting inputs, a model
+# doing worse on real patients than on its test split).
 # Every alert has `summary` and `description` annotations.
 #
 # Checked by `promtool check rules prometheus/alerts.yml` and unit-tested by
@@ -117,6 +118,58 @@ groups:
             against the training data, is {{ $value | printf "%.3f" }}, above the API's
             threshold (@DRIFT_THRESHOLD@) for 10 minutes: the model sees inputs
             unlike those it was trained on; consider retraining.
+
+      # Per served version: its realized <30 ROC-AUC (recent window, outcomes known) below
+      # its own test figure minus the margin, over enough outcomes to trust the figure. The
+      # margin and the minimum are the API's (PERFORMANCE_DROP_MARGIN and
+      # PERFORMANCE_MIN_OUTCOMES, exported as @PERFORMANCE_MARGIN@ and
+      # @PERFORMANCE_MIN_OUTCOMES@), configured in one place like InputDrift's threshold.
+      # A version without a realized or test figure, or without the row counts, has no
+      # series and cannot fire. Matching on (job, instance, version) leaves the alert just
+      # those labels (and severity); the annotations query its outcomes and test figure.
+      # for: 15m. The figures move only when model_performance_pipeline rewrites them (the
+      # API rereads them every PERFORMANCE_REFRESH_SECONDS), so they do not flap and waiting
+      # longer adds no evidence; 15 minutes outlasts an API restart or a missed scrape and
+      # delays little an alert whose cause is days of outcomes old.
+      - alert: RealizedPerformanceDrop
+        expr: |
+          (
+            @MODEL_PERFORMANCE@{job="fast-api", source="realized", metric="roc_auc_lt30"}
+              < on (job, instance, version)
+            (
+              @MODEL_PERFORMANCE@{job="fast-api", source="test", metric="roc_auc_lt30"}
+                - on (job, instance) group_left ()
+              @PERFORMANCE_MARGIN@{job="fast-api"}
+            )
+          )
+          and on (job, instance, version)
+          (
+            @MODEL_PERFORMANCE_ROWS@{job="fast-api", kind="outcomes"}
+              >= on (job, instance) group_left ()
+            @PERFORMANCE_MIN_OUTCOMES@{job="fast-api"}
+          )
+        for: 15m
+        labels:
+          severity: warning
+        annotations:
+          summary: >-
+            Model v{{ $labels.version }} does worse on real patients than on its test split
+            ({{ $labels.instance }})
+          description: >-
+            The realized <30 ROC-AUC of model version {{ $labels.version }} on
+            {{ $labels.instance }} is {{ $value | printf "%.3f" }} over the
+            {{ with printf "@MODEL_PERFORMANCE_ROWS@{job='%s', instance='%s',
+            version='%s', kind='outcomes'}" $labels.job $labels.instance $labels.version
+            | query }}{{ . | first | value | printf "%.0f" }}{{ end }} predictions of its
+            recent window whose outcome is known, against
+            {{ with printf "@MODEL_PERFORMANCE@{job='%s', instance='%s', version='%s',
+            source='test', metric='roc_auc_lt30'}" $labels.job $labels.instance
+            $labels.version | query }}{{ . | first | value | printf "%.3f" }}{{ end }} on
+            its test split: below it by more than the API's margin
+            (@PERFORMANCE_MARGIN@) for 15 minutes. The model does worse on real
+            patients than when it was promoted; see what was served when in GET
+            /model/history, and `python -m readmission rollback --reason ...` restores the
+            previous version.
 """
 
 GENERATED = (

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -35,13 +35,13 @@ from typing import TextIO
 import httpx
 
 from readmission import dataset, pipeline, warehouse
-from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
+from readmission.names import CLEAN_DAG, PERFORMANCE_DAG, RAW_DAG, TRAIN_DAG
 from readmission.settings import Settings, get_settings
 
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
-DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG)
+DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG, PERFORMANCE_DAG)
 # Procfile.local's Airflow components. The scheduler and the triggerer run without their
 # log servers: those listen on every interface, and the api-server reads task logs from
 # the files they write on this same machine.
@@ -156,8 +156,8 @@ class AirflowClient:
     def dag_loaded(self, dag_id: str) -> bool:
         return self.http.get(f"/api/v2/dags/{dag_id}").status_code == 200
 
-    def unpause(self, dag_id: str) -> None:
-        self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+    def unpause(self, dag_id: str, paused: bool = False) -> None:
+        self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         response = self.http.post(
@@ -360,6 +360,8 @@ class Stack:
         env.update(
             {
                 "READMISSION_STATE_DIR": str(self.settings.store.state_dir),
+                "DATA_DATABASE_URL": self.settings.database_url,
+                "TRAINING_PROFILE": self.settings.training.profile,
                 "MLFLOW_TRACKING_URI": self.mlflow_url,
                 "LOCAL_MLFLOW_PORT": str(self.settings.local.mlflow_port),
                 "API_PORT": str(self.settings.api.port),
@@ -566,6 +568,35 @@ def format_model(described: dict | None) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def running_stack(
+    settings: Settings, stages: Stages
+) -> Iterator[tuple[Stack, AirflowClient, Path, subprocess.Popen]]:
+    """Start every service and wait until each answers and the DAGs are unpaused (timed as
+    the stage `stack start`); stop them all when the block ends."""
+    stack = Stack(settings, airflow_config(settings))
+    process = None
+    try:
+        with stages.timed("stack start"):
+            process, log = start_stack(stack)
+            print(f"starting MLflow, Airflow, the API and Streamlit (log: {log}) ...", flush=True)
+            wait_services(stack, process, log)
+            client = AirflowClient(stack.airflow)
+            wait_ready(client, process, log)
+            print(f"every service answers after {duration(stages.elapsed)}", flush=True)
+        yield stack, client, log, process
+    finally:
+        if process is not None:
+            stop(process)
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """`settings` with this process asking the stack's MLflow too."""
+    return settings.updated(
+        MLFLOW_TRACKING_URI=Stack(settings, airflow_config(settings)).mlflow_url
+    )
+
+
 def main(serve: bool = True) -> int:
     settings = get_settings()
     try:
@@ -575,51 +606,39 @@ def main(serve: bool = True) -> int:
         return 2
     print(f"data file: {source.path} (sha256 verified)", flush=True)
     pipeline.engine(settings)  # create the stores before the services race to
-    stack = Stack(settings, airflow_config(settings))
-    # this process asks the stack's MLflow too
-    settings = settings.updated(MLFLOW_TRACKING_URI=stack.mlflow_url)
-    process = None
     stages = Stages()
     try:
-        with stages.timed("stack start"):
-            process, log = start_stack(stack)
-            print(f"starting MLflow, Airflow, the API and Streamlit (log: {log}) ...", flush=True)
-            wait_services(stack, process, log)
-            client = AirflowClient(stack.airflow)
-            wait_ready(client, process, log)
-            print(f"every service answers after {duration(stages.elapsed)}", flush=True)
-        run_pipeline(client, log, settings, stages)
-        with stages.timed("serving"):
-            # the new model in service now, not at the API's next poll
-            httpx.post(f"{stack.api_url}/model/reload", timeout=120)
-            described = pipeline.production_model(settings)
-        print(warehouse.format_summary(pipeline.store_summary(settings)), flush=True)
-        print(format_model(described), flush=True)
-        stages.report()
-        print(
-            f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
-            f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"
-            f"  API        {stack.api_url}  (docs: {stack.api_url}/docs)\n"
-            f"  Streamlit  {stack.streamlit_url}\n"
-            + (
-                f"  Prometheus {stack.prometheus_url}  (Grafana: see grafana/README.md)\n"
-                if stack.with_prometheus
-                else "  Prometheus not installed (apt-get install prometheus), not started\n"
-            ),
-            flush=True,
-        )
-        if serve:
-            print("Serving until Ctrl-C.", flush=True)
-            process.wait()
-            print(f"a service stopped, so the stack did; see {log}", flush=True)
-            return 1
-        return 0
+        with running_stack(settings, stages) as (stack, client, log, process):
+            settings = stack_settings(settings)
+            run_pipeline(client, log, settings, stages)
+            with stages.timed("serving"):
+                # the new model in service now, not at the API's next poll
+                httpx.post(f"{stack.api_url}/model/reload", timeout=120)
+                described = pipeline.production_model(settings)
+            print(warehouse.format_summary(pipeline.store_summary(settings)), flush=True)
+            print(format_model(described), flush=True)
+            stages.report()
+            print(
+                f"\n  Airflow    {stack.airflow.url}  (login {stack.airflow.user} / "
+                f"{stack.airflow.password()})\n  MLflow     {stack.mlflow_url}\n"
+                f"  API        {stack.api_url}  (docs: {stack.api_url}/docs)\n"
+                f"  Streamlit  {stack.streamlit_url}\n"
+                + (
+                    f"  Prometheus {stack.prometheus_url}  (Grafana: see grafana/README.md)\n"
+                    if stack.with_prometheus
+                    else "  Prometheus not installed (apt-get install prometheus), not started\n"
+                ),
+                flush=True,
+            )
+            if serve:
+                print("Serving until Ctrl-C.", flush=True)
+                process.wait()
+                print(f"a service stopped, so the stack did; see {log}", flush=True)
+                return 1
+            return 0
     except LocalStackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
-    finally:
-        if process is not None:
-            stop(process)

@@ -36,8 +36,13 @@ from readmission.names import (
     LOG_WRITE_FAILURES,
     LOG_WRITTEN,
     MODEL_LOADED_AT,
+    MODEL_PERFORMANCE,
+    MODEL_PERFORMANCE_ROWS,
     MODEL_RELOADS,
     MODEL_VERSION,
+    PERFORMANCE_DAG,
+    PERFORMANCE_MARGIN,
+    PERFORMANCE_MIN_OUTCOMES,
     PREDICTIONS,
     RESIDENT_MEMORY,
 )
@@ -268,6 +273,40 @@ def _quantiles(metric: str, selector: str, by: str, legend: str, *qs: float) -> 
     ]
 
 
+def _line_style(pattern: str, dash: list[int], color: str | None = None) -> dict:
+    """An override drawing the series whose name matches the regex `pattern` dashed (or
+    dotted: [0, n]), in a fixed `color` if given, without fill."""
+    properties: list[dict] = [
+        {
+            "id": "custom.lineStyle",
+            "value": {"fill": "dot" if dash[0] == 0 else "dash", "dash": dash},
+        },
+        {"id": "custom.fillOpacity", "value": 0},
+    ]
+    if color is not None:
+        properties.append({"id": "color", "value": {"mode": "fixed", "fixedColor": color}})
+    return {"matcher": {"id": "byRegexp", "options": pattern}, "properties": properties}
+
+
+#: Realized lines solid, estimated dotted, the test split's dashed.
+_SOURCE_STYLES = [_line_style(".* estimated$", [0, 6]), _line_style(".* test$", [10, 5])]
+
+#: Where the performance figures come from, for the panels' descriptions.
+_PERFORMANCE_SOURCES = (
+    "Each served version over its recent window (PERFORMANCE_WINDOW_DAYS): realized on "
+    "the predictions whose outcome is known, filled in as outcomes arrive and "
+    f"{PERFORMANCE_DAG} runs; estimated from the calibrated probabilities of every "
+    "prediction, what to expect before outcomes arrive (dotted)"
+)
+
+
+def _performance(*metrics: str) -> str:
+    """The figures `metrics` of every version, one series per version, source and figure
+    (API replicas export the same table's figures)."""
+    matcher = f'metric="{metrics[0]}"' if len(metrics) == 1 else f'metric=~"{"|".join(metrics)}"'
+    return f"max by (version, source, metric) ({MODEL_PERFORMANCE}{{{_API}, {matcher}}})"
+
+
 def dashboard_panels() -> list[dict]:
     """Every panel of "Proyecto 3": the original three first, then the platform's."""
     threshold_style = [
@@ -459,6 +498,69 @@ def dashboard_panels() -> list[dict]:
             _targets((f"{DRIFT_ROWS}{{{_API}}}", "rows")),
             kind="stat",
         ),
+        # How each served version does on real patients (readmission/performance.py).
+        _panel(
+            16,
+            "Realized vs estimated <30 ROC-AUC",
+            f"{_PERFORMANCE_SOURCES}; the test split's figure dashed. The red line is the "
+            f"test figure minus the API's margin ({PERFORMANCE_MARGIN}): a realized line "
+            "below it, over enough outcomes, fires the RealizedPerformanceDrop alert.",
+            (0, 40, 12, 9),
+            _targets(
+                (_performance("roc_auc_lt30"), "v{{version}} {{source}}"),
+                (
+                    f'max by (version) ({MODEL_PERFORMANCE}{{{_API}, source="test", '
+                    f'metric="roc_auc_lt30"}} - on (job, instance) group_left () '
+                    f"{PERFORMANCE_MARGIN}{{{_API}}})",
+                    "v{{version}} alert line",
+                ),
+            ),
+            unit="none",
+            overrides=[*_SOURCE_STYLES, _line_style(".* alert line$", [10, 10], "red")],
+        ),
+        _panel(
+            17,
+            "Realized vs estimated macro-F1",
+            f"{_PERFORMANCE_SOURCES}; the test split's figure dashed. Macro-F1 of the served "
+            "class over NO, >30 and <30.",
+            (12, 40, 12, 9),
+            _targets((_performance("macro_f1"), "v{{version}} {{source}}")),
+            unit="none",
+            overrides=_SOURCE_STYLES,
+        ),
+        _panel(
+            18,
+            "High tier: sensitivity and PPV, realized vs estimated",
+            f"{_PERFORMANCE_SOURCES}. Sensitivity: the share of <30 readmissions the high "
+            "tier flagged; PPV: the share of flagged encounters readmitted <30 (the "
+            "version's own high-tier threshold).",
+            (0, 49, 12, 9),
+            _targets(
+                (
+                    _performance("sensitivity_high", "ppv_high"),
+                    "v{{version}} {{metric}} {{source}}",
+                )
+            ),
+            unit="percentunit",
+            overrides=_SOURCE_STYLES,
+        ),
+        _panel(
+            19,
+            "Outcomes known vs predictions (recent window)",
+            "Predictions in each version's recent window and how many of them have a known "
+            f"outcome, which grows as outcomes arrive and {PERFORMANCE_DAG} runs. The "
+            f"dashed line is the API's minimum ({PERFORMANCE_MIN_OUTCOMES}): below it the "
+            "RealizedPerformanceDrop alert does not judge a version.",
+            (12, 49, 12, 9),
+            _targets(
+                (
+                    f"max by (version, kind) ({MODEL_PERFORMANCE_ROWS}{{{_API}}})",
+                    "v{{version}} {{kind}}",
+                ),
+                (f"max({PERFORMANCE_MIN_OUTCOMES}{{{_API}}})", "threshold"),
+            ),
+            overrides=threshold_style,
+        ),
     ]
     return panels
 
@@ -469,7 +571,8 @@ def render_dashboard() -> str:
         "uid": DASHBOARD_UID,
         "title": DASHBOARD_TITLE,
         "description": "The readmission API: traffic, latency, errors, resources, the model "
-        "in service, the prediction log and input drift.",
+        "in service, the prediction log, input drift and how each served version does on "
+        "real patients.",
         "tags": ["readmission", "fast-api"],
         "schemaVersion": SCHEMA_VERSION,
         "version": 1,

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-DAG_IDS = ("raw_data_initial_batch_load", "clean_data_pipeline", "model_training_pipeline")
+DAG_IDS = (
+    "raw_data_initial_batch_load",
+    "clean_data_pipeline",
+    "model_training_pipeline",
+    "model_performance_pipeline",
+)
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -92,3 +97,10 @@ def test_training_runs_on_the_clean_asset_one_task_per_family(dagbag):
     assert set(dag.task_ids) == {"pin_data", "train_candidate", "promote"}
     # an Asset-triggered run has no conf: the default defers to the TRAINING_PROFILE setting
     assert dag.params["profile"] == "default"
+
+
+def test_performance_runs_on_the_clean_asset(dagbag):
+    dag = dagbag.get_dag("model_performance_pipeline")
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
+    assert set(dag.task_ids) == {"measure", "report"}

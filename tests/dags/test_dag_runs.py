@@ -111,3 +111,62 @@ def test_training_dag_trains_every_family_and_promotes_the_first_model(
     assert {r.data.tags["profile"] for r in runs} == {"quick"}
     snapshots = {r.data.tags["data.snapshot"] for r in runs}
     assert snapshots == {versions[0]["tags"]["data.snapshot"]}
+
+
+def test_performance_dag_estimates_before_outcomes_and_realizes_after(
+    dagbag, sample_env, sample_csv, mlflow_tracking, monkeypatch
+):
+    """Predictions served for encounters of a batch not loaded yet: the first run has only
+    estimates; once the batch is loaded and cleaned, the realized figures, beside the
+    version's test figures read from the registry."""
+    import numpy as np
+    import pandas as pd
+
+    from readmission import db
+    from readmission.performance import RECENT
+
+    monkeypatch.setenv("DECISION_SUBGROUP_TOLERANCE", "0.99")
+    pipeline.get_settings.cache_clear()
+    for batch in (0, 1, 2):
+        pipeline.load_raw_batch(batch)
+    pipeline.clean_new_rows()
+    version = pipeline.train_and_promote(["logistic_regression"], "quick")["decision"]["version"]
+    later = pd.read_csv(sample_csv).iloc[900:]  # batch 3 of 300 rows
+    rng = np.random.default_rng(0)
+    risk = rng.uniform(0.02, 0.5, len(later))
+    served = pd.DataFrame(
+        {
+            "predicted_at": pd.Timestamp("2026-11-02T10:00:00Z"),
+            "model_name": "diabetes-readmission",
+            "model_version": version,
+            "encounter_id": later["encounter_id"].to_numpy(),
+            "patient_nbr": later["patient_nbr"].to_numpy(),
+            "prediction": np.where(risk > 0.2, "<30", "NO"),
+            "probability_no": (1 - risk) * 0.6,
+            "probability_gt30": (1 - risk) * 0.4,
+            "probability_lt30": risk,
+            "inputs": "{}",
+        }
+    )
+    with pipeline.engine().begin() as conn:
+        conn.execute(db.predictions.insert(), served.to_dict("records"))
+
+    dag = dagbag.get_dag("model_performance_pipeline")
+    before = dag.test()
+    assert before.state == "success"
+    assert _states(before) == {"measure": ["success"], "report": ["success"]}
+    (pending,) = [r for r in pipeline.performance_report() if r["window_kind"] == RECENT]
+    assert (pending["predictions"], pending["outcomes"]) == (100, 0)
+    assert pending["realized_roc_auc_lt30"] is None
+    assert pending["estimated_roc_auc_lt30"] is not None
+    assert pending["test_roc_auc_lt30"] is not None
+    assert pending["high_threshold"] is not None
+
+    pipeline.load_raw_batch(3)
+    pipeline.clean_new_rows()
+    after = dag.test()
+    assert after.state == "success"
+    (known,) = [r for r in pipeline.performance_report() if r["window_kind"] == RECENT]
+    assert (known["predictions"], known["outcomes"]) == (100, 100)
+    assert known["realized_roc_auc_lt30"] is not None
+    assert known["estimated_roc_auc_lt30"] == pending["estimated_roc_auc_lt30"]

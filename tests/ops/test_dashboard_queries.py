@@ -1,5 +1,9 @@
 """Every query of the committed "Proyecto 3" dashboard returns data from a real Prometheus
-scraping the real API while requests flow, with the alert rules loaded and evaluated."""
+scraping the real API while requests flow, with the alert rules loaded and evaluated.
+
+The requests are encounters of the world's store, whose outcomes `clean_data` holds, and
+model_performance_pipeline's work runs once they are logged: the performance panels then
+have realized, estimated and test figures to show."""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
-from readmission import schema, synthetic
+from readmission import pipeline, schema
 from readmission.ops import monitoring
 from tests.support.pgserver import free_port
 from tests.support.tools import require
@@ -28,11 +33,14 @@ PANELS = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
 MIN_SCRAPES = 5  # rate() and increase() need two samples in their window; 1 s scrapes
 DATA_TIMEOUT = 30  # seconds after Prometheus is ready for every panel to have data
 WARM_UP_ENCOUNTERS = 600  # fills the API's drift window before Prometheus starts
+MEASURE_TIMEOUT = 60  # seconds for the warm-up's predictions to reach the prediction log
 
 
-def _encounters(n: int, seed: int) -> list[dict]:
-    """Synthetic encounters as a client sends them (integers as numbers, '?' for missing)."""
-    records = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"]).to_dict("records")
+def _encounters(csv: Path, n: int) -> list[dict]:
+    """The first `n` encounters of the store's file as a client sends them (integers as
+    numbers, '?' for missing), without their outcome."""
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False, nrows=n)
+    records = frame.drop(columns=["readmitted"]).to_dict("records")
     for record in records:
         for column in schema.COLUMNS:
             if column.is_integer and record.get(column.name) not in (None, "?"):
@@ -45,7 +53,10 @@ class Traffic:
     """Requests sent to the API from a thread: valid ones, batches and a few 422s."""
 
     url: str
+    encounters: list[dict]
     stop: threading.Event = field(default_factory=threading.Event)
+    #: Set once the warm-up's batches are answered.
+    warmed: threading.Event = field(default_factory=threading.Event)
     sent: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -64,9 +75,10 @@ class Traffic:
 
     def run(self) -> None:
         """Until stopped: a valid /predict, every 5th turn a batch, every 10th a 422."""
-        encounters = _encounters(WARM_UP_ENCOUNTERS, seed=11)
+        encounters = self.encounters
         with httpx.Client(base_url=self.url, timeout=30) as client:
             self.warm_up(client, encounters)
+            self.warmed.set()
             turn = 0
             while not self.stop.is_set():
                 self._post(client, "/predict", encounters[turn % len(encounters)])
@@ -120,7 +132,7 @@ def _all_panels_have_data(prometheus: Prometheus) -> bool:
 @pytest.fixture(scope="module")
 def traffic(world) -> Iterator[Traffic]:
     """Requests flowing to the world's API for the whole module."""
-    flowing = Traffic(world.url)
+    flowing = Traffic(world.url, _encounters(world.settings.dataset.csv, WARM_UP_ENCOUNTERS))
     thread = threading.Thread(target=flowing.run, daemon=True, name="traffic")
     thread.start()
     yield flowing
@@ -129,7 +141,23 @@ def traffic(world) -> Iterator[Traffic]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(world, traffic, tmp_path_factory) -> Iterator[Prometheus]:
+def measured(world, traffic) -> dict:
+    """model_performance_pipeline's measure once the warm-up's predictions are logged: every
+    version's realized, estimated and test figures, which the API then exports."""
+    assert traffic.warmed.wait(MEASURE_TIMEOUT), f"no warm-up: {traffic.errors[:3]}"
+    deadline = time.monotonic() + MEASURE_TIMEOUT
+    while True:
+        summary = pipeline.measure_performance(world.settings)
+        if summary["predictions"] >= WARM_UP_ENCOUNTERS:
+            break
+        assert time.monotonic() < deadline, f"the warm-up is not logged: {summary}"
+        time.sleep(0.5)
+    assert summary["outcomes"] > 0, summary
+    return summary
+
+
+@pytest.fixture(scope="module")
+def prometheus(world, traffic, measured, tmp_path_factory) -> Iterator[Prometheus]:
     """Prometheus scraping the world's API every second, with the project's alert rules."""
     root = tmp_path_factory.mktemp("prometheus")
     port = free_port()
@@ -221,6 +249,7 @@ def test_prometheus_scrapes_the_api_and_evaluates_every_alert_rule(scraped, traf
         "NoPredictionsWhileRequestsArrive",
         "ModelReloadFailures",
         "InputDrift",
+        "RealizedPerformanceDrop",
     }
     assert all(health == "ok" for health, _ in rules.values()), rules
     assert traffic.sent.get(200, 0) > 50, traffic.sent
@@ -243,6 +272,20 @@ def test_panel_query_returns_data(scraped, world, panel: dict):
             else "the API exports its metrics but Prometheus returns no finite value"
         )
         pytest.fail(f"panel {panel['title']!r}: {reason}; queries without data: {empty}")
+
+
+def test_the_performance_panels_set_realized_estimated_and_test_figures_side_by_side(
+    scraped, measured
+):
+    panels = {panel["title"]: panel for panel in PANELS}
+    figures = panels["Realized vs estimated <30 ROC-AUC"]["targets"][0]["expr"]
+    sources = {series["metric"]["source"] for series in scraped.query(figures)}
+    assert sources == {"realized", "estimated", "test"}
+    counts = panels["Outcomes known vs predictions (recent window)"]["targets"][0]["expr"]
+    rows = scraped.query(counts)
+    outcomes = {series["metric"]["kind"]: float(series["value"][1]) for series in rows}
+    assert outcomes["outcomes"] == measured["outcomes"], outcomes
+    assert outcomes["predictions"] >= outcomes["outcomes"], outcomes
 
 
 def _base_name(name: str) -> str:

@@ -128,7 +128,7 @@ def test_promtool_accepts_every_modes_rendering(mode: str, tmp_path: Path):
 def test_promtool_accepts_the_rules():
     checked = _promtool("check", "rules", "prometheus/alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "6 rules found" in checked.stdout
+    assert "7 rules found" in checked.stdout
 
 
 def test_alert_unit_tests_pass():
@@ -146,6 +146,7 @@ def test_every_alert_has_a_severity_a_summary_and_a_description():
         "NoPredictionsWhileRequestsArrive",
         "ModelReloadFailures",
         "InputDrift",
+        "RealizedPerformanceDrop",
     }
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"critical", "warning"}, name

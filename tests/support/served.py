@@ -121,7 +121,11 @@ def trained(tmp_path_factory, mlflow_module) -> Settings:
     """A store and a first Production model (quick search, gradient boosting)."""
     root = tmp_path_factory.mktemp("world")
     settings = build_store(
-        root, mlflow_module, API_MODEL_POLL_SECONDS=0.3, API_PREDICTION_LOG_FLUSH_SECONDS=0.2
+        root,
+        mlflow_module,
+        API_MODEL_POLL_SECONDS=0.3,
+        API_PREDICTION_LOG_FLUSH_SECONDS=0.2,
+        PERFORMANCE_REFRESH_SECONDS=1,
     )
     get_settings.cache_clear()
     pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
