@@ -92,6 +92,24 @@ def _cmd_performance(args: argparse.Namespace) -> None:
         print(performance.format_report(rows))
 
 
+def _cmd_score(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    _print(pipeline.score_batch(explain_factors=not args.no_factors))
+
+
+def _cmd_care_list(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    found = pipeline.care_list(tier=args.tier)
+    if args.out is None:
+        found.to_csv(sys.stdout, index=False)
+        return
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    found.to_csv(args.out, index=False)
+    print(f"{len(found):,} encounters written to {args.out}", file=sys.stderr)
+
+
 def _cmd_check_credentials(args: argparse.Namespace) -> None:
     from readmission.ops import credentials
 
@@ -192,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     performance.add_argument("--json", action="store_true", help="print JSON")
     performance.set_defaults(run=_cmd_performance)
+
+    score = commands.add_parser(
+        "score", help="score the clean encounters the Production model has not scored yet"
+    )
+    score.add_argument("--no-factors", action="store_true", help="skip the explanations (faster)")
+    score.set_defaults(run=_cmd_score)
+
+    care = commands.add_parser(
+        "care-list",
+        help="the Production model's batch scores as CSV, highest risk first (a care team's list)",
+    )
+    care.add_argument("--tier", choices=["high", "medium", "low"], help="only this risk tier")
+    care.add_argument("--out", type=Path, metavar="FILE", help="write here (default: stdout)")
+    care.set_defaults(run=_cmd_care_list)
 
     local = commands.add_parser("local", help="run the embedded local stack (Airflow on 8080)")
     local.add_argument(

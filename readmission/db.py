@@ -212,6 +212,26 @@ model_performance = sa.Table(
 )
 
 
+batch_scores = sa.Table(
+    "batch_scores",
+    metadata,
+    sa.Column("encounter_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model_name", sa.Text, primary_key=True),
+    sa.Column("model_version", sa.Text, primary_key=True),
+    sa.Column("patient_nbr", sa.BigInteger),
+    sa.Column("prediction", sa.Text, nullable=False),
+    sa.Column("probability_no", sa.Float, nullable=False),
+    sa.Column("probability_gt30", sa.Float, nullable=False),
+    sa.Column("probability_lt30", sa.Float, nullable=False, comment="The <30 risk"),
+    sa.Column("risk_tier", sa.Text, comment="high, medium or low (None: no operating points)"),
+    sa.Column("top_factors", sa.Text, comment="JSON: the features raising the risk most"),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_batch_scores_version_risk", "model_version", "probability_lt30"),
+    schema=SERVING_SCHEMA,
+    comment="Clean encounters scored by batch_scoring_pipeline, once per model version.",
+)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets one file per schema, attached under its name."""
     parsed = sa.engine.make_url(url)

@@ -14,6 +14,7 @@ RAW_DAG = "raw_data_initial_batch_load"
 CLEAN_DAG = "clean_data_pipeline"
 TRAIN_DAG = "model_training_pipeline"
 PERFORMANCE_DAG = "model_performance_pipeline"
+SCORING_DAG = "batch_scoring_pipeline"
 
 # --- data -------------------------------------------------------------------------------------
 Split = Literal["train", "valid", "test"]

@@ -237,6 +237,33 @@ def performance_report(settings: Settings | None = None) -> list[dict]:
     return performance.report(engine(settings or get_settings()))
 
 
+def score_batch(settings: Settings | None = None, explain_factors: bool = True) -> dict:
+    """batch_scoring_pipeline's work: the clean encounters the Production version has not
+    scored yet, scored into serving.batch_scores."""
+    from readmission import scoring
+
+    settings = settings or get_settings()
+    decision = settings.decision
+    return scoring.score_new(
+        engine(settings),
+        model_registry(settings),
+        decision.high_top_percent,
+        decision.medium_top_percent,
+        explain_factors,
+    ).to_dict()
+
+
+def care_list(tier: str | None = None, settings: Settings | None = None):
+    """The Production version's batch scores, highest risk first (a frame)."""
+    from readmission import scoring
+
+    settings = settings or get_settings()
+    current = model_registry(settings).champion()
+    if current is None:
+        raise ValueError("no Production model yet: nothing is scored")
+    return scoring.care_list(engine(settings), str(current.version), tier)
+
+
 def production_model(settings: Settings | None = None) -> dict | None:
     """What the registry serves: the Production version with its metrics, or None."""
     registry = model_registry(settings)

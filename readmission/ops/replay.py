@@ -8,9 +8,9 @@ through the API without their outcome, as a hospital would send discharges, and 
 Their outcomes arrive as a later batch: the raw load and the cleaning run, the
 `clean_data` Asset starts `model_performance_pipeline`, and the replay prints, for the
 served version, the realized figures on those encounters against those estimated from
-the probabilities (before outcomes) against the version's test figures. Retraining on
-the new batch is left out (the training DAG is paused for it): this shows the loop, not a
-retraining. The stack stops at the end.
+the probabilities (before outcomes) against the version's test figures. Retraining and
+batch scoring on the new batch are left out (their DAGs are paused for it): this shows the
+loop, not a retraining. The stack stops at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import httpx
 import pandas as pd
 
 from readmission import dataset, ingest, performance, pipeline, schema
-from readmission.names import CLEAN_DAG, PERFORMANCE_DAG, RAW_DAG, TRAIN_DAG
+from readmission.names import CLEAN_DAG, PERFORMANCE_DAG, RAW_DAG, SCORING_DAG, TRAIN_DAG
 from readmission.ops.localstack import (
     LocalStackError,
     Stages,
@@ -163,7 +163,8 @@ def main(holdout_batches: int = 1) -> int:
             with stages.timed("training"):
                 trained = _next_run(client, TRAIN_DAG, clean, "clean", log)
                 _follow(client, TRAIN_DAG, trained, log, timeout=3600)
-            client.unpause(TRAIN_DAG, paused=True)  # the outcomes batch retrains nothing here
+            for dag_id in (TRAIN_DAG, SCORING_DAG):  # the outcomes batch only measures here
+                client.unpause(dag_id, paused=True)
             httpx.post(f"{stack.api_url}/model/reload", timeout=120)
             described = pipeline.production_model(settings)
             print(format_model(described), flush=True)

@@ -14,6 +14,7 @@ DAG_IDS = (
     "clean_data_pipeline",
     "model_training_pipeline",
     "model_performance_pipeline",
+    "batch_scoring_pipeline",
 )
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
@@ -104,3 +105,10 @@ def test_performance_runs_on_the_clean_asset(dagbag):
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
     assert set(dag.task_ids) == {"measure", "report"}
+
+
+def test_batch_scoring_runs_on_the_clean_asset(dagbag):
+    dag = dagbag.get_dag("batch_scoring_pipeline")
+    assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
+    assert set(dag.task_ids) == {"score", "report"}

@@ -170,3 +170,30 @@ def test_performance_dag_estimates_before_outcomes_and_realizes_after(
     assert (known["predictions"], known["outcomes"]) == (100, 100)
     assert known["realized_roc_auc_lt30"] is not None
     assert known["estimated_roc_auc_lt30"] == pending["estimated_roc_auc_lt30"]
+
+
+def test_batch_scoring_dag_scores_new_encounters_once(
+    dagbag, sample_env, mlflow_tracking, monkeypatch
+):
+    from readmission.names import SCORING_DAG
+
+    pipeline.load_raw_batches(pipeline.plan_raw_load(limit=3))
+    pipeline.clean_new_rows()
+    dag = dagbag.get_dag(SCORING_DAG)
+    idle = dag.test()  # no Production model yet: nothing scored, no failure
+    assert idle.state == "success"
+    assert _states(idle) == {"score": ["success"], "report": ["success"]}
+
+    monkeypatch.setenv("DECISION_SUBGROUP_TOLERANCE", "0.99")
+    pipeline.get_settings.cache_clear()
+    pipeline.train_and_promote(["logistic_regression"], "quick")
+    first = dag.test()
+    assert first.state == "success"
+    assert len(pipeline.care_list()) == 900
+    pipeline.load_raw_batch(3)
+    pipeline.clean_new_rows()
+    second = dag.test()
+    assert second.state == "success"
+    scored = pipeline.care_list()
+    assert len(scored) == 1_000
+    assert scored["encounter_id"].is_unique
