@@ -68,6 +68,18 @@ class Scored:
         }
 
 
+def _pending(conn: sa.Connection, version: str) -> tuple[int, int]:
+    """(clean encounters, those `version` has scored), counted in the store."""
+    clean, scores = db.clean_encounters, db.batch_scores
+    total = conn.scalar(sa.select(sa.func.count()).select_from(clean))
+    done = conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(scores)
+        .where(scores.c.model_name == MODEL_NAME, scores.c.model_version == version)
+    )
+    return int(total), int(done)
+
+
 def _unscored(conn: sa.Connection, version: str) -> pd.DataFrame:
     """Every clean encounter, history added over all of them, flagged `scored` when
     `version` has scored it."""
@@ -145,6 +157,10 @@ def score_new(
         except explain.ExplainerUnavailableError as exc:
             log.warning("v%s cannot be explained, scored without factors: %s", version, exc)
     with engine.connect() as conn:
+        total, done = _pending(conn, version)
+        if total == done:  # every encounter scored: no need to read them
+            log.info("v%s has scored all %s clean encounters", version, total)
+            return Scored(version, 0, done, explainer is not None)
         clean = _unscored(conn, version)
     pending = clean[~clean["scored"]].reset_index(drop=True)
     scored = 0
