@@ -13,8 +13,11 @@ and loads each with wrk (1 thread, so it leaves the server a core) sending one e
 POST (each run once the machine is idle again), at 1, 8 and 32 connections, then ours once
 more at 8 connections with `/predict?explain=true` (the patient's top factors, TreeSHAP).
 Also times a 1,000-encounter /predict/batch and reads the API's resident memory after the
-load. Targets: throughput >= 3x MLflow's at 8 and 32 connections, p99 at 8 connections
-< 25 ms with and without explanations, a 1,000-record batch < 150 ms, the API < 400 MB.
+load; then starts ours again with API_SHADOW=true, a second candidate (the quick search's
+gradient boosting) as the `challenger`, and loads it at 8 and 32 connections: the cost of
+shadowing on the served throughput. Targets: throughput >= 3x MLflow's at 8 and 32
+connections, p99 at 8 connections < 25 ms with and without explanations, a 1,000-record
+batch < 150 ms, the API < 400 MB.
 
     python bench/serve.py [--seconds 10] [--profile full|quick]
 """
@@ -255,6 +258,51 @@ def main() -> int:
             process.terminate()
             process.wait(timeout=30)
 
+    # the same API scoring every request with a challenger too
+    from readmission.registry import Registry
+
+    candidate = pipeline.train_candidate("hist_gradient_boosting", "quick")
+    registry = Registry(env["MLFLOW_TRACKING_URI"])
+    challenger = registry.register(candidate["model_uri"]).version
+    registry.set_challenger(challenger, reason="bench: the cost of shadowing")
+    logs["shadow"] = (work / "shadow.log").open("w")
+    shadowing = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ours_port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**env, "API_SHADOW": "true"},
+        stdout=logs["shadow"],
+        stderr=subprocess.STDOUT,
+    )
+    shadowed: dict[int, dict] = {}
+    try:
+        _wait(f"http://127.0.0.1:{ours_port}/ready")
+        shadow_url = f"http://127.0.0.1:{ours_port}/model/shadow"
+        deadline = time.monotonic() + 120
+        while httpx.get(shadow_url, timeout=30).json()["challenger"] is None:
+            assert time.monotonic() < deadline, "the challenger was not loaded"
+            time.sleep(0.5)
+        for _ in range(20):
+            answer = httpx.post(ours_url, content=body, timeout=30, headers=json_header)
+            assert answer.status_code == 200, answer.text[:500]
+        for connections in (8, 32):
+            shadowed[connections] = _wrk(ours_url, body, connections, args.seconds, work)
+        comparison = httpx.get(shadow_url, timeout=30).json()["comparison"]
+    finally:
+        shadowing.terminate()
+        shadowing.wait(timeout=30)
+
     print(
         f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
         f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting, {args.profile} "
@@ -285,7 +333,20 @@ def main() -> int:
         )
     print(
         f"\n1,000-record /predict/batch: median {batch_ms:.0f} ms; API resident memory after "
-        f"the load: {rss:.0f} MB\n"
+        f"the load: {rss:.0f} MB"
+    )
+    latency = comparison["challenger_latency_ms"] or {}
+    print(
+        f"\nwith API_SHADOW=true (challenger v{challenger}, quick search): "
+        + ", ".join(
+            f"{c} connections {shadowed[c]['rps']:.0f} req/s "
+            f"({shadowed[c]['rps'] / results['ours'][c]['rps']:.2f}x plain), "
+            f"p99 {shadowed[c]['p99_ms']:.1f} ms"
+            for c in (8, 32)
+        )
+        + f"; {comparison['encounters']:,} encounters shadowed, challenger p50 "
+        f"{latency.get('p50', float('nan')):.2f} ms a batch, failures "
+        f"{comparison['challenger_failures']}\n"
     )
     checks = [
         (

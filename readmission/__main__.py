@@ -68,6 +68,27 @@ def _cmd_rollback(args: argparse.Namespace) -> None:
     _print(pipeline.rollback(args.to, reason=args.reason))
 
 
+def _cmd_challenger(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    registry = pipeline.model_registry()
+    if args.clear:
+        registry.clear_challenger()
+    elif args.version:
+        reason = (args.reason or "").strip()
+        if not reason:
+            raise ValueError("setting a challenger needs a reason (--reason TEXT)")
+        registry.set_challenger(args.version, reason=reason)
+    current = registry.challenger()
+    _print({"challenger": None if current is None else current.version})
+
+
+def _cmd_promote(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    _print(pipeline.promote(args.version, reason=args.reason)[0])
+
+
 def _cmd_history(args: argparse.Namespace) -> None:  # noqa: ARG001
     from readmission import pipeline
 
@@ -180,6 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", metavar="VERSION", help="the version to serve")
     rollback.add_argument("--reason", required=True, help="why, for the audit trail")
     rollback.set_defaults(run=_cmd_rollback)
+
+    challenger = commands.add_parser(
+        "challenger",
+        help="show, set or clear the version the API scores in the shadow (API_SHADOW=true)",
+    )
+    challenger.add_argument("version", nargs="?", help="the version to make the challenger")
+    challenger.add_argument("--reason", help="why, for the audit trail")
+    challenger.add_argument("--clear", action="store_true", help="no challenger")
+    challenger.set_defaults(run=_cmd_challenger)
+
+    promote = commands.add_parser(
+        "promote",
+        help="serve a version by hand (e.g. one rolled back from, once it is fixed)",
+    )
+    promote.add_argument("version", help="the version to serve")
+    promote.add_argument("--reason", required=True, help="why, for the audit trail")
+    promote.set_defaults(run=_cmd_promote)
 
     history = commands.add_parser("history", help="every move of the production alias")
     history.set_defaults(run=_cmd_history)

@@ -180,6 +180,12 @@ predictions = sa.Table(
     sa.Column("probability_gt30", sa.Float, nullable=False),
     sa.Column("probability_lt30", sa.Float, nullable=False),
     sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column(
+        "role",
+        sa.Text,
+        comment="served: the answer sent; shadow: the challenger's, scored after it (NULL: "
+        "served, logged before roles)",
+    ),
     sa.Index("ix_predictions_predicted_at", "predicted_at"),
     schema=SERVING_SCHEMA,
     comment="Every prediction the API served: inputs, output, model version, time.",
@@ -265,9 +271,30 @@ def create_tables(engine: Engine) -> None:
             for name in SCHEMAS:
                 conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {name}"))
         metadata.create_all(conn)
+        _add_missing_columns(conn)
         for table in metadata.tables.values():  # indexes added to tables that already exist
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Nullable columns added to tables that already exist (a store made by an earlier
+    version): `ALTER TABLE ... ADD COLUMN`, the one change of a table this code makes."""
+    inspector = sa.inspect(conn)
+    for table in metadata.tables.values():
+        present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(
+                    f"{_qualified(table)} lacks the column {column.name}, which cannot be added "
+                    "to existing rows: migrate the table by hand"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(
+                sa.text(f"ALTER TABLE {_qualified(table)} ADD COLUMN {column.name} {kind}")
+            )
 
 
 def _qualified(table: sa.Table) -> str:

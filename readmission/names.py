@@ -33,6 +33,8 @@ DEFAULT_PROFILE = "default"
 EXPERIMENT_NAME = "diabetes-readmission"
 MODEL_NAME = "diabetes-readmission"
 PRODUCTION_ALIAS = "production"
+#: A candidate not promoted, scored beside the served model when the API shadows it.
+CHALLENGER_ALIAS = "challenger"
 PRODUCTION_STAGE = "Production"
 ARCHIVED_STAGE = "Archived"
 #: The score that decides promotions (justified in `readmission.training`).

@@ -17,8 +17,10 @@ writes per model version and window, into `serving.model_performance`:
   arrive, whether the probabilities still deserve trust;
 - the version's test figures, for comparison (and the `RealizedPerformanceDrop` alert).
 
-Windows: each day predictions were served (UTC), and `recent`: the last
-`PERFORMANCE_WINDOW_DAYS` of each version's predictions, what the API exports as gauges.
+Windows: each day predictions were served (UTC), and `recent`: each version's
+`PERFORMANCE_WINDOW_DAYS` of predictions up to its last one whose outcome is known (its
+last one while none has), what the API exports as gauges: a `<30` outcome is known a month
+after discharge at best, so the newest predictions never have one yet.
 A prediction logged twice for one encounter and version (a retried request) counts once,
 its first answer being what the care team saw. Predictions without an `encounter_id`
 cannot be joined and are left out. Every run recomputes the windows from the log and
@@ -81,6 +83,8 @@ def registry_reference(
         try:
             described = registry.describe(registry.entry(version))
         except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                raise  # the registry is down: the task fails and is retried
             log.warning("v%s is not in the registry, measured without figures: %s", version, exc)
             return Reference()
         threshold = None
@@ -89,7 +93,11 @@ def registry_reference(
             with registry.activate():
                 assessed = mlflow.artifacts.load_dict(uri)
             threshold = RiskTiers.of(assessed, high_top_percent, medium_top_percent).high_threshold
-        except (MlflowException, OSError, KeyError) as exc:
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            log.warning("v%s has no assessment, measured without its high tier: %s", version, exc)
+        except (OSError, KeyError) as exc:
             log.warning("v%s has no assessment, measured without its high tier: %s", version, exc)
         metrics = described["metrics"]
         return Reference(threshold, metrics.get("test_macro_f1"), metrics.get("test_roc_auc_lt30"))
@@ -215,16 +223,20 @@ def windows(
     frame: pd.DataFrame, window_days: int
 ) -> Iterator[tuple[str, str, str, datetime, datetime, pd.DataFrame]]:
     """(model name, version, kind, start, end, rows) of every window: one a day each version
-    served, and its `recent` days (ending with its last prediction)."""
+    served, and its `recent` days: up to the day of its last prediction with a known
+    outcome (its last prediction while none has one)."""
     for (name, version), rows in frame.groupby(["model_name", "model_version"], sort=True):
         days = rows["predicted_at"].dt.floor("D")
         for day, served in rows.groupby(days, sort=True):
             start = day.to_pydatetime()
             yield name, version, DAY, start, start + timedelta(days=1), served
-        last = rows["predicted_at"].max()
+        # ending with the last prediction whose outcome is known: a <30 outcome is known a
+        # month after discharge at best, so the newest predictions never have one yet
+        known = rows.loc[rows["readmitted"].notna(), "predicted_at"]
+        last = known.max() if len(known) else rows["predicted_at"].max()
         end = last.floor("D") + pd.Timedelta(days=1)
         start = end - pd.Timedelta(days=window_days)
-        recent = rows[rows["predicted_at"] >= start]
+        recent = rows[(rows["predicted_at"] >= start) & (rows["predicted_at"] < end)]
         yield name, version, RECENT, start.to_pydatetime(), end.to_pydatetime(), recent
 
 

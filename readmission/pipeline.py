@@ -212,6 +212,21 @@ def rollback(
         return registry.rollback(to, reason=reason, by=by).to_dict()
 
 
+def promote(
+    version: str, *, reason: str, by: str = "cli", settings: Settings | None = None
+) -> list[dict]:
+    """Serve `version` by hand (`Registry.promote`), under the promotion lock; the moves
+    of the production alias after it."""
+    settings = settings or get_settings()
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("a promotion by hand needs a reason (--reason TEXT)")
+    registry = model_registry(settings)
+    with db.promotion_lock(engine(settings)):
+        registry.promote(str(version), reason=reason, by=by)
+    return [move.to_dict() for move in registry.history()]
+
+
 def model_history(settings: Settings | None = None) -> list[dict]:
     """Every recorded move of the production alias, newest first."""
     return [move.to_dict() for move in model_registry(settings).history()]

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from readmission.names import (
     ARCHIVED_STAGE,
+    CHALLENGER_ALIAS,
     EXPERIMENT_NAME,
     MODEL_NAME,
     PRIMARY_METRIC,
@@ -80,11 +81,17 @@ REGISTRATION_TIMEOUT_SECONDS = 300.0
 #: The actions that move the `production` alias, as the history records them.
 PROMOTE = "promote"
 ROLLBACK = "rollback"
+#: ... and the `challenger` alias (`set_challenger`).
+CHALLENGE = "challenge"
 #: Registered-model tags that record the alias' moves, one tag a move: `alias_move.000001`.
 MOVE_TAG_PREFIX = "alias_move."
 
 
-class RollbackError(ValueError):
+class AliasError(ValueError):
+    """An alias not moved: the message says why; the registry was left as it was."""
+
+
+class RollbackError(AliasError):
     """A rollback refused: the message says why; the registry was left as it was."""
 
 
@@ -111,6 +118,23 @@ class AliasMove:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _production_stack(moves: list[AliasMove]) -> list[str]:
+    """The Production versions as a stack, oldest first, from the moves (newest first): a
+    promotion pushes its version, a rollback pops back to its target (pushed if it was not
+    on the stack)."""
+    stack: list[str] = []
+    for move in reversed(moves):
+        if move.action == ROLLBACK and move.to_version in stack:
+            del stack[stack.index(move.to_version) + 1 :]
+            continue
+        if move.action == ROLLBACK and stack and stack[-1] == move.from_version:
+            stack.pop()
+        if move.to_version in stack:
+            stack.remove(move.to_version)
+        stack.append(move.to_version)
+    return stack
 
 
 def _moves(tags: dict[str, str]) -> list[AliasMove]:
@@ -548,6 +572,8 @@ class Registry:
         client.set_model_version_tag(MODEL_NAME, version, "promoted_at", promoted_at)
         client.set_model_version_tag(MODEL_NAME, version, "promotion_reason", reason)
         self._record_move(PROMOTE, previous, version, reason, by, promoted_at)
+        if self.aliases().get(CHALLENGER_ALIAS) == version:  # it serves now: no shadow of itself
+            self.clear_challenger()
         log.info("promoted %s v%s to production (%s)", MODEL_NAME, version, reason)
 
     def _hand_over(self, target: ModelVersion, previous: str | None, at: str) -> None:
@@ -556,7 +582,13 @@ class Registry:
         `archived_at` (kept if it already was: a retry)."""
         client = self.client
         version = str(target.version)
-        for stale in ("archived_at", "superseded_by"):
+        for stale in (
+            "archived_at",
+            "superseded_by",
+            "rolled_back_at",
+            "rollback_reason",
+            "rolled_back_to",
+        ):
             if stale in (target.tags or {}):
                 client.delete_model_version_tag(MODEL_NAME, version, stale)
         client.set_registered_model_alias(MODEL_NAME, PRODUCTION_ALIAS, version)
@@ -576,9 +608,9 @@ class Registry:
 
     # --- the audit trail and rollback ---------------------------------------------------
 
-    def history(self) -> list[AliasMove]:
-        """Every recorded move of the `production` alias, newest first (empty before the
-        first promotion, or for moves made outside this class, e.g. in MLflow's UI)."""
+    def history(self, alias: str = PRODUCTION_ALIAS) -> list[AliasMove]:
+        """Every recorded move of `alias`, newest first (empty before the first promotion,
+        or for moves made outside this class, e.g. in MLflow's UI)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -587,21 +619,30 @@ class Registry:
             if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                 return []
             raise
-        return _moves(model.tags or {})
+        return [move for move in _moves(model.tags or {}) if move.alias == alias]
 
     def _record_move(
-        self, action: str, previous: str | None, version: str, reason: str, by: str, at: str
+        self,
+        action: str,
+        previous: str | None,
+        version: str,
+        reason: str,
+        by: str,
+        at: str,
+        alias: str = PRODUCTION_ALIAS,
     ) -> None:
-        """Append a move to the history, unless the last one recorded already put `version`
-        there (a retry). Callers that may race hold the promotion lock (`db.promotion_lock`):
-        the next number is read, then written."""
-        moves = self.history()
-        if moves and moves[0].to_version == version:
+        """Append a move to the history, unless the last one recorded for the alias already
+        put `version` there (a retry). Callers that may race hold the promotion lock
+        (`db.promotion_lock`): the next number is read, then written."""
+        model = self.client.get_registered_model(MODEL_NAME)
+        every = _moves(model.tags or {})
+        mine = [move for move in every if move.alias == alias]
+        if mine and mine[0].to_version == version:
             return
         move = AliasMove(
-            number=(moves[0].number + 1) if moves else 1,
+            number=(every[0].number + 1) if every else 1,
             at=at,
-            alias=PRODUCTION_ALIAS,
+            alias=alias,
             action=action,
             from_version=previous,
             to_version=version,
@@ -611,20 +652,19 @@ class Registry:
         self.client.set_registered_model_tag(MODEL_NAME, move.tag_key, move.tag_value())
 
     def rollback_target(self) -> str | None:
-        """The version a rollback restores by default: the most recent earlier holder of
-        the alias that is neither the current one nor one rolled back from. Without a
-        recorded history (versions promoted before it was kept), the version the current
-        one superseded."""
+        """The version a rollback restores by default: the one below the current holder on
+        the stack of Production versions the history builds (a promotion pushes, a rollback
+        pops back to its target), so rollbacks walk back, never forward, and a version
+        promoted again after a rollback is an ordinary step again. Without a recorded history
+        (versions promoted before it was kept), the version the current one superseded."""
         current = self.champion()
         if current is None:
             return None
         moves = self.history()
         if moves:
-            rolled_back = {m.from_version for m in moves if m.action == ROLLBACK}
-            for move in moves:  # newest first; each move's `from` held the alias before it
-                held = move.from_version
-                if held is not None and held != current.version and held not in rolled_back:
-                    return held
+            stack = _production_stack(moves)
+            if stack and stack[-1] == current.version and len(stack) > 1:
+                return stack[-2]
             return None
         superseded = [
             v
@@ -641,13 +681,27 @@ class Registry:
         `rolled_back_at`/`rollback_reason` (training never promotes it again by itself), the
         move is recorded. Refused (`RollbackError`, nothing changed) without a reason, a
         current model or an earlier one, for a missing version, one that is not READY, the
-        one already serving, or one whose files cannot be fetched and loaded."""
+        one already serving, or one whose files cannot be fetched and loaded.
+
+        A rollback interrupted after the alias moved (the registry failed before the tags
+        and the record) is completed by running it again with `--to` the version now
+        serving: the alias holder differs from the last recorded move's."""
         reason = (reason or "").strip()
         if not reason:
             raise RollbackError("a rollback needs a reason (--reason TEXT)")
         current = self.champion()
         if current is None:
             raise RollbackError(f"no version of {MODEL_NAME} holds the alias {PRODUCTION_ALIAS}")
+        moves = self.history()
+        unrecorded = bool(moves) and moves[0].to_version != current.version
+        if unrecorded and to is not None and str(to) == current.version:
+            return self._finish_rollback(moves[0].to_version, current.version, reason, by)
+        if unrecorded:
+            raise RollbackError(
+                f"v{current.version} holds the alias but the last recorded move put "
+                f"v{moves[0].to_version} there (a rollback interrupted, or a move made outside "
+                f"this code): complete it with --to {current.version}"
+            )
         target = str(to) if to is not None else self.rollback_target()
         if target is None:
             raise RollbackError(
@@ -663,8 +717,13 @@ class Registry:
             self.load_version(target)
         except Exception as exc:
             raise RollbackError(f"v{target}'s model cannot be loaded: {exc}") from exc
+        self._hand_over(entry, current.version, _now())
+        return self._finish_rollback(current.version, target, reason, by)
+
+    def _finish_rollback(self, previous: str, target: str, reason: str, by: str) -> AliasMove:
+        """The tags and the record of a rollback whose alias moved from `previous` to
+        `target`."""
         at = _now()
-        self._hand_over(entry, current.version, at)
         client = self.client
         for key, value in (
             ("archived_at", at),
@@ -672,14 +731,41 @@ class Registry:
             ("rollback_reason", reason),
             ("rolled_back_to", target),
         ):
-            client.set_model_version_tag(MODEL_NAME, current.version, key, value)
+            client.set_model_version_tag(MODEL_NAME, previous, key, value)
         client.set_model_version_tag(MODEL_NAME, target, "restored_at", at)
         client.set_model_version_tag(MODEL_NAME, target, "restore_reason", reason)
-        self._record_move(ROLLBACK, current.version, target, reason, by, at)
-        log.warning(
-            "rolled %s back from v%s to v%s (%s)", MODEL_NAME, current.version, target, reason
-        )
+        self._record_move(ROLLBACK, previous, target, reason, by, at)
+        if self.aliases().get(CHALLENGER_ALIAS) == target:  # it serves again: no shadow of itself
+            self.clear_challenger()
+        log.warning("rolled %s back from v%s to v%s (%s)", MODEL_NAME, previous, target, reason)
         return self.history()[0]
+
+    def challenger(self) -> ModelVersion | None:
+        """The version holding the `challenger` alias, if any."""
+        version = self.aliases().get(CHALLENGER_ALIAS)
+        return None if version is None else _entry(self.client, version)
+
+    def set_challenger(self, version: str, *, reason: str, by: str = "cli") -> None:
+        """Give `version` the `challenger` alias (the API scores requests with it too when it
+        shadows), recorded like the production alias' moves. Not the served version, and
+        only a READY one."""
+        version = str(version)
+        target = self._existing(version)
+        if target.status != "READY":
+            raise AliasError(f"v{version} is {target.status}: only a READY version shadows")
+        current = self.champion()
+        if current is not None and current.version == version:
+            raise AliasError(f"v{version} is the Production version, not a challenger")
+        before = self.challenger()
+        self.client.set_registered_model_alias(MODEL_NAME, CHALLENGER_ALIAS, version)
+        previous = None if before is None else before.version
+        self._record_move(CHALLENGE, previous, version, reason, by, _now(), CHALLENGER_ALIAS)
+        log.info("%s v%s is the challenger (%s)", MODEL_NAME, version, reason)
+
+    def clear_challenger(self) -> None:
+        """No challenger any more (the served version took it, or a person said so)."""
+        if CHALLENGER_ALIAS in self.aliases():
+            self.client.delete_registered_model_alias(MODEL_NAME, CHALLENGER_ALIAS)
 
     def _existing(self, version: str) -> ModelVersion:
         from mlflow.exceptions import MlflowException

@@ -254,6 +254,11 @@ class ApiSettings(BaseModel):
         default=False,
         description="Log one line per request (uvicorn's access log), through LOG_FORMAT.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="Also score every request with the `challenger` version, after the answer "
+        "is sent; both answers are logged (GET /model/shadow compares them).",
+    )
 
     _url = field_validator("url", mode="before")(_url("http://127.0.0.1:8989"))
 

@@ -691,6 +691,7 @@ def _decide(
     by: str = "cli",
 ) -> dict:
     current = registry.champion()
+    version = registry.entry(version.version)  # as it is now, under the lock (a rollback?)
     if current is not None and current.version == version.version:
         return _finish(best, version, data, registry, by)
     rolled_back = (version.tags or {}).get("rolled_back_at")
@@ -737,6 +738,8 @@ def _decide(
     )
     if promoted:
         registry.promote(version.version, reason=reason, previous=champion_version, by=by)
+    else:  # tried on real traffic, beside the champion, when the API shadows
+        registry.set_challenger(version.version, reason=f"not promoted: {reason}", by=by)
     return _decision(best, version, data, promoted, reason, champion_version, champion_score)
 
 

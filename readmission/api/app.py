@@ -66,6 +66,17 @@ async def _poll(store: ModelStore, every: float) -> None:
         await asyncio.sleep(every)
 
 
+def _shadow_log(prediction_log: PredictionLog | None):
+    """The challenger's answers into the prediction log, as `shadow` rows."""
+    if prediction_log is None:
+        return None
+
+    def log_shadow(records: list[dict], answers: list, loaded) -> None:
+        prediction_log.add(records, answers, loaded.name, loaded.version, role="shadow")
+
+    return log_shadow
+
+
 def _read_performance(engine, metrics: ApiMetrics) -> None:
     from readmission import performance
 
@@ -95,18 +106,25 @@ def _lifespan(settings: Settings):
             api.drift_window,
             api.drift_min_rows,
             settings.decision,
+            shadow=api.shadow,
         )
         metrics.drift_threshold.set(api.drift_psi_threshold)
         metrics.performance_margin.set(settings.performance.drop_margin)
         metrics.performance_min_outcomes.set(settings.performance.min_outcomes)
         history = partial(lookup, engine) if api.patient_history else None
-        predictor = Predictor(store, metrics, history, max_queued_rows=api.predict_queue_rows)
         prediction_log = None
         if api.prediction_log:
             prediction_log = PredictionLog(
                 engine, metrics, api.prediction_log_queue, api.prediction_log_flush_seconds
             )
-        app.state.services = Services(settings, metrics, store, predictor, prediction_log)
+        predictor = Predictor(
+            store,
+            metrics,
+            history,
+            max_queued_rows=api.predict_queue_rows,
+            on_shadow=_shadow_log(prediction_log),
+        )
+        app.state.services = Services(settings, metrics, store, predictor, prediction_log, engine)
         pollers = [asyncio.create_task(_poll(store, api.model_poll_seconds))]
         if engine is not None:
             every = settings.performance.refresh_seconds

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
 
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
@@ -23,6 +24,8 @@ class Services:
     store: ModelStore
     predictor: Predictor
     prediction_log: PredictionLog | None
+    #: The data store (history, prediction log, performance); None when neither is on.
+    engine: Engine | None = None
 
     async def score(
         self, records: list[dict], explain: bool = False

@@ -65,6 +65,17 @@ LATENCY_BUCKETS = (
 )
 
 
+def _replace(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+    """Set the gauge's series to `values`, removing the others: a scrape in between sees
+    the old value or the new one, never an empty gauge (as `clear()` then `set` would)."""
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    for sample in gauge.collect()[0].samples:
+        labels = tuple(sample.labels.values())  # in the gauge's label order
+        if labels not in values:
+            gauge.remove(*labels)
+
+
 class ApiMetrics:
     """Every metric the service exports, registered in its own registry."""
 
@@ -197,24 +208,24 @@ class ApiMetrics:
     def performance(self, windows: list[dict]) -> None:
         """Publish the recent window of every version (`performance.recent`): a figure that
         is unknown has no series."""
-        self.performance_figures.clear()
-        self.performance_rows.clear()
+        figures: dict[tuple[str, ...], float] = {}
+        rows: dict[tuple[str, ...], float] = {}
         for window in windows:
             version = str(window["model_version"])
-            self.performance_rows.labels(version, "predictions").set(window["predictions"])
-            self.performance_rows.labels(version, "outcomes").set(window["outcomes"])
+            rows[(version, "predictions")] = window["predictions"]
+            rows[(version, "outcomes")] = window["outcomes"]
             for metric in PERFORMANCE_FIGURES:
                 for source in ("realized", "estimated", "test"):
                     value = window.get(f"{source}_{metric}")
                     if value is not None:
-                        self.performance_figures.labels(version, source, metric).set(value)
+                        figures[(version, source, metric)] = value
+        _replace(self.performance_figures, figures)
+        _replace(self.performance_rows, rows)
 
     def drift(self, scores: dict[str, float], rows: int) -> None:
         """Publish the drift window's scores (none until it holds enough rows)."""
         self.drift_rows.set(rows)
-        self.drift_psi.clear()
-        for feature, value in scores.items():
-            self.drift_psi.labels(feature).set(value)
+        _replace(self.drift_psi, {(feature,): value for feature, value in scores.items()})
 
     def serving(self, name: str, version: str, loaded_at: float) -> None:
         """Record the model now in service."""

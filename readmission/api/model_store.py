@@ -21,6 +21,7 @@ from readmission.acceleration import accelerate, sample_inputs
 from readmission.api.metrics import ApiMetrics
 from readmission.assessment import RiskTiers
 from readmission.drift import DriftMonitor
+from readmission.names import CHALLENGER_ALIAS
 from readmission.registry import MODEL_NAME, PRODUCTION_ALIAS, Registry
 from readmission.settings import DecisionSettings
 from readmission.text import short_error
@@ -73,8 +74,12 @@ class ModelStore:
         drift_window: int = 1_000,
         drift_min_rows: int = 200,
         decision: DecisionSettings | None = None,
+        shadow: bool = False,
     ) -> None:
         self.registry = registry
+        #: Whether the `challenger` version is loaded too, to score requests in the shadow.
+        self.shadow = shadow
+        self.challenger: LoadedModel | None = None
         self.metrics = metrics
         self.decision = decision or DecisionSettings()
         self.drift_window = drift_window
@@ -89,10 +94,48 @@ class ModelStore:
         self._lock = threading.Lock()  # one check at a time (poller and POST /model/reload)
 
     def check(self) -> str:
-        """Ask the registry for the Production version; load it if it is new. Returns what
-        happened, in words (for logs and POST /model/reload)."""
+        """Ask the registry for the Production version; load it if it is new (and the
+        challenger, when shadowing). Returns what happened, in words (for logs and
+        POST /model/reload)."""
         with self._lock:
-            return self._check()
+            result = self._check()
+            if self.shadow:
+                self._check_challenger()
+            return result
+
+    def _check_challenger(self) -> None:
+        """Load the `challenger` version if it changed; drop it when there is none or it
+        serves now. A failure keeps the challenger in place (or none) and is logged."""
+        try:
+            entry = self.registry.challenger()
+        except Exception as exc:  # noqa: BLE001 - the next check asks again
+            log.debug("challenger not checked: %s", short_error(exc))
+            return
+        serving = self.current.version if self.current else None
+        if entry is None or str(entry.version) == serving:
+            if self.challenger is not None:
+                log.info("challenger v%s gone: shadow scoring stops", self.challenger.version)
+            self.challenger = None
+            return
+        if self.challenger is not None and self.challenger.version == str(entry.version):
+            return
+        try:
+            model, version = self.registry.load_version(str(entry.version))
+            described = self.registry.describe(version)
+            model = accelerate(model, sample_inputs())
+        except Exception as exc:  # noqa: BLE001 - a challenger that fails to load is not used
+            self.metrics.reloads.labels("failure").inc()
+            log.error("loading challenger v%s failed: %s", entry.version, short_error(exc))
+            return
+        assessed = getattr(model, "assessment_", None)
+        tiers = None
+        if assessed is not None:
+            high, medium = self.decision.high_top_percent, self.decision.medium_top_percent
+            tiers = RiskTiers.of(assessed, high, medium)
+        self.challenger = LoadedModel(
+            model, MODEL_NAME, str(version.version), CHALLENGER_ALIAS, described, tiers=tiers
+        )
+        log.info("shadow scoring with challenger v%s", self.challenger.version)
 
     def _check(self) -> str:
         now = datetime.now(UTC).isoformat(timespec="seconds")

@@ -36,6 +36,7 @@ COLUMNS = (
     "probability_gt30",
     "probability_lt30",
     "inputs",
+    "role",
 )
 MAX_PAUSE_SECONDS = 30.0
 
@@ -64,8 +65,16 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def add(self, records: list[dict], answers: list, model_name: str, model_version: str) -> None:
-        """Queue one row per prediction; never blocks on the database."""
+    def add(
+        self,
+        records: list[dict],
+        answers: list,
+        model_name: str,
+        model_version: str,
+        role: str = "served",
+    ) -> None:
+        """Queue one row per prediction (`role` served, or shadow for the challenger's);
+        never blocks on the database."""
         now = datetime.now(UTC)
         rows = [
             (
@@ -79,6 +88,7 @@ class PredictionLog:
                 answer.probabilities[">30"],
                 answer.probabilities["<30"],
                 json.dumps(record, default=str, separators=(",", ":")),
+                role,
             )
             for record, answer in zip(records, answers, strict=True)
         ]

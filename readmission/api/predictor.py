@@ -34,6 +34,7 @@ from readmission.acceleration import SMALL_BATCH, fast_path, score_columns
 from readmission.api.history import History
 from readmission.api.metrics import ApiMetrics
 from readmission.api.model_store import LoadedModel, ModelStore
+from readmission.api.shadow import ShadowStats
 from readmission.cleaning import clean, clean_records
 from readmission.estimator import expired_mask
 from readmission.explain import Explanation
@@ -90,8 +91,12 @@ class Predictor:
         history: Callable[[list[dict]], list[History]] | None = None,
         max_rows: int = 2_048,
         max_queued_rows: int = 10_000,
+        on_shadow: Callable[[list[dict], list[Scored], LoadedModel], None] | None = None,
     ) -> None:
         self.store = store
+        #: Where the challenger's answers go (the prediction log), and how they compare.
+        self.on_shadow = on_shadow
+        self.shadow = ShadowStats()
         self.metrics = metrics
         self.history = history
         self.max_rows = max_rows
@@ -184,12 +189,41 @@ class Predictor:
                 job.loop.call_soon_threadsafe(_set_exception, job.future, failure)
                 continue
             job.loop.call_soon_threadsafe(_set_result, job.future, (part, loaded))
+        if self.store.shadow:
+            self._shadow(records, answers, loaded)
+
+    def _shadow(self, records: list[dict], answers: list[Scored], served: LoadedModel) -> None:
+        """The challenger scores what was just answered (the answers are on their way):
+        its failure is counted and logged, never passed on."""
+        challenger = self.store.challenger
+        if challenger is None:
+            return
+        started = time.perf_counter()
+        try:
+            history = [answer.history for answer in answers]
+            theirs = self._score(challenger, records, history=history, shadow=True)
+        except Exception as exc:  # noqa: BLE001 - a shadow never fails a request
+            self.shadow.failed(served.version, challenger.version)
+            log.warning("challenger v%s failed to score: %s", challenger.version, short_error(exc))
+            return
+        self.shadow.add(
+            served.version, challenger.version, answers, theirs, time.perf_counter() - started
+        )
+        if self.on_shadow is not None:
+            self.on_shadow(records, theirs, challenger)
 
     def _score(
-        self, loaded: LoadedModel, records: list[dict], explained: list[bool] | None = None
+        self,
+        loaded: LoadedModel,
+        records: list[dict],
+        explained: list[bool] | None = None,
+        history: list[History] | None = None,
+        shadow: bool = False,
     ) -> list[Scored]:
+        """Score `records` with `loaded`; `history` when already looked up; a `shadow` call
+        counts in no serving metric and no drift window."""
         started = time.perf_counter()
-        history = self._history(records)
+        history = history if history is not None else self._history(records)
         wanted = [i for i, want in enumerate(explained or []) if want]
         if loaded.explainer is None:
             wanted = []
@@ -233,6 +267,8 @@ class Predictor:
             )
             for label, row, used, why in zip(predicted, proba, history, explanations, strict=True)
         ]
+        if shadow:
+            return answers
         self.metrics.batch_rows.observe(len(records))
         if loaded.drift is not None:
             loaded.drift.observe(observed, len(records))

@@ -414,6 +414,35 @@ class History(BaseModel):
     moves: list[AliasMove]
 
 
+class ShadowComparison(BaseModel):
+    """Served against challenger answers, since either version last changed."""
+
+    served_version: str | None
+    challenger_version: str | None
+    since: str
+    encounters: int = Field(description="Encounters both scored")
+    class_agreement: float | None = Field(description="Share with the same predicted class")
+    tier_agreement: float | None = Field(description="Share with the same risk tier")
+    mean_abs_risk_difference: float | None = Field(
+        description="Mean |served - challenger| <30 risk"
+    )
+    challenger_calls: int
+    challenger_failures: int = Field(description="Batches the challenger failed to score")
+    challenger_latency_ms: dict[str, float] | None = Field(
+        description="p50 and p99 of the challenger's time per batch"
+    )
+
+
+class Shadow(BaseModel):
+    """The challenger in the shadow: how it compares with the served model, and what each
+    has realized once outcomes arrived (`model_performance_pipeline`'s recent windows)."""
+
+    challenger: ModelRef | None
+    served: ModelRef | None
+    comparison: ShadowComparison
+    performance: list[dict[str, Any]]
+
+
 class ModelCard(BaseModel):
     """The served version's model card (readmission/card.py); `?format=markdown` for people."""
 

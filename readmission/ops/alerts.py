@@ -119,6 +119,8 @@ groups:
             threshold (@DRIFT_THRESHOLD@) for 10 minutes: the model sees inputs
             unlike those it was trained on; consider retraining.
 
+      # The version in service only (@MODEL_INFO@ == 1): a version rolled back from, or
+      # a challenger, keeps its figures in the table but is no one's concern here.
       # Per served version: its realized <30 ROC-AUC (recent window, outcomes known) below
       # its own test figure minus the margin, over enough outcomes to trust the figure. The
       # margin and the minimum are the API's (PERFORMANCE_DROP_MARGIN and
@@ -148,6 +150,8 @@ groups:
               >= on (job, instance) group_left ()
             @PERFORMANCE_MIN_OUTCOMES@{job="fast-api"}
           )
+          and on (job, instance, version)
+          @MODEL_INFO@{job="fast-api"} == 1
         for: 15m
         labels:
           severity: warning

@@ -272,3 +272,48 @@ def test_measure_on_an_empty_log_writes_nothing(store_url):
     summary = performance.measure(engine, _reference, window_days=28)
     assert summary == {"predictions": 0, "outcomes": 0, "versions": [], "windows": 0}
     assert performance.report(engine) == []
+
+
+def test_the_recent_window_ends_with_the_last_prediction_whose_outcome_is_known(store_url):
+    """A <30 outcome comes a month after discharge at best: the newest predictions have
+    none, and a window ending with them would never show a realized figure."""
+    engine = _store(store_url)
+    day = 24 * 60
+    _log(
+        engine,
+        [
+            (1, "1", 0, "<30", 0.6),
+            (2, "1", 1, "NO", 0.2),
+            (3, "1", 40 * day, "NO", 0.1),  # forty days on: no outcome yet
+            (4, "1", 41 * day, "<30", 0.5),
+        ],
+    )
+    _outcomes(engine, {1: "<30", 2: "NO"})
+    performance.measure(engine, _reference, window_days=28)
+    (recent,) = performance.recent(engine)
+    assert recent["period_end"].date().isoformat() == "2026-11-03"
+    assert (recent["predictions"], recent["outcomes"]) == (2, 2)
+    assert recent["realized_roc_auc_lt30"] == 1.0
+
+
+def test_a_registry_that_cannot_be_reached_fails_the_measure_instead_of_dropping_figures(
+    monkeypatch,
+):
+    """Only a version the registry does not know is measured without its figures; an
+    outage fails the task, which Airflow retries."""
+    from mlflow.exceptions import MlflowException
+
+    from readmission.registry import Registry
+    from tests.support.pgserver import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    down = Registry(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(MlflowException, match="failed with exception"):
+        performance.registry_reference(down, 10, 30)("1")
+
+
+def test_a_version_the_registry_does_not_know_is_measured_without_figures(
+    mlflow_tracking, model_registry
+):
+    assert performance.registry_reference(model_registry, 10, 30)("41") == Reference()

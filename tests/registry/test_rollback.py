@@ -206,3 +206,79 @@ def test_the_command_line_rolls_back_and_prints_the_history(
         main(["rollback"])
     assert missing_reason.value.code == 2  # argparse: --reason is required
     assert "--reason" in capsys.readouterr().err
+
+
+def test_a_challenger_is_recorded_apart_and_loses_its_alias_when_promoted(
+    mlflow_tracking, model_registry
+):
+    first, second, third = _versions(model_registry, 3)
+    model_registry.promote(first, reason="first model")
+    with pytest.raises(registry.AliasError, match="is the Production version"):
+        model_registry.set_challenger(first, reason="itself")
+    model_registry.set_challenger(second, reason="not promoted: worse on valid", by="dag run x")
+    model_registry.set_challenger(third, reason="by hand")
+    assert model_registry.challenger().version == third
+    challenges = model_registry.history(registry.CHALLENGER_ALIAS)
+    assert [(m.action, m.from_version, m.to_version, m.by) for m in challenges] == [
+        ("challenge", second, third, "cli"),
+        ("challenge", None, second, "dag run x"),
+    ]
+    assert [m.to_version for m in model_registry.history()] == [first]  # production only
+    model_registry.promote(third, reason="better after all")
+    assert model_registry.challenger() is None
+    assert [m.number for m in model_registry.history()] == [4, 1]  # one numbering for all
+    model_registry.set_challenger(second, reason="again")
+    main(["challenger", "--clear"])
+    assert model_registry.challenger() is None
+
+
+def test_after_a_rollback_to_a_named_version_the_default_walks_back_not_forward(
+    mlflow_tracking, model_registry
+):
+    first, second, third = _versions(model_registry, 3)
+    for version in (first, second, third):
+        model_registry.promote(version, reason=f"v{version}")
+    model_registry.rollback(first, reason="back to the first")
+    assert model_registry.rollback_target() is None  # nothing served before v1
+    with pytest.raises(RollbackError, match="no earlier Production version"):
+        model_registry.rollback(reason="again")
+
+
+def test_a_version_promoted_again_after_a_rollback_is_an_ordinary_step(
+    mlflow_tracking, model_registry
+):
+    first, second, third = _versions(model_registry, 3)
+    model_registry.promote(first, reason="first model")
+    model_registry.promote(second, reason="better")
+    model_registry.rollback(reason="odd tiers")
+    model_registry.promote(second, reason="fixed: the tiers were a display bug")
+    tags = _state(second)[2]
+    assert "rolled_back_at" not in tags
+    assert "rollback_reason" not in tags
+    model_registry.promote(third, reason="better still")
+    assert model_registry.rollback_target() == second
+    assert model_registry.rollback(reason="third is worse").to_version == second
+
+
+def test_a_rollback_interrupted_after_the_alias_moved_is_completed_with_to(
+    mlflow_tracking, model_registry, monkeypatch
+):
+    first, second = _versions(model_registry, 2)
+    model_registry.promote(first, reason="first model")
+    model_registry.promote(second, reason="better")
+    real = model_registry._finish_rollback
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the registry went away after the alias moved")
+
+    monkeypatch.setattr(model_registry, "_finish_rollback", lost)
+    with pytest.raises(ConnectionError):
+        model_registry.rollback(reason="odd tiers")
+    monkeypatch.setattr(model_registry, "_finish_rollback", real)
+    assert model_registry.champion().version == first  # moved, but not recorded
+    with pytest.raises(RollbackError, match=f"complete it with --to {first}"):
+        model_registry.rollback(reason="odd tiers")
+    move = model_registry.rollback(first, reason="odd tiers")
+    assert (move.action, move.from_version, move.to_version) == ("rollback", second, first)
+    assert _state(second)[2]["rollback_reason"] == "odd tiers"
+    assert [m.to_version for m in model_registry.history()] == [first, second, first]

@@ -527,3 +527,23 @@ def test_a_version_rolled_back_from_is_not_promoted_again_by_a_retried_task(
         ("promote", promoted["version"], "model_training_pipeline run manual__1"),
         ("promote", first["version"], "cli"),
     ]
+
+
+def test_a_rollback_made_while_a_retried_task_waited_for_the_lock_stands(
+    settings, model_registry, monkeypatch
+):
+    """The retried task read the version before someone rolled back from it: the decision,
+    taken under the lock, reads it again."""
+    first = _weak_champion(settings)
+    snapshot = pipeline.pin_data(settings)
+    candidate = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", snapshot=snapshot, settings=settings
+    )
+    promoted = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    stale = model_registry.entry(promoted["version"])  # read before the rollback
+    pipeline.rollback(reason="tiers looked wrong on the ward", settings=settings)
+    monkeypatch.setattr(Registry, "version_of_run", lambda _registry, _run_id: stale)
+    retried = pipeline.promote_best([candidate], snapshot=snapshot, settings=settings)
+    assert retried["promoted"] is False
+    assert "rolled back" in retried["reason"]
+    assert model_registry.champion().version == first["version"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from readmission import card
+from readmission import card, performance
 from readmission.api.deps import CurrentModel, ServicesDep
 from readmission.api.model_store import LoadedModel
 from readmission.api.schemas import (
@@ -19,12 +20,14 @@ from readmission.api.schemas import (
     ModelDescription,
     NoModel,
     OperatingPoints,
+    Shadow,
     ValidationProblems,
     Versions,
 )
 from readmission.names import PRODUCTION_ALIAS
 from readmission.text import short_error
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["model"])
 
 
@@ -108,6 +111,41 @@ async def history(services: ServicesDep) -> dict | JSONResponse:
         message = short_error(exc)
         return JSONResponse({"detail": f"model registry unreachable: {message}"}, status_code=503)
     return {"alias": PRODUCTION_ALIAS, "moves": [move.to_dict() for move in moves]}
+
+
+@router.get(
+    "/model/shadow",
+    response_model=Shadow,
+    responses={
+        409: {"model": Message, "description": "Shadowing is off (API_SHADOW=false)"},
+    },
+    summary="The challenger scored beside the served model: agreement, risk gap, latency",
+)
+async def shadow(services: ServicesDep) -> dict | JSONResponse:
+    """Since the served or the challenger version last changed: how often both chose the
+    same class and tier, the mean absolute difference of their `<30` risks, the
+    challenger's time per call; and, per version, the realized and estimated figures
+    `model_performance_pipeline` last measured (both answers are logged)."""
+    if not services.settings.api.shadow:
+        detail = "shadow scoring is off: start the API with API_SHADOW=true"
+        return JSONResponse({"detail": detail}, status_code=409)
+    challenger = services.store.challenger
+    current = services.store.current
+    measured = []
+    if services.engine is not None and (challenger or current):
+        versions = {m.version for m in (current, challenger) if m is not None}
+        try:
+            found = await asyncio.to_thread(performance.recent, services.engine)
+        except Exception as exc:  # noqa: BLE001 - the comparison stands without it
+            log.warning("could not read the model performance table: %s", short_error(exc))
+            found = []
+        measured = [performance.summary_line(r) for r in found if r["model_version"] in versions]
+    return {
+        "challenger": None if challenger is None else challenger.ref,
+        "served": None if current is None else current.ref,
+        "comparison": services.predictor.shadow.to_dict(),
+        "performance": measured,
+    }
 
 
 @router.post("/model/reload", summary="Check the registry now and load a new Production model")
