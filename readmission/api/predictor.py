@@ -155,7 +155,12 @@ class Predictor:
             with self._queued_lock:
                 self._queued_rows -= rows
                 self.metrics.queue_rows.set(self._queued_rows)
-            self._score_jobs(jobs)
+            try:
+                self._score_jobs(jobs)
+            except Exception as exc:
+                log.exception("the predictor's call failed unexpectedly: %s", short_error(exc))
+                for job in jobs:  # a request not answered yet gets the error, not a hang
+                    _hand(job, _set_exception, exc)
 
     def _score_jobs(self, jobs: list[_Job]) -> None:
         loaded = self.store.current  # one snapshot for the whole call
@@ -178,7 +183,7 @@ class Predictor:
             self.metrics.predict_failures.inc()
             log.error("scoring a request failed: %s", short_error(exc))
             for job in jobs:
-                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+                _hand(job, _set_exception, exc)
             return
         start = 0
         for job in jobs:
@@ -186,10 +191,10 @@ class Predictor:
             start += len(job.records)
             if job.explain and loaded.explainer is None:  # a model swapped in meanwhile
                 failure = ExplanationUnavailableError(_unexplainable(loaded))
-                job.loop.call_soon_threadsafe(_set_exception, job.future, failure)
+                _hand(job, _set_exception, failure)
                 continue
-            job.loop.call_soon_threadsafe(_set_result, job.future, (part, loaded))
-        if self.store.shadow:
+            _hand(job, _set_result, (part, loaded))
+        if getattr(self.store, "shadow", False):  # a store may not shadow at all
             self._shadow(records, answers, loaded)
 
     def _shadow(self, records: list[dict], answers: list[Scored], served: LoadedModel) -> None:
@@ -307,6 +312,15 @@ def _unexplainable(loaded: LoadedModel) -> str:
         f"{loaded.explainer_problem or f'model v{loaded.version} cannot be explained'}; "
         "ask without explain=true for the prediction alone"
     )
+
+
+def _hand(job: _Job, setter: Callable[[asyncio.Future, object], None], value: object) -> None:
+    """Give a waiting request its answer or error, in its event loop; a loop that closed
+    meanwhile (the request gave up, the app stopped) has no one left to tell."""
+    try:
+        job.loop.call_soon_threadsafe(setter, job.future, value)
+    except RuntimeError:  # "Event loop is closed"
+        log.debug("a request's event loop closed before its answer")
 
 
 def _set_result(future: asyncio.Future, value: object) -> None:

@@ -159,3 +159,41 @@ def test_a_full_queue_is_a_503_with_retry_after_over_http(trained):
     finally:
         client.close()
         server.stop()
+
+
+def test_the_worker_survives_a_failure_outside_the_model_call(monkeypatch):
+    """Whatever fails after the answers are handed back (the shadow step, say) neither
+    kills the worker nor leaves a request waiting."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from readmission.api.metrics import ApiMetrics
+    from readmission.api.predictor import Predictor
+
+    class Exploding:
+        current = None
+
+        @property
+        def shadow(self):
+            raise RuntimeError("a bug after the answers were sent")
+
+    store = Exploding()
+    predictor = Predictor(store, ApiMetrics())
+    scored = []
+
+    def score(_loaded, records, _explained=None):
+        scored.append(records)
+        return []
+
+    monkeypatch.setattr(predictor, "_score", score)
+    store.current = SimpleNamespace(explainer=None, version="1")
+
+    async def twice():
+        await predictor.score([])
+        await predictor.score([])
+
+    try:
+        asyncio.run(asyncio.wait_for(twice(), timeout=10))
+    finally:
+        predictor.close()
+    assert len(scored) == 2  # the worker scored the second call too
