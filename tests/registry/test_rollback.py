@@ -282,3 +282,31 @@ def test_a_rollback_interrupted_after_the_alias_moved_is_completed_with_to(
     assert (move.action, move.from_version, move.to_version) == ("rollback", second, first)
     assert _state(second)[2]["rollback_reason"] == "odd tiers"
     assert [m.to_version for m in model_registry.history()] == [first, second, first]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_rollback_and_history_on_a_postgresql_store_with_the_deployments_driver(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Compose and Kubernetes MLflow keep the registry in PostgreSQL (psycopg 3): the
+    moves, the rollback, its tags and the challenger there too."""
+    from readmission.registry import Registry
+    from tests.registry.test_registry_mlflow import deployment_store_driver
+    from tests.support.served import point_mlflow_at
+
+    assert postgres_url.split("://", 1)[0] == deployment_store_driver()
+    point_mlflow_at(monkeypatch, postgres_url)
+    model_registry = Registry(postgres_url)
+    model_registry.ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())
+    first, second, third = _versions(model_registry, 3)
+    model_registry.promote(first, reason="first model")
+    model_registry.promote(second, reason="better")
+    model_registry.set_challenger(third, reason="not promoted")
+    move = model_registry.rollback(reason="odd tiers")
+    assert (move.from_version, move.to_version) == (second, first)
+    assert model_registry.champion().version == first
+    assert [m.action for m in model_registry.history()] == ["rollback", "promote", "promote"]
+    assert model_registry.challenger().version == third
+    stage, aliases, tags = _state(second)
+    assert (stage, aliases, tags["rollback_reason"]) == ("Archived", [], "odd tiers")
