@@ -17,8 +17,6 @@ from readmission import db, performance
 from readmission.performance import Reference
 from readmission.schema import READMITTED_CLASSES
 
-os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # NannyML's analytics: none here
-
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
 
 
@@ -50,8 +48,27 @@ def frame_of(probabilities, predicted, truth=None) -> pd.DataFrame:
 # --- the estimation against NannyML -----------------------------------------------------
 
 
-def test_the_estimation_is_nannymls_cbpe_on_calibrated_probabilities():
-    from nannyml.performance_estimation.confidence_based import metrics as nannyml
+@pytest.fixture(scope="module")
+def nannyml():
+    """NannyML's CBPE estimators, imported without its side effects on this process:
+    importing it loads any `.env` file into the environment (the project's holds the
+    Compose values, which other tests must not see) and imports FLAML's AutoML, which needs
+    xgboost (and its GPU libraries) for model fitting these functions never do."""
+    import flaml
+
+    saved = dict(os.environ)
+    os.environ["NML_DISABLE_USAGE_LOGGING"] = "1"  # no analytics calls
+    if not hasattr(flaml, "AutoML"):
+        flaml.AutoML = type("AutoML", (), {})  # imported by name, never used here
+    try:
+        from nannyml.performance_estimation.confidence_based import metrics
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return metrics
+
+
+def test_the_estimation_is_nannymls_cbpe_on_calibrated_probabilities(nannyml):
 
     probabilities, predicted = calibrated(5_000, seed=1)
     risk = probabilities[:, 2]
