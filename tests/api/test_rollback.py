@@ -40,7 +40,13 @@ def test_a_rollback_is_served_within_the_poll_interval_and_recorded(world):
     assert history["moves"][0]["reason"] == "tiers looked wrong on the ward"
     assert history["moves"][0]["by"] == "cli"
 
-    card = world.client.get("/model/card").json()
+    # The card's history is the one read at the last registry check: the rollback's record
+    # is written just after the alias moves, so it may show up one poll after the swap.
+    def card_shows_the_rollback():
+        card = world.client.get("/model/card").json()
+        return card if card["production_history"][:1] == history["moves"][:1] else None
+
+    card = world.wait_for(card_shows_the_rollback, timeout=10)
     assert card["model"]["version"] == first
     assert [m["number"] for m in card["production_history"]] == [
         m["number"] for m in history["moves"] if first in (m["from_version"], m["to_version"])

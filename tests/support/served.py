@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,11 +28,13 @@ class World:
     client: httpx.Client
     server: ServerThread
 
-    def wait_for(self, check: Callable[[], bool], timeout: float = 20) -> None:
+    def wait_for(self, check: Callable[[], Any], timeout: float = 20) -> Any:
+        """Ask `check` until it answers something true, and return that answer."""
         deadline = time.monotonic() + timeout
-        while not check():
+        while not (answer := check()):
             assert time.monotonic() < deadline, "timed out"
             time.sleep(0.05)
+        return answer
 
 
 def client_records(n: int, seed: int, first_patient: int | None = None) -> list[dict]:
