@@ -1,7 +1,11 @@
 """
 ### Modeling: train candidates, track them in MLflow, promote the best if it beats Production
 
-Runs when `clean_data_pipeline` added rows (Asset `clean_data.diabetes`), or by hand.
+Runs when `clean_data_pipeline` added rows (Asset `clean_data.diabetes`), when
+`retraining_trigger_pipeline` requests it (Asset `retraining_request.diabetes`: drift or a
+performance drop that lasted), or by hand. Why it runs is recorded on its MLflow runs and on
+the version it registers (tag `training.reason`): the request's reason, new clean data, or
+the `reason` given with a run by hand.
 
 1. **pin_data** pins the snapshot of `clean_data` the run works on (the batches cleaned
    now, their row count and checksums) and lists the model families. Rows cleaned while
@@ -28,12 +32,18 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 
 from readmission.names import DEFAULT_PROFILE, PROFILES, TRAIN_DAG
-from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, TAGS
+from readmission.ops.orchestration import (
+    CLEAN_DATA,
+    DEFAULT_ARGS,
+    RETRAIN_REQUEST,
+    START_DATE,
+    TAGS,
+)
 
 
 @dag(
     dag_id=TRAIN_DAG,
-    schedule=[CLEAN_DATA],
+    schedule=CLEAN_DATA | RETRAIN_REQUEST,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -47,33 +57,56 @@ from readmission.ops.orchestration import CLEAN_DATA, DEFAULT_ARGS, START_DATE, 
             title="Search profile",
             description="default: the TRAINING_PROFILE setting (full unless set); full: a few "
             "configurations per family; quick: one small each.",
-        )
+        ),
+        "reason": Param(
+            "",
+            type="string",
+            title="Reason",
+            description="Why this run is started by hand (recorded on its MLflow runs and "
+            "the version it registers).",
+        ),
     },
 )
 def model_training_pipeline():
     @task
     def pin_data() -> list[dict]:
-        """One set of arguments per family, all on the snapshot pinned now."""
-        from readmission import pipeline
+        """One set of arguments per family, all on the snapshot pinned now, with why the
+        run started."""
+        from readmission import pipeline, retraining
 
+        context = get_current_context()
+        events = [
+            (asset.name, event.extra)
+            for asset, found in (context.get("triggering_asset_events") or {}).items()
+            for event in found
+        ]
+        reason = retraining.training_reason(context["params"].get("reason"), events)
+        print(f"training because: {reason}")
         snapshot = pipeline.pin_data()
-        return [{"family": family, "snapshot": snapshot} for family in pipeline.model_families()]
+        return [
+            {"family": family, "snapshot": snapshot, "reason": reason}
+            for family in pipeline.model_families()
+        ]
 
     @task
-    def train_candidate(family: str, snapshot: dict) -> dict:
+    def train_candidate(family: str, snapshot: dict, reason: str) -> dict:
         from readmission import pipeline
 
         context = get_current_context()
         profile, run_id = context["params"]["profile"], context["run_id"]
-        return pipeline.train_candidate(family, profile, run_id=run_id, snapshot=snapshot)
+        return pipeline.train_candidate(
+            family, profile, run_id=run_id, snapshot=snapshot, reason=reason
+        )
 
     @task
     def promote(candidates: list[dict], pinned: list[dict]) -> dict:
         from readmission import pipeline
 
         run_id = get_current_context()["run_id"]
-        snapshot = pinned[0]["snapshot"]
-        return pipeline.promote_best(list(candidates), run_id=run_id, snapshot=snapshot)
+        snapshot, reason = pinned[0]["snapshot"], pinned[0]["reason"]
+        return pipeline.promote_best(
+            list(candidates), run_id=run_id, snapshot=snapshot, reason=reason
+        )
 
     pinned = pin_data()
     promote(train_candidate.expand_kwargs(pinned), pinned)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from readmission import dataset, logs
-from readmission.names import PROFILES
+from readmission.names import HAND_REASON, PROFILES
 from readmission.settings import get_settings
 
 
@@ -49,7 +49,9 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from readmission import pipeline
 
-    result = pipeline.train_and_promote(families=args.family or None, profile=args.profile)
+    result = pipeline.train_and_promote(
+        families=args.family or None, profile=args.profile, reason=args.reason or HAND_REASON
+    )
     _print(result)
 
 
@@ -111,6 +113,26 @@ def _cmd_performance(args: argparse.Namespace) -> None:
         _print([performance.summary_line(r) for r in rows])
     else:
         print(performance.format_report(rows))
+
+
+def _cmd_retraining(args: argparse.Namespace) -> None:
+    from readmission import pipeline
+
+    decision = pipeline.check_retraining(record=False)
+    requested = pipeline.retraining_requests()
+    if args.json:
+        _print({"decision": decision, "requests": requested})
+        return
+    version = decision["model_version"]
+    print(f"Production: v{version}" if version else "Production: none")
+    for condition in decision["conditions"]:
+        state = "past" if condition["past"] else "ok"
+        since = f" since {condition['past_since']}" if condition["past_since"] else ""
+        print(f"  {condition['condition']:<12} {state}{since}: {condition['detail']}")
+    said = "would request retraining" if decision["request"] else "would not request retraining"
+    print(f"a check now {said}: {decision['reason']}")
+    for made in requested[:5]:
+        print(f"requested {made['requested_at']} (v{made['model_version']}): {made['reason']}")
 
 
 def _cmd_score(args: argparse.Namespace) -> None:
@@ -186,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["logistic_regression", "random_forest", "hist_gradient_boosting"],
         help="train only this family (repeatable)",
     )
+    train.add_argument("--reason", help="why (recorded on the runs and the version)")
     train.set_defaults(run=_cmd_train)
 
     model = commands.add_parser("model", help="the Production model and its metrics")
@@ -248,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     performance.add_argument("--json", action="store_true", help="print JSON")
     performance.set_defaults(run=_cmd_performance)
+
+    retraining = commands.add_parser(
+        "retraining",
+        help="drift and realized performance against the retraining triggers, as a check now "
+        "would find them (nothing recorded), and the latest requests",
+    )
+    retraining.add_argument("--json", action="store_true", help="print JSON")
+    retraining.set_defaults(run=_cmd_retraining)
 
     score = commands.add_parser(
         "score", help="score the clean encounters the Production model has not scored yet"

@@ -238,6 +238,33 @@ batch_scores = sa.Table(
 )
 
 
+retraining_checks = sa.Table(
+    "retraining_checks",
+    metadata,
+    sa.Column("checked_at", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("condition", sa.Text, primary_key=True, comment="drift or performance"),
+    sa.Column("model_version", sa.Text, nullable=False, comment="The Production version"),
+    sa.Column("past", sa.Boolean, nullable=False, comment="Past its threshold"),
+    sa.Column("value", sa.Float, comment="Largest PSI, or realized <30 ROC-AUC"),
+    sa.Column("threshold", sa.Float),
+    sa.Column("detail", sa.Text, nullable=False),
+    schema=SERVING_SCHEMA,
+    comment="Each check of retraining_trigger_pipeline, per condition (readmission/retraining.py).",
+)
+
+
+retraining_requests = sa.Table(
+    "retraining_requests",
+    metadata,
+    sa.Column("orchestrator_run_id", sa.Text, primary_key=True),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    schema=SERVING_SCHEMA,
+    comment="Training runs retraining_trigger_pipeline requested, and why.",
+)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets one file per schema, attached under its name."""
     parsed = sa.engine.make_url(url)

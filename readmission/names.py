@@ -15,6 +15,7 @@ CLEAN_DAG = "clean_data_pipeline"
 TRAIN_DAG = "model_training_pipeline"
 PERFORMANCE_DAG = "model_performance_pipeline"
 SCORING_DAG = "batch_scoring_pipeline"
+RETRAIN_DAG = "retraining_trigger_pipeline"
 
 # --- data -------------------------------------------------------------------------------------
 Split = Literal["train", "valid", "test"]
@@ -37,6 +38,10 @@ PRODUCTION_ALIAS = "production"
 CHALLENGER_ALIAS = "challenger"
 PRODUCTION_STAGE = "Production"
 ARCHIVED_STAGE = "Archived"
+#: The tag of training runs and versions that says why the training started.
+REASON_TAG = "training.reason"
+#: ... when nothing else says it (the CLI, a DAG run by hand without a reason).
+HAND_REASON = "started by hand"
 #: The score that decides promotions (justified in `readmission.training`).
 PRIMARY_METRIC = "valid_macro_f1"
 

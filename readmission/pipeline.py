@@ -7,12 +7,13 @@ small JSON-able dict, so Airflow's XCom carries ids and counts, never data frame
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlalchemy.engine import Engine
 
 from readmission import dataset, db, ingest, warehouse
-from readmission.names import DEFAULT_PROFILE, FAMILIES, SPLITS
+from readmission.names import DEFAULT_PROFILE, FAMILIES, HAND_REASON, REASON_TAG, SPLITS
 from readmission.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,11 @@ def train_candidate(
     run_id: str | None = None,
     settings: Settings | None = None,
     snapshot: dict | None = None,
+    reason: str = HAND_REASON,
 ) -> dict:
     """Tune and fit one family on the pinned snapshot of the clean data (now, if none);
-    log it as an MLflow run. `profile` None or "default": the TRAINING_PROFILE setting."""
+    log it as an MLflow run tagged with why the training started. `profile` None or
+    "default": the TRAINING_PROFILE setting."""
     from readmission import training
 
     settings = settings or get_settings()
@@ -141,7 +144,7 @@ def train_candidate(
     candidate = training.fit_candidate(
         family, data, profile, seed=settings.training.seed, decision=settings.decision
     )
-    tags = {"orchestrator_run_id": run_id or "cli", "profile": profile}
+    tags = {"orchestrator_run_id": run_id or "cli", "profile": profile, REASON_TAG: reason}
     logged = training.log_candidate(candidate, data, tags, registry)
     return {
         **logged,
@@ -155,10 +158,11 @@ def promote_best(
     run_id: str | None = None,
     settings: Settings | None = None,
     snapshot: dict | None = None,
+    reason: str = HAND_REASON,
 ) -> dict:
     """Register the best candidate and promote it if it beats the Production model, both
     scored on the candidates' snapshot; under the store's promotion lock, so concurrent
-    training runs cannot both promote."""
+    training runs cannot both promote. The version keeps why the training started."""
     from readmission import training
 
     settings = settings or get_settings()
@@ -169,7 +173,7 @@ def promote_best(
     return training.promote_best(
         candidates,
         data,
-        {"orchestrator_run_id": run_id or "cli"},
+        {"orchestrator_run_id": run_id or "cli", REASON_TAG: reason},
         registry,
         lock=db.promotion_lock(engine(settings)),
         decision=settings.decision,
@@ -188,16 +192,19 @@ def _snapshot_of(candidates: list[dict], registry) -> dict:
 
 
 def train_and_promote(
-    families: list[str] | None = None, profile: str | None = None, settings: Settings | None = None
+    families: list[str] | None = None,
+    profile: str | None = None,
+    settings: Settings | None = None,
+    reason: str = HAND_REASON,
 ) -> dict:
     """Every step of model_training_pipeline in this process (the CLI's `train`): pin the
     data, train each family on it, promote the best."""
     snapshot = pin_data(settings)
     candidates = [
-        train_candidate(f, profile, settings=settings, snapshot=snapshot)
+        train_candidate(f, profile, settings=settings, snapshot=snapshot, reason=reason)
         for f in families or model_families()
     ]
-    decision = promote_best(candidates, settings=settings, snapshot=snapshot)
+    decision = promote_best(candidates, settings=settings, snapshot=snapshot, reason=reason)
     return {"snapshot": snapshot, "candidates": candidates, "decision": decision}
 
 
@@ -284,3 +291,76 @@ def production_model(settings: Settings | None = None) -> dict | None:
     registry = model_registry(settings)
     current = registry.champion()
     return registry.describe(current) if current else None
+
+
+def check_retraining(
+    settings: Settings | None = None, record: bool = True, now: datetime | None = None
+) -> dict:
+    """retraining_trigger_pipeline's check: the Production version's drift and realized
+    performance, recorded (unless `record` is false: the CLI's look), and whether they call
+    for a training run now (`readmission.retraining`)."""
+    from readmission import retraining
+
+    settings = settings or get_settings()
+    now = now or datetime.now(UTC)
+    registry = model_registry(settings)
+    champion = registry.champion()
+    if champion is None:
+        return retraining.no_model(now).to_dict()
+    version = str(champion.version)
+    profile = registry.run_document(champion, "drift_reference.json")
+    api, watched = settings.api, settings.performance
+    store = engine(settings)
+    with store.begin() as conn:
+        checks = [
+            retraining.drift_check(
+                conn,
+                version,
+                profile,
+                api.drift_window,
+                api.drift_min_rows,
+                api.drift_psi_threshold,
+            ),
+            retraining.performance_check(conn, version, watched.drop_margin, watched.min_outcomes),
+        ]
+        if record:
+            retraining.record(conn, checks, now)
+            since = {c.condition: retraining.past_since(conn, c.condition, version) for c in checks}
+        else:  # as if this check were recorded: a run that was past until now goes on
+            since = {}
+            for found in checks:
+                began = retraining.past_since(conn, found.condition, version)
+                since[found.condition] = (began or now) if found.past else None
+        last_requested = retraining.last_request(conn)
+    policy = settings.retraining
+    decision = retraining.decide(
+        checks,
+        since,
+        now,
+        enabled=policy.enabled,
+        sustained_hours=policy.sustained_hours,
+        min_interval_hours=policy.min_interval_hours,
+        last_training=registry.last_training_started(),
+        last_requested=last_requested,
+    )
+    said = "requested" if decision.request else "not requested"
+    log.info("retraining %s: %s", said, decision.reason)
+    return decision.to_dict()
+
+
+def request_retraining(decision: dict, run_id: str, settings: Settings | None = None) -> str:
+    """Record the training run a check requested (by the trigger DAG's run `run_id`); the
+    reason the training run will carry."""
+    from readmission import retraining
+
+    with engine(settings or get_settings()).begin() as conn:
+        retraining.record_request(conn, run_id, decision)
+    return decision["reason"]
+
+
+def retraining_requests(settings: Settings | None = None) -> list[dict]:
+    """The latest retraining requests, newest first."""
+    from readmission import retraining
+
+    with engine(settings or get_settings()).connect() as conn:
+        return retraining.requests(conn)

@@ -834,6 +834,35 @@ class Registry:
             return None
         return self.load_version(current.version)
 
+    def run_document(self, version: ModelVersion, name: str) -> dict[str, Any] | None:
+        """A JSON file the version's training run logged (`drift_reference.json`,
+        `assessment.json`); None when the run has none. A registry outage raises."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with self.activate():
+                return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{name}")
+        except MlflowException as exc:
+            if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        except OSError:  # a file store reports a missing artifact this way
+            pass
+        log.warning("v%s's run has no %s", version.version, name)
+        return None
+
+    def last_training_started(self, experiment: str = EXPERIMENT_NAME) -> datetime | None:
+        """When the newest training run of the experiment started (None: never trained)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = self.client.search_runs(
+            [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if not runs:
+            return None
+        return datetime.fromtimestamp(runs[0].info.start_time / 1000, UTC)
+
     def describe(self, version: ModelVersion) -> dict[str, Any]:
         """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*
         metrics (non-finite ones as null); what the API's `/model` endpoint returns."""

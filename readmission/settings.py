@@ -1,7 +1,8 @@
 """Settings of every service, read from the environment, in groups.
 
 Each group is one concern with one prefix for its variables (`API_`, `LOCAL_`, `RAW_`,
-`TRAINING_`, `MLFLOW_`, `DIABETES_`, `LOG_`), except for the few names the original project's
+`TRAINING_`, `MLFLOW_`, `DIABETES_`, `PERFORMANCE_`, `RETRAIN_`,
+`LOG_`), except for the few names the original project's
 deployments already use (`READMISSION_STATE_DIR`, `READMISSION_DATA_DIR`,
 `DATA_DATABASE_URL`, `SPLIT_SALT`). Every field has an embedded-mode default (SQLite files
 and a local MLflow under a state folder); `.env` lists every variable with the value the
@@ -347,6 +348,39 @@ class PerformanceSettings(BaseModel):
     )
 
 
+class RetrainingSettings(BaseModel):
+    """When retraining_trigger_pipeline starts a training run on its own
+    (readmission/retraining.py): input drift (API_DRIFT_*) or a realized performance drop
+    (PERFORMANCE_DROP_MARGIN, PERFORMANCE_MIN_OUTCOMES) sustained long enough, at most once
+    an interval."""
+
+    model_config = _prefixed("RETRAIN_")
+
+    enabled: bool = Field(
+        default=True,
+        description="Request a training run when a condition is sustained (false: the checks "
+        "are still recorded, nothing is requested).",
+    )
+    check_minutes: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often retraining_trigger_pipeline checks (its schedule, read when "
+        "Airflow parses the DAG).",
+    )
+    sustained_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="How long drift or the performance drop must last, check after check, "
+        "before retraining is requested.",
+    )
+    min_interval_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="No request within this long of the last training run (whatever started "
+        "it) or the last request.",
+    )
+
+
 class LoggingSettings(BaseModel):
     """How the API, the CLI and the DAG tasks log (readmission/logs.py)."""
 
@@ -382,6 +416,7 @@ GROUPS: Mapping[str, type[BaseModel]] = {
     "api": ApiSettings,
     "decision": DecisionSettings,
     "performance": PerformanceSettings,
+    "retraining": RetrainingSettings,
     "logging": LoggingSettings,
 }
 
@@ -425,6 +460,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     decision: DecisionSettings = Field(default_factory=DecisionSettings)
     performance: PerformanceSettings = Field(default_factory=PerformanceSettings)
+    retraining: RetrainingSettings = Field(default_factory=RetrainingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod

@@ -16,8 +16,13 @@ START_DATE = datetime(2025, 1, 1)
 
 #: Updated when a raw load inserted rows; schedules clean_data_pipeline.
 RAW_DATA = Asset(name="raw_data.diabetes", uri="readmission://raw_data/diabetes")
-#: Updated when cleaning inserted rows; schedules model_training_pipeline.
+#: Updated when cleaning inserted rows; schedules model_training_pipeline and the measures.
 CLEAN_DATA = Asset(name="clean_data.diabetes", uri="readmission://clean_data/diabetes")
+#: Updated when retraining_trigger_pipeline requests a training run (its reason in the event's
+#: extra); schedules model_training_pipeline too.
+RETRAIN_REQUEST = Asset(
+    name="retraining_request.diabetes", uri="readmission://serving/retraining_request"
+)
 
 
 def follow_log_level(context: Mapping[str, Any]) -> None:  # noqa: ARG001 - Airflow's signature

@@ -15,6 +15,7 @@ DAG_IDS = (
     "model_training_pipeline",
     "model_performance_pipeline",
     "batch_scoring_pipeline",
+    "retraining_trigger_pipeline",
 )
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
@@ -90,14 +91,39 @@ def test_parsing_a_dag_file_does_no_data_work(path, tmp_path):
     assert "HEAVY=\n" in result.stdout, result.stdout[-2000:]
 
 
-def test_training_runs_on_the_clean_asset_one_task_per_family(dagbag):
+def test_training_runs_on_new_clean_data_or_a_retraining_request_one_task_per_family(dagbag):
     dag = dagbag.get_dag("model_training_pipeline")
     assert type(dag.timetable).__name__ == "AssetTriggeredTimetable"
-    assert [a.name for a in dag.timetable.asset_condition.objects] == ["clean_data.diabetes"]
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # either starts a run
+    assert [a.name for a in condition.objects] == [
+        "clean_data.diabetes",
+        "retraining_request.diabetes",
+    ]
     assert type(dag.get_task("train_candidate")).__name__.endswith("MappedOperator")
     assert set(dag.task_ids) == {"pin_data", "train_candidate", "promote"}
     # an Asset-triggered run has no conf: the default defers to the TRAINING_PROFILE setting
     assert dag.params["profile"] == "default"
+    assert dag.params["reason"] == ""  # an Asset-triggered run's reason is its events'
+
+
+def test_retraining_triggers_are_checked_on_a_schedule_and_request_through_an_asset(
+    dagbag, monkeypatch
+):
+    from datetime import timedelta
+
+    from readmission import retraining
+    from readmission.ops.orchestration import CLEAN_DATA, RETRAIN_REQUEST
+
+    dag = dagbag.get_dag("retraining_trigger_pipeline")
+    assert dag.timetable.delta == timedelta(minutes=30)  # RETRAIN_CHECK_MINUTES
+    assert set(dag.task_ids) == {"check", "request"}
+    assert dag.get_task("request").outlets == [RETRAIN_REQUEST]
+    # the names the training run reads its reason by
+    assert (retraining.REQUEST_ASSET, retraining.CLEAN_ASSET) == (
+        RETRAIN_REQUEST.name,
+        CLEAN_DATA.name,
+    )
 
 
 def test_performance_runs_on_the_clean_asset(dagbag):
