@@ -50,6 +50,23 @@ wrk.body = [==[{body}]==]
 """
 
 
+def _api_command(port: int) -> list[str]:
+    """The API as bench runs it: one uvicorn process, no access log."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
 def _wait(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -176,19 +193,7 @@ def main() -> int:
     ours_port, mlflow_port = 18989, 18990
     logs = {name: (work / f"{name}.log").open("w") for name in ("ours", "mlflow")}
     ours = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ours_port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        _api_command(ours_port),
         cwd=ROOT,
         env=env,
         stdout=logs["ours"],
@@ -267,19 +272,7 @@ def main() -> int:
     registry.set_challenger(challenger, reason="bench: the cost of shadowing")
     logs["shadow"] = (work / "shadow.log").open("w")
     shadowing = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ours_port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        _api_command(ours_port),
         cwd=ROOT,
         env={**env, "API_SHADOW": "true"},
         stdout=logs["shadow"],

@@ -358,6 +358,14 @@ def request_retraining(decision: dict, run_id: str, settings: Settings | None = 
     return decision["reason"]
 
 
+def retraining_checks(settings: Settings | None = None) -> list[dict]:
+    """What the last check of retraining_trigger_pipeline found, per condition."""
+    from readmission import retraining
+
+    with engine(settings or get_settings()).connect() as conn:
+        return retraining.latest_checks(conn)
+
+
 def retraining_requests(settings: Settings | None = None) -> list[dict]:
     """The latest retraining requests, newest first."""
     from readmission import retraining

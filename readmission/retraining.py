@@ -235,6 +235,16 @@ def past_since(conn: Connection, condition: str, version: str) -> datetime | Non
     return _utc(conn.execute(sa.select(sa.func.min(table.c.checked_at)).where(*streak)).scalar())
 
 
+def latest_checks(conn: Connection) -> list[dict[str, Any]]:
+    """The findings of the last check recorded, one per condition."""
+    table = db.retraining_checks
+    last = sa.select(sa.func.max(table.c.checked_at)).scalar_subquery()
+    rows = conn.execute(
+        sa.select(table).where(table.c.checked_at == last).order_by(table.c.condition)
+    )
+    return [{**row, "checked_at": _utc(row["checked_at"]).isoformat()} for row in rows.mappings()]
+
+
 def last_request(conn: Connection) -> datetime | None:
     """When retraining was last requested."""
     table = db.retraining_requests

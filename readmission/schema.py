@@ -339,3 +339,18 @@ def check_header(header: list[str]) -> None:
 
 class SchemaError(ValueError):
     """A file or frame does not have the columns of the UCI schema."""
+
+
+def request_records(rows: list[dict]) -> list[dict]:
+    """Rows of the file (values as read, text) as a client sends them to the API: without
+    the outcome, integers as numbers, '?' and blanks left as they are."""
+    integers = [column.name for column in COLUMNS if column.is_integer]
+    records = []
+    for row in rows:
+        record = {name: value for name, value in row.items() if name != TARGET}
+        for name in integers:
+            value = record.get(name)
+            if value not in (None, "?", ""):
+                record[name] = int(value)
+        records.append(record)
+    return records

@@ -35,13 +35,20 @@ from typing import TextIO
 import httpx
 
 from readmission import dataset, pipeline, warehouse
-from readmission.names import CLEAN_DAG, PERFORMANCE_DAG, RAW_DAG, SCORING_DAG, TRAIN_DAG
+from readmission.names import (
+    CLEAN_DAG,
+    PERFORMANCE_DAG,
+    RAW_DAG,
+    RETRAIN_DAG,
+    SCORING_DAG,
+    TRAIN_DAG,
+)
 from readmission.settings import Settings, get_settings
 
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
-DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG, PERFORMANCE_DAG, SCORING_DAG)
+DAGS = (RAW_DAG, CLEAN_DAG, TRAIN_DAG, PERFORMANCE_DAG, SCORING_DAG, RETRAIN_DAG)
 # Procfile.local's Airflow components. The scheduler and the triggerer run without their
 # log servers: those listen on every interface, and the api-server reads task logs from
 # the files they write on this same machine.

@@ -9,8 +9,11 @@ Their outcomes arrive as a later batch: the raw load and the cleaning run, the
 `clean_data` Asset starts `model_performance_pipeline`, and the replay prints, for the
 served version, the realized figures on those encounters against those estimated from
 the probabilities (before outcomes) against the version's test figures. Retraining and
-batch scoring on the new batch are left out (their DAGs are paused for it): this shows the
-loop, not a retraining. The stack stops at the end.
+batch scoring on the new batch are left out (their DAGs are paused for it). Last,
+retraining_trigger_pipeline checks drift and the performance drop once: what it found is
+printed, and if it requests retraining (a condition sustained RETRAIN_SUSTAINED_HOURS,
+never on a first check unless that is 0), the training run the request starts is followed
+and its recorded reason printed. The stack stops at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ import httpx
 import pandas as pd
 
 from readmission import dataset, ingest, performance, pipeline, schema
-from readmission.names import CLEAN_DAG, PERFORMANCE_DAG, RAW_DAG, SCORING_DAG, TRAIN_DAG
+from readmission.names import (
+    CLEAN_DAG,
+    EXPERIMENT_NAME,
+    PERFORMANCE_DAG,
+    RAW_DAG,
+    REASON_TAG,
+    RETRAIN_DAG,
+    SCORING_DAG,
+    TRAIN_DAG,
+)
 from readmission.ops.localstack import (
     LocalStackError,
     Stages,
@@ -57,15 +69,7 @@ def held_out_encounters(path: Path, first_row: int) -> list[dict]:
     """The file's rows from `first_row` on, as a client sends them: UCI names and values
     ('?' for missing), integers as integers, without the outcome."""
     frame = pd.read_csv(dataset.open_text(path), dtype=str, keep_default_na=False)
-    frame = frame.iloc[first_row:].drop(columns=[schema.TARGET])
-    records = frame.to_dict("records")
-    integers = [c.name for c in schema.COLUMNS if c.is_integer and c.name in frame.columns]
-    for record in records:
-        for name in integers:
-            value = record[name]
-            if value not in ("", "?"):
-                record[name] = int(value)
-    return records
+    return schema.request_records(frame.iloc[first_row:].to_dict("records"))
 
 
 def serve(api_url: str, encounters: list[dict], max_batch: int) -> str:
@@ -84,6 +88,44 @@ def serve(api_url: str, encounters: list[dict], max_batch: int) -> str:
     if len(versions) != 1:
         raise LocalStackError(f"the held-out encounters were served by versions {versions}")
     return versions.pop()
+
+
+def retrain(client, settings: Settings, log: Path) -> None:
+    """One run of retraining_trigger_pipeline, its findings printed; the training run it
+    requests, if any, followed (training unpaused for it) and its reason printed."""
+    client.unpause(TRAIN_DAG)
+    checked = _follow(client, RETRAIN_DAG, client.trigger(RETRAIN_DAG, {}), log, timeout=600)
+    print(format_checks(pipeline.retraining_checks(settings)), flush=True)
+    requested = _next_run(client, TRAIN_DAG, checked, "request", log)
+    if requested is None:
+        print("no retraining requested (`python -m readmission retraining` shows why)", flush=True)
+        return
+    (made,) = [
+        r
+        for r in pipeline.retraining_requests(settings)
+        if r["orchestrator_run_id"] == checked["dag_run_id"]
+    ]
+    print(f"retraining requested: {made['reason']}", flush=True)
+    _follow(client, TRAIN_DAG, requested, log, timeout=3600)
+    registry = pipeline.model_registry(settings)
+    experiment = registry.client.get_experiment_by_name(EXPERIMENT_NAME)
+    runs = registry.client.search_runs(
+        [experiment.experiment_id], f"tags.orchestrator_run_id = '{requested}'"
+    )
+    reasons = sorted({run.data.tags.get(REASON_TAG, "none") for run in runs})
+    print(f"{TRAIN_DAG} trained {len(runs)} candidates, recorded reason: {'; '.join(reasons)}")
+    print(format_model(pipeline.production_model(settings)), flush=True)
+
+
+def format_checks(checks: list[dict]) -> str:
+    """What a check of the retraining triggers found."""
+    if not checks:
+        return "retraining check: no Production model to watch"
+    lines = [f"retraining check of v{checks[0]['model_version']}:"]
+    for found in checks:
+        state = "past its threshold" if found["past"] else "ok"
+        lines.append(f"  {found['condition']:<12} {state}: {found['detail']}")
+    return "\n".join(lines)
 
 
 def _logged(settings: Settings, version: str) -> int:
@@ -201,6 +243,8 @@ def main(holdout_batches: int = 1) -> int:
             if not recent:
                 raise LocalStackError(f"{PERFORMANCE_DAG} wrote nothing for v{version}")
             print(format_comparison(recent[0]), flush=True)
+            with stages.timed("retraining check"):
+                retrain(client, settings, log)
             stages.report()
             return 0
     except LocalStackError as exc:

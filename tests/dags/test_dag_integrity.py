@@ -120,10 +120,10 @@ def test_retraining_triggers_are_checked_on_a_schedule_and_request_through_an_as
     assert set(dag.task_ids) == {"check", "request"}
     assert dag.get_task("request").outlets == [RETRAIN_REQUEST]
     # the names the training run reads its reason by
-    assert (retraining.REQUEST_ASSET, retraining.CLEAN_ASSET) == (
+    assert (
         RETRAIN_REQUEST.name,
         CLEAN_DATA.name,
-    )
+    ) == (retraining.REQUEST_ASSET, retraining.CLEAN_ASSET)
 
 
 def test_performance_runs_on_the_clean_asset(dagbag):

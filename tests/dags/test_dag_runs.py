@@ -86,15 +86,18 @@ def test_a_task_sets_the_package_loggers_to_log_level(dagbag, sample_env, monkey
 def test_training_dag_trains_every_family_and_promotes_the_first_model(
     dagbag, sample_env, mlflow_tracking, monkeypatch, model_registry
 ):
-    """An Asset-triggered run has no conf: the workers' TRAINING_PROFILE decides the search,
-    and every task works on the snapshot of clean_data pinned when the run started."""
+    """Without a profile in its conf (as an Asset-triggered run), the workers'
+    TRAINING_PROFILE decides the search, and every task works on the snapshot of clean_data
+    pinned when the run started; the reason given by hand is recorded."""
     import mlflow
+
+    from readmission.names import REASON_TAG
 
     monkeypatch.setenv("TRAINING_PROFILE", "quick")
     pipeline.get_settings.cache_clear()
     pipeline.load_raw_batches(pipeline.plan_raw_load())
     pipeline.clean_new_rows()
-    run = dagbag.get_dag("model_training_pipeline").test()
+    run = dagbag.get_dag("model_training_pipeline").test(run_conf={"reason": "a new site"})
     assert run.state == "success"
     assert _states(run) == {
         "pin_data": ["success"],
@@ -111,6 +114,58 @@ def test_training_dag_trains_every_family_and_promotes_the_first_model(
     assert {r.data.tags["profile"] for r in runs} == {"quick"}
     snapshots = {r.data.tags["data.snapshot"] for r in runs}
     assert snapshots == {versions[0]["tags"]["data.snapshot"]}
+    assert {r.data.tags[REASON_TAG] for r in runs} == {"a new site"}
+    assert versions[0]["tags"][REASON_TAG] == "a new site"
+
+
+def test_retraining_trigger_dag_requests_training_through_the_asset_then_waits(
+    dagbag, sample_env, mlflow_tracking, monkeypatch
+):
+    """Drift in the prediction log, sustained for 0 h: the check requests a training run,
+    the request task records it and updates the retraining_request Asset with the reason
+    (what schedules model_training_pipeline); with a guard of an hour, the next run asks
+    for nothing and the request task is skipped."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from readmission.names import RETRAIN_DAG
+    from tests.retraining.test_retraining import log_predictions, long_stays
+    from tests.support.served import client_records
+
+    monkeypatch.setenv("DECISION_SUBGROUP_TOLERANCE", "0.99")
+    monkeypatch.setenv("RETRAIN_SUSTAINED_HOURS", "0")
+    monkeypatch.setenv("RETRAIN_MIN_INTERVAL_HOURS", "0")
+    pipeline.get_settings.cache_clear()
+    pipeline.load_raw_batches(pipeline.plan_raw_load())
+    pipeline.clean_new_rows()
+    version = pipeline.train_and_promote(["logistic_regression"], "quick")["decision"]["version"]
+    log_predictions(pipeline.engine(), long_stays(client_records(300, seed=41)), version)
+
+    def events() -> list:
+        with create_session() as session:
+            query = select(AssetEvent).where(AssetEvent.source_dag_id == RETRAIN_DAG)
+            return [(e.extra, e.source_run_id) for e in session.scalars(query)]
+
+    dag = dagbag.get_dag(RETRAIN_DAG)
+    before = events()
+    run = dag.test()
+    assert run.state == "success"
+    assert _states(run) == {"check": ["success"], "request": ["success"]}
+    (made,) = pipeline.retraining_requests()
+    assert made["orchestrator_run_id"] == run.run_id
+    assert made["reason"].startswith("retraining_trigger_pipeline: input drift: PSI ")
+    ((extra, source),) = [e for e in events() if e not in before]
+    assert source == run.run_id
+    assert extra == {"reason": made["reason"], "model_version": version}
+
+    monkeypatch.setenv("RETRAIN_MIN_INTERVAL_HOURS", "1")
+    pipeline.get_settings.cache_clear()
+    guarded = dag.test()
+    assert guarded.state == "success"
+    assert _states(guarded) == {"check": ["success"], "request": ["skipped"]}
+    assert len(pipeline.retraining_requests()) == 1
+    assert len(events()) == len(before) + 1
 
 
 def test_performance_dag_estimates_before_outcomes_and_realizes_after(

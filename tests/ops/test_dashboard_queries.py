@@ -40,12 +40,7 @@ def _encounters(csv: Path, n: int) -> list[dict]:
     """The first `n` encounters of the store's file as a client sends them (integers as
     numbers, '?' for missing), without their outcome."""
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False, nrows=n)
-    records = frame.drop(columns=["readmitted"]).to_dict("records")
-    for record in records:
-        for column in schema.COLUMNS:
-            if column.is_integer and record.get(column.name) not in (None, "?"):
-                record[column.name] = int(record[column.name])
-    return records
+    return schema.request_records(frame.to_dict("records"))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from readmission import dataset
-from readmission.names import PERFORMANCE_DAG
+from readmission.names import PERFORMANCE_DAG, RETRAIN_DAG, TRAIN_DAG
 from tests.support.pgserver import free_port
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,12 @@ def test_replay_prints_realized_against_estimated_against_test(tmp_path, sample_
         "LOCAL_STREAMLIT_PORT": str(free_port()),
         "LOCAL_PROMETHEUS_PORT": str(free_port()),
         "PYTHONUNBUFFERED": "1",
+        # the retraining check at the end requests a run at once: any drift counts (100
+        # encounters), sustained for 0 h, no guard
+        "API_DRIFT_MIN_ROWS": "50",
+        "API_DRIFT_PSI_THRESHOLD": "0.001",
+        "RETRAIN_SUSTAINED_HOURS": "0",
+        "RETRAIN_MIN_INTERVAL_HOURS": "0",
     }
     for name in ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI", "TRAINING_PROFILE", "DATA_DATABASE_URL"):
         env.pop(name, None)
@@ -56,5 +62,16 @@ def test_replay_prints_realized_against_estimated_against_test(tmp_path, sample_
     for title in ("<30 ROC-AUC", "macro-F1", "<30 Brier score"):
         assert re.search(rf"^  {re.escape(title)} +{NUMBER} +{NUMBER}", text, re.M), text[-3000:]
     assert re.search(rf"^  <30 ROC-AUC +{NUMBER} +{NUMBER} +{NUMBER}$", text, re.M)
+    # the retraining trigger, on the real scheduler: its request starts a training run
+    # through the retraining_request Asset, which records why
+    assert re.search(rf"^{RETRAIN_DAG}: success in \d", text, re.M), text[-5000:]
+    assert "retraining check of v1:\n  drift        past its threshold: input drift: PSI " in text
+    assert "over the last 100 predictions of v1" in text
+    requested = re.search(r"^retraining requested: (retraining_trigger_pipeline: .+)$", text, re.M)
+    assert requested, text[-5000:]
+    assert re.search(rf"^following {TRAIN_DAG} \(asset_triggered__", text, re.M), text[-5000:]
+    assert re.search(rf"^{TRAIN_DAG}: success in \d", text, re.M), text[-5000:]
+    recorded = f"{TRAIN_DAG} trained 3 candidates, recorded reason: {requested.group(1)}\n"
+    assert recorded in text, text[-5000:]
     # its own state folder, the configured one untouched but for it
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["replay"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import mlflow
 import pytest
 
-from readmission import pipeline, retraining, synthetic
+from readmission import drift, pipeline, retraining, synthetic
 from readmission.__main__ import main
 from readmission.names import REASON_TAG
 from tests.retraining.test_retraining import log_predictions, long_stays
@@ -44,8 +44,13 @@ def test_sustained_drift_requests_one_training_run_then_the_guard_waits(settings
     version = trained["decision"]["version"]
     runs = mlflow.search_runs(output_format="list")
     assert {r.data.tags[REASON_TAG] for r in runs} == {"first model"}
-    entry = pipeline.model_registry(settings).entry(version)
+    registry = pipeline.model_registry(settings)
+    entry = registry.entry(version)
     assert entry.tags[REASON_TAG] == "first model"
+    assert set(registry.run_document(entry, "drift_reference.json")["features"]) == {
+        name for name, _ in drift.drift_features()
+    }
+    assert registry.run_document(entry, "absent.json") is None
 
     engine = pipeline.engine(settings)
     log_predictions(engine, long_stays(client_records(300, seed=32)), version)

@@ -85,3 +85,19 @@ def test_header_check_names_missing_unknown_and_duplicated_columns():
 
 def test_header_check_accepts_the_uci_header_in_any_order():
     schema.check_header(list(reversed(schema.COLUMN_NAMES)))
+
+
+def test_request_records_are_rows_of_the_file_as_a_client_sends_them():
+    from readmission.schema import request_records
+
+    row = {"encounter_id": "12", "time_in_hospital": "3", "weight": "?", "readmitted": "NO"}
+    row |= {"num_lab_procedures": "", "race": "Caucasian"}
+    (record,) = request_records([row])
+    assert record == {
+        "encounter_id": 12,
+        "time_in_hospital": 3,
+        "weight": "?",
+        "num_lab_procedures": "",
+        "race": "Caucasian",
+    }
+    assert row["encounter_id"] == "12"  # the rows given are left as they were

@@ -42,13 +42,9 @@ def client_records(n: int, seed: int, first_patient: int | None = None) -> list[
     integers); with `first_patient`, one patient each from that number (no shared history)."""
     from readmission import schema
 
-    frame = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"])
-    records = frame.to_dict("records")
-    for number, record in enumerate(records):
-        for column in schema.COLUMNS:
-            if column.is_integer and record.get(column.name) not in (None, "?"):
-                record[column.name] = int(record[column.name])
-        if first_patient is not None:
+    records = schema.request_records(synthetic.encounters(n, seed=seed).to_dict("records"))
+    if first_patient is not None:
+        for number, record in enumerate(records):
             record["patient_nbr"] = first_patient + number
     return records
 
