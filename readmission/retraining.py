@@ -330,15 +330,15 @@ def no_model(now: datetime) -> Decision:
     return Decision(now.isoformat(), None, False, "no Production model: nothing to watch")
 
 
-def training_reason(given: str | None, events: Iterable[tuple[str, Mapping[str, Any]]]) -> str:
+def training_reason(given: str | None, events: list[tuple[str, Mapping[str, Any]]]) -> str:
     """Why a training run started: the reason given with a run by hand, else what its
     triggering asset events say (a retraining request's reason, new clean data)."""
     if given and given.strip():
         return given.strip()
-    reasons: list[str] = []
+    reasons: list[str] = []  # the requests first, then the data, whatever the events' order
     for asset, extra in events:
         if asset == REQUEST_ASSET:
             reasons.append(str((extra or {}).get("reason") or "retraining requested"))
-        elif asset == CLEAN_ASSET and "new clean data" not in reasons:
-            reasons.append("new clean data")
+    if any(asset == CLEAN_ASSET for asset, _ in events):
+        reasons.append("new clean data")
     return "; ".join(dict.fromkeys(reasons)) or HAND_REASON

@@ -1,28 +1,25 @@
 """Drift over HTTP: a shifted population raises the PSI of the shifted features past the
-threshold on /metrics, while the others stay low."""
+threshold on /metrics, while the others stay low; the retraining trigger, reading the
+prediction log, finds the same figures."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
-from readmission import schema, synthetic
+from readmission import pipeline, retraining, schema, synthetic
 from readmission.api.schemas import EXAMPLE
 
 pytestmark = pytest.mark.slow
 
 
 def _encounters(n: int, seed: int, **overrides) -> list[dict]:
-    frame = synthetic.encounters(n, seed=seed).drop(columns=["readmitted"])
+    frame = synthetic.encounters(n, seed=seed)
     for name, values in overrides.items():
         frame[name] = values
-    records = frame.to_dict("records")
-    for record in records:
-        for column in schema.COLUMNS:
-            value = record.get(column.name)
-            if column.is_integer and value not in (None, "?"):
-                record[column.name] = int(value)
-    return records
+    return schema.request_records(frame.to_dict("records"))
 
 
 def _psi(world) -> dict[str, float]:
@@ -79,3 +76,21 @@ def test_the_reference_population_stays_below_the_threshold_a_shifted_one_does_n
         if line.startswith("api_drift_window_rows ")
     )
     assert float(rows.split()[-1]) == world.settings.api.drift_window
+
+    # The retraining trigger reads the same window from the prediction log: the last
+    # API_DRIFT_WINDOW encounters served, cleaned and binned as the API does.
+    time.sleep(1.1)  # the next scoring publishes the figures again
+    last = {**EXAMPLE, "encounter_id": 987_654_321}
+    assert world.client.post("/predict", json=last).status_code == 200
+    published = _psi(world)
+    served = world.server.app.state.services.store.current
+    window = world.settings.api.drift_window
+
+    def logged() -> list[dict]:
+        with pipeline.engine(world.settings).connect() as conn:
+            found = retraining.served_inputs(conn, served.version, window)
+        return found if found and found[-1]["encounter_id"] == last["encounter_id"] else []
+
+    records = world.wait_for(logged, timeout=10)
+    from_log = retraining.drift_scores(served.model.reference_profile_, records)
+    assert from_log == pytest.approx(published, abs=1e-9)

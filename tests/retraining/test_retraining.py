@@ -254,5 +254,7 @@ def test_the_training_reason_comes_from_the_hand_the_request_or_new_data():
     assert retraining.training_reason(" model audit ", [request]) == "model audit"
     assert retraining.training_reason("", [request]) == "drift for 25 h"
     assert retraining.training_reason(None, [clean_data, clean_data]) == "new clean data"
-    assert retraining.training_reason("", [clean_data, request]) == "new clean data; drift for 25 h"
+    both = "drift for 25 h; new clean data"
+    assert retraining.training_reason("", [clean_data, request]) == both
+    assert retraining.training_reason("", [request, clean_data]) == both
     assert retraining.training_reason("", []) == "started by hand"
