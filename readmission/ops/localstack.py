@@ -194,6 +194,19 @@ class AirflowClient:
         response.raise_for_status()
         return response.json()["task_instances"]
 
+    def returned(self, dag_id: str, run_id: str, task_id: str) -> object:
+        """What a task of the run returned (its `return_value` XCom, stored as JSON)."""
+        response = self.http.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+            "/xcomEntries/return_value"
+        )
+        response.raise_for_status()
+        value = response.json()["value"]
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # a string returned as such
+                return json.loads(value)
+        return value
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 

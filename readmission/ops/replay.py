@@ -96,16 +96,12 @@ def retrain(client, settings: Settings, log: Path) -> None:
     client.unpause(TRAIN_DAG)
     checked = _follow(client, RETRAIN_DAG, client.trigger(RETRAIN_DAG, {}), log, timeout=600)
     print(format_checks(pipeline.retraining_checks(settings)), flush=True)
+    decision = client.returned(RETRAIN_DAG, checked["dag_run_id"], "check")
+    said = "retraining requested" if decision["request"] else "no retraining requested"
+    print(f"{said}: {decision['reason']}", flush=True)
     requested = _next_run(client, TRAIN_DAG, checked, "request", log)
     if requested is None:
-        print("no retraining requested (`python -m readmission retraining` shows why)", flush=True)
         return
-    (made,) = [
-        r
-        for r in pipeline.retraining_requests(settings)
-        if r["orchestrator_run_id"] == checked["dag_run_id"]
-    ]
-    print(f"retraining requested: {made['reason']}", flush=True)
     _follow(client, TRAIN_DAG, requested, log, timeout=3600)
     registry = pipeline.model_registry(settings)
     experiment = registry.client.get_experiment_by_name(EXPERIMENT_NAME)
