@@ -59,8 +59,8 @@ from readmission.ops.orchestration import (
             "configurations per family; quick: one small each.",
         ),
         "reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Reason",
             description="Why this run is started by hand (recorded on its MLflow runs and "
             "the version it registers).",

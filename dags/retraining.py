@@ -10,7 +10,8 @@ Runs every `RETRAIN_CHECK_MINUTES` (30 unless set).
    ROC-AUC over the recent window model_performance_pipeline wrote, below its test figure
    by more than `PERFORMANCE_DROP_MARGIN` over `PERFORMANCE_MIN_OUTCOMES` outcomes): the
    InputDrift and RealizedPerformanceDrop alerts' rules. It decides whether a condition
-   has been past, check after check, for `RETRAIN_SUSTAINED_HOURS`.
+   has been past, check after check and on renewed evidence, for
+   `RETRAIN_SUSTAINED_HOURS`.
 2. **request** (skipped when nothing is requested) records the request in
    `serving.retraining_requests` and updates the Asset `retraining_request.diabetes`
    with the reason, which starts model_training_pipeline; its MLflow runs and the version

@@ -248,6 +248,11 @@ retraining_checks = sa.Table(
     sa.Column("value", sa.Float, comment="Largest PSI, or realized <30 ROC-AUC"),
     sa.Column("threshold", sa.Float),
     sa.Column("detail", sa.Text, nullable=False),
+    sa.Column(
+        "evidence_at",
+        sa.DateTime(timezone=True),
+        comment="The newest prediction of the drift window, or the realized window's end",
+    ),
     schema=SERVING_SCHEMA,
     comment="Each check of retraining_trigger_pipeline, per condition (readmission/retraining.py).",
 )

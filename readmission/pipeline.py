@@ -7,7 +7,7 @@ small JSON-able dict, so Airflow's XCom carries ids and counts, never data frame
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from sqlalchemy.engine import Engine
@@ -302,7 +302,7 @@ def check_retraining(
     from readmission import retraining
 
     settings = settings or get_settings()
-    now = now or datetime.now(UTC)
+    now = now.astimezone(UTC) if now else datetime.now(UTC)
     registry = model_registry(settings)
     champion = registry.champion()
     if champion is None:
@@ -323,19 +323,20 @@ def check_retraining(
             ),
             retraining.performance_check(conn, version, watched.drop_margin, watched.min_outcomes),
         ]
+        gap = timedelta(minutes=2 * settings.retraining.check_minutes)
         if record:
             retraining.record(conn, checks, now)
-            since = {c.condition: retraining.past_since(conn, c.condition, version) for c in checks}
-        else:  # as if this check were recorded: a run that was past until now goes on
-            since = {}
-            for found in checks:
-                began = retraining.past_since(conn, found.condition, version)
-                since[found.condition] = (began or now) if found.past else None
+        streaks = {  # unrecorded: as if this check were the last one
+            found.condition: retraining.streak(
+                conn, found.condition, version, gap, None if record else (now, found)
+            )
+            for found in checks
+        }
         last_requested = retraining.last_request(conn)
     policy = settings.retraining
     decision = retraining.decide(
         checks,
-        since,
+        streaks,
         now,
         enabled=policy.enabled,
         sustained_hours=policy.sustained_hours,

@@ -846,8 +846,13 @@ class Registry:
         except MlflowException as exc:
             if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
                 raise
-        except OSError:  # a file store reports a missing artifact this way
-            pass
+        except OSError as exc:  # a missing file: FileNotFoundError, or an HTTP 404
+            response = getattr(exc, "response", None)
+            if (
+                not isinstance(exc, FileNotFoundError)
+                and getattr(response, "status_code", 0) != 404
+            ):
+                raise
         log.warning("v%s's run has no %s", version.version, name)
         return None
 

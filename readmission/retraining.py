@@ -13,13 +13,18 @@
   version's test figure by more than `PERFORMANCE_DROP_MARGIN` over at least
   `PERFORMANCE_MIN_OUTCOMES` outcomes, the RealizedPerformanceDrop alert's rule.
 
-A condition is sustained when every check of it since some moment at least
-`RETRAIN_SUSTAINED_HOURS` ago found it past for the same version (a check that finds it
-not past, or a new Production version, starts the count again). A sustained condition
-requests a training run (the `retraining_request` Asset, which schedules
-model_training_pipeline, with the reason in the event), unless `RETRAIN_ENABLED` is off or
-a training run started, or a request was made, within `RETRAIN_MIN_INTERVAL_HOURS`: the
-guard against retraining in a loop while a condition persists. The training run records
+A condition is sustained when it has been past for `RETRAIN_SUSTAINED_HOURS`: every check
+since some moment that long ago found it past for the same version (a check that finds it
+not past, a new Production version, or a pause of more than two check intervals between
+checks starts the count again), and its evidence was renewed over that time (the newest
+prediction of the drift window, or the last outcome the realized figures count, is that
+much newer than at the first of those checks), so that old evidence looked at again and
+again, a burst of odd requests then quiet traffic, never adds up to a lasting condition.
+A sustained condition requests a training run (the `retraining_request` Asset, which
+schedules model_training_pipeline, with the reason in the event), unless `RETRAIN_ENABLED`
+is off or a training run started, or a request was made, within
+`RETRAIN_MIN_INTERVAL_HOURS`: the guard against retraining in a loop while a condition
+persists. The training run records
 the reason on its MLflow runs and on the version it registers (tag `training.reason`).
 """
 
@@ -59,6 +64,26 @@ class Check:
     value: float | None
     threshold: float | None
     detail: str
+    #: when the evidence is from: the newest prediction of the drift window, the last
+    #: outcome of the realized window
+    evidence_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Streak:
+    """An unbroken run of checks that found a condition past for one version."""
+
+    since: datetime
+    evidence_from: datetime | None
+    evidence_to: datetime | None
+
+    def lasted(self, now: datetime) -> timedelta:
+        """How long the condition has been past: since the run's first check, and no longer
+        than its evidence was renewed."""
+        checked = now - self.since
+        if self.evidence_from is None or self.evidence_to is None:
+            return checked
+        return min(checked, self.evidence_to - self.evidence_from)
 
 
 @dataclass
@@ -97,9 +122,13 @@ def _stamp(moment: datetime) -> str:
 def served_inputs(conn: Connection, version: str, rows: int) -> list[dict]:
     """The inputs of the last `rows` predictions `version` served (the challenger's shadow
     answers left out), oldest first."""
+    return [record for _, record in _served(conn, version, rows)]
+
+
+def _served(conn: Connection, version: str, rows: int) -> list[tuple[datetime, dict]]:
     table = db.predictions
     query = (
-        sa.select(table.c.inputs)
+        sa.select(table.c.predicted_at, table.c.inputs)
         .where(
             table.c.model_name == MODEL_NAME,
             table.c.model_version == version,
@@ -108,7 +137,8 @@ def served_inputs(conn: Connection, version: str, rows: int) -> list[dict]:
         .order_by(table.c.id.desc())
         .limit(rows)
     )
-    return [json.loads(text) for text in reversed(conn.execute(query).scalars().all())]
+    found = conn.execute(query).all()
+    return [(_utc(at), json.loads(text)) for at, text in reversed(found)]
 
 
 def drift_scores(profile: Mapping[str, Any], records: list[dict]) -> dict[str, float]:
@@ -136,7 +166,8 @@ def drift_check(
     if profile is None:
         detail = f"v{version} carries no drift reference (trained before drift was watched)"
         return Check(DRIFT, version, False, None, threshold, detail)
-    records = served_inputs(conn, version, window)
+    served = _served(conn, version, window)
+    records = [record for _, record in served]
     if len(records) < min_rows:
         detail = f"{len(records)} predictions served by v{version}, {min_rows} needed"
         return Check(DRIFT, version, False, None, threshold, detail)
@@ -157,7 +188,8 @@ def drift_check(
             f"{len(records):,} predictions of v{version}"
         )
     largest = ranked[0][1] if ranked else None
-    return Check(DRIFT, version, bool(drifted), largest, threshold, detail)
+    newest = max(at for at, _ in served)
+    return Check(DRIFT, version, bool(drifted), largest, threshold, detail, newest)
 
 
 def performance_check(conn: Connection, version: str, margin: float, min_outcomes: int) -> Check:
@@ -187,14 +219,14 @@ def performance_check(conn: Connection, version: str, margin: float, min_outcome
     if row["outcomes"] < min_outcomes or realized is None or floor is None:
         missing = "its test figure is unknown" if floor is None else f"{min_outcomes} needed"
         detail = f"{row['outcomes']} outcomes known of v{version}'s predictions, {missing}"
-        return Check(PERFORMANCE, version, False, realized, floor, detail)
+        return Check(PERFORMANCE, version, False, realized, floor, detail, _utc(row["period_end"]))
     past = realized < floor
     relation = "below" if past else "not below"
     detail = (
         f"realized <30 ROC-AUC {realized:.3f} over {row['outcomes']:,} outcomes of "
         f"v{version}, {relation} its test figure {test:.3f} minus {margin:g}"
     )
-    return Check(PERFORMANCE, version, past, realized, floor, detail)
+    return Check(PERFORMANCE, version, past, realized, floor, detail, _utc(row["period_end"]))
 
 
 # --- the record ------------------------------------------------------------------------
@@ -216,23 +248,51 @@ def record(conn: Connection, checks: Iterable[Check], at: datetime) -> None:
                 value=found.value,
                 threshold=found.threshold,
                 detail=found.detail,
+                evidence_at=found.evidence_at,
             )
         )
 
 
-def past_since(conn: Connection, condition: str, version: str) -> datetime | None:
-    """When the unbroken run of checks finding `condition` past for `version` began, up to
-    the last check recorded; None when the last check found it not past."""
+#: The checks of a condition read back to find where its run began (at 30 min a check,
+#: more than a year).
+MAX_STREAK_CHECKS = 20_000
+
+
+def streak(
+    conn: Connection,
+    condition: str,
+    version: str,
+    max_gap: timedelta,
+    pending: tuple[datetime, Check] | None = None,
+) -> Streak | None:
+    """The run of checks finding `condition` past for `version` that ends with the last one
+    recorded (or with `pending`, a check not recorded, at its time); None when that last
+    one found it not past. Checks more than `max_gap` apart break the run."""
     table = db.retraining_checks
-    of_condition = table.c.condition == condition
-    broken = sa.or_(sa.not_(table.c.past), table.c.model_version != version)
-    last_break = conn.execute(
-        sa.select(sa.func.max(table.c.checked_at)).where(of_condition, broken)
-    ).scalar()
-    streak = [of_condition, table.c.model_version == version, table.c.past]
-    if last_break is not None:
-        streak.append(table.c.checked_at > last_break)
-    return _utc(conn.execute(sa.select(sa.func.min(table.c.checked_at)).where(*streak)).scalar())
+    rows = conn.execute(
+        sa.select(table.c.checked_at, table.c.model_version, table.c.past, table.c.evidence_at)
+        .where(table.c.condition == condition)
+        .order_by(table.c.checked_at.desc())
+        .limit(MAX_STREAK_CHECKS)
+    ).all()
+    checks = [
+        (_utc(at), found_version, past, _utc(evidence))
+        for at, found_version, past, evidence in rows
+    ]
+    if pending is not None:
+        at, found = pending
+        checks.insert(0, (at, found.model_version, found.past, found.evidence_at))
+    run: list[tuple[datetime, datetime | None]] = []
+    later: datetime | None = None
+    for at, seen, past, evidence in checks:
+        if not past or seen != version or (later is not None and later - at > max_gap):
+            break
+        run.append((at, evidence))
+        later = at
+    if not run:
+        return None
+    evidence = [e for _, e in run if e is not None]
+    return Streak(run[-1][0], min(evidence, default=None), max(evidence, default=None))
 
 
 def latest_checks(conn: Connection) -> list[dict[str, Any]]:
@@ -279,7 +339,7 @@ def requests(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
 
 def decide(
     checks: list[Check],
-    since: Mapping[str, datetime | None],
+    streaks: Mapping[str, Streak | None],
     now: datetime,
     *,
     enabled: bool,
@@ -288,27 +348,32 @@ def decide(
     last_training: datetime | None,
     last_requested: datetime | None,
 ) -> Decision:
-    """Request a training run when a condition has been past for `sustained_hours` and no
-    training started, nor a request was made, within `min_interval_hours`."""
+    """Request a training run when a condition has been past for `sustained_hours` (its
+    streak's `lasted`) and no training started, nor a request was made, within
+    `min_interval_hours`."""
     version = checks[0].model_version if checks else None
     needed = timedelta(hours=sustained_hours)
     conditions, sustained = [], []
+    waiting = []
     for found in checks:
-        began = since.get(found.condition) if found.past else None
-        lasted = now - began if began is not None else None
-        entry = {**asdict(found), "past_since": began.isoformat() if began else None}
-        entry["sustained"] = lasted is not None and lasted >= needed
+        run = streaks.get(found.condition) if found.past else None
+        lasted = run.lasted(now) if run is not None else None
+        entry = {
+            **asdict(found),
+            "evidence_at": found.evidence_at.isoformat() if found.evidence_at else None,
+            "past_since": run.since.isoformat() if run else None,
+            "past_for_hours": None if lasted is None else lasted.total_seconds() / 3600,
+            "sustained": lasted is not None and lasted >= needed,
+        }
         conditions.append(entry)
         if entry["sustained"]:
-            sustained.append(f"{found.detail}, for {_hours(lasted)} (since {_stamp(began)})")
+            sustained.append(f"{found.detail}, for {_hours(lasted)} (since {_stamp(run.since)})")
+        elif lasted is not None:
+            waiting.append(
+                f"{found.condition} past for {_hours(lasted)} of the {_hours(needed)} needed"
+            )
     at = now.isoformat()
     if not sustained:
-        waiting = [
-            f"{c['condition']} past for {_hours(now - datetime.fromisoformat(c['past_since']))} "
-            f"of the {_hours(needed)} needed"
-            for c in conditions
-            if c["past_since"]
-        ]
         reason = "; ".join(waiting) or "no condition past its threshold"
         return Decision(at, version, False, reason, conditions)
     reason = f"{RETRAIN_DAG}: " + "; ".join(sustained)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -104,14 +105,20 @@ def test_training_runs_on_new_clean_data_or_a_retraining_request_one_task_per_fa
     assert set(dag.task_ids) == {"pin_data", "train_candidate", "promote"}
     # an Asset-triggered run has no conf: the default defers to the TRAINING_PROFILE setting
     assert dag.params["profile"] == "default"
-    assert dag.params["reason"] == ""  # an Asset-triggered run's reason is its events'
+    assert dag.params["reason"] is None  # optional: an Asset-triggered run's are its events'
+
+
+def test_the_retraining_check_interval_is_read_from_the_environment(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("RETRAIN_CHECK_MINUTES", "7.5")
+    parsed = runpy.run_path(str(DAGS_FOLDER / "retraining.py"))
+    assert parsed["_check_interval"]() == timedelta(minutes=7.5)
 
 
 def test_retraining_triggers_are_checked_on_a_schedule_and_request_through_an_asset(
     dagbag, monkeypatch
 ):
-    from datetime import timedelta
-
     from readmission import retraining
     from readmission.ops.orchestration import CLEAN_DATA, RETRAIN_REQUEST
 

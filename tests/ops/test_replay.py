@@ -41,6 +41,8 @@ def test_replay_prints_realized_against_estimated_against_test(tmp_path, sample_
         "API_DRIFT_PSI_THRESHOLD": "0.001",
         "RETRAIN_SUSTAINED_HOURS": "0",
         "RETRAIN_MIN_INTERVAL_HOURS": "0",
+        # no scheduled check but the one at start (no model yet): the replay's is the one
+        "RETRAIN_CHECK_MINUTES": "1440",
     }
     for name in ("AIRFLOW_HOME", "MLFLOW_TRACKING_URI", "TRAINING_PROFILE", "DATA_DATABASE_URL"):
         env.pop(name, None)

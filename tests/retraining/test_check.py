@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import mlflow
 import pytest
+import sqlalchemy as sa
 
-from readmission import drift, pipeline, retraining, synthetic
+from readmission import db, drift, pipeline, retraining, synthetic
 from readmission.__main__ import main
 from readmission.names import REASON_TAG
 from tests.retraining.test_retraining import log_predictions, long_stays
@@ -29,11 +30,17 @@ def settings(tmp_path, settings_for, mlflow_tracking, store_url):
         MLFLOW_TRACKING_URI=mlflow_tracking,
         DECISION_SUBGROUP_TOLERANCE=0.99,
         RETRAIN_SUSTAINED_HOURS=2,
+        RETRAIN_CHECK_MINUTES=240,  # checks up to 8 h apart make one run
         RETRAIN_MIN_INTERVAL_HOURS=6,
     )
     pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
     pipeline.clean_new_rows(settings=settings)
     return settings
+
+
+def stored_checks(settings) -> int:
+    with pipeline.engine(settings).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(db.retraining_checks)).scalar()
 
 
 def test_sustained_drift_requests_one_training_run_then_the_guard_waits(settings):
@@ -53,26 +60,41 @@ def test_sustained_drift_requests_one_training_run_then_the_guard_waits(settings
     assert registry.run_document(entry, "absent.json") is None
 
     engine = pipeline.engine(settings)
-    log_predictions(engine, long_stays(client_records(300, seed=32)), version)
     started = datetime.now(UTC)
+
+    def serve_drifted(at: datetime, seed: int) -> None:
+        log_predictions(engine, long_stays(client_records(300, seed=seed)), version, at=at)
+
+    serve_drifted(started, 32)
     first = pipeline.check_retraining(settings, now=started)
     assert first["model_version"] == version
     assert first["request"] is False
     drifted, performing = first["conditions"]
     assert (drifted["condition"], drifted["past"]) == ("drift", True)
     assert drifted["past_since"] == started.isoformat()
+    assert drifted["evidence_at"] == started.isoformat()
     assert "PSI time_in_hospital" in drifted["detail"]
     assert (performing["condition"], performing["past"]) == ("performance", False)
     assert first["reason"] == "drift past for 0.0 h of the 2.0 h needed"
+    assert stored_checks(settings) == 2
 
-    # the CLI's look records nothing and counts the run of checks on to now
+    # the CLI's look records nothing, and counts the run of checks on to now, but only as
+    # long as the evidence was renewed: no new predictions, no time past
     later = started + 2.5 * HOUR
+    stale = pipeline.check_retraining(settings, record=False, now=later)
+    assert stale["conditions"][0]["past_since"] == started.isoformat()
+    assert stale["conditions"][0]["past_for_hours"] == 0
+    assert stale["reason"] == "drift past for 0.0 h of the 2.0 h needed"
+    serve_drifted(later, 33)
     look = pipeline.check_retraining(settings, record=False, now=later)
-    assert look["conditions"][0]["past_since"] == started.isoformat()
-    # ... yet the model was trained a moment before the first check: the guard holds
+    assert look["conditions"][0]["past_for_hours"] == pytest.approx(2.5)
+    # ... and sustained, yet the model was trained a moment before the first check: the
+    # guard holds
     assert look["request"] is False
     assert look["reason"].startswith("guard: the last training run was at ")
+    assert stored_checks(settings) == 2
 
+    serve_drifted(started + 6.5 * HOUR, 34)
     due = pipeline.check_retraining(settings, now=started + 6.5 * HOUR)
     assert due["request"] is True
     assert due["reason"].startswith(
@@ -111,5 +133,4 @@ def test_the_cli_shows_the_conditions_without_recording(settings, capsys, monkey
     shown = json.loads(capsys.readouterr().out)
     assert shown["requests"] == []
     assert [c["condition"] for c in shown["decision"]["conditions"]] == list(retraining.CONDITIONS)
-    with pipeline.engine(settings).connect() as conn:
-        assert retraining.past_since(conn, "drift", "1") is None  # nothing recorded
+    assert stored_checks(settings) == 0  # nothing recorded

@@ -15,7 +15,7 @@ from readmission import db, drift, retraining, synthetic
 from readmission.cleaning import clean
 from readmission.names import MODEL_NAME
 from readmission.performance import RECENT
-from readmission.retraining import DRIFT, PERFORMANCE, Check
+from readmission.retraining import DRIFT, PERFORMANCE, Check, Streak
 from tests.support.served import client_records
 
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
@@ -36,10 +36,12 @@ def profile() -> dict:
     return drift.reference_profile(clean(synthetic.encounters(3_000, seed=1)))
 
 
-def log_predictions(engine, records: list[dict], version: str, role: str | None = "served"):
+def log_predictions(
+    engine, records: list[dict], version: str, role: str | None = "served", at: datetime = T0
+):
     rows = [
         {
-            "predicted_at": T0,
+            "predicted_at": at,
             "model_name": MODEL_NAME,
             "model_version": version,
             "encounter_id": record["encounter_id"],
@@ -71,6 +73,7 @@ def test_drift_is_past_when_a_feature_shifts_and_names_it(engine, profile):
         found = retraining.drift_check(conn, "3", profile, 1_000, 200, 0.2)
     assert found.past is True
     assert found.condition == DRIFT
+    assert found.evidence_at == T0  # the newest prediction of the window
     assert found.value > 1.0  # the largest PSI: time_in_hospital's
     assert found.detail.startswith("input drift: PSI time_in_hospital ")
     assert "over the last 400 predictions of v3" in found.detail
@@ -139,6 +142,7 @@ def test_performance_is_past_when_realized_auc_is_below_test_minus_margin(
         found = retraining.performance_check(conn, "3", 0.05, 200)
     assert found.condition == PERFORMANCE
     assert found.past is past
+    assert found.evidence_at == T0  # the realized window's end
     assert found.threshold == pytest.approx(0.62)
     if past:
         assert found.detail == (
@@ -157,11 +161,13 @@ def test_performance_is_not_past_before_any_measure(engine):
 # --- the run of checks, the guard ---------------------------------------------------------
 
 
-def check(condition: str, past: bool, version: str = "3") -> Check:
-    return Check(condition, version, past, 0.3 if past else 0.1, 0.2, f"{condition} {past}")
+def check(condition: str, past: bool, version: str = "3", evidence=None) -> Check:
+    value = 0.3 if past else 0.1
+    return Check(condition, version, past, value, 0.2, f"{condition} {past}", evidence)
 
 
 def test_a_condition_is_past_since_the_first_check_of_its_unbroken_run(engine):
+    gap = 2 * HOUR
     runs = [
         (T0, True, "3"),
         (T0 + HOUR, True, "3"),
@@ -171,21 +177,46 @@ def test_a_condition_is_past_since_the_first_check_of_its_unbroken_run(engine):
     ]
     with engine.begin() as conn:
         for at, past, version in runs:
-            retraining.record(conn, [check(DRIFT, past, version), check(PERFORMANCE, False)], at)
-        assert retraining.past_since(conn, DRIFT, "3") == T0 + 3 * HOUR
-        assert retraining.past_since(conn, PERFORMANCE, "3") is None
+            found = [check(DRIFT, past, version, at - HOUR), check(PERFORMANCE, False)]
+            retraining.record(conn, found, at)
+        assert retraining.streak(conn, DRIFT, "3", gap) == Streak(
+            T0 + 3 * HOUR, T0 + 2 * HOUR, T0 + 3 * HOUR
+        )
+        assert retraining.streak(conn, PERFORMANCE, "3", gap) is None
+        # a check not recorded counts as the last one
+        pending = (T0 + 5 * HOUR, check(DRIFT, True, "3", T0 + 5 * HOUR))
+        assert retraining.streak(conn, DRIFT, "3", gap, pending) == Streak(
+            T0 + 3 * HOUR, T0 + 2 * HOUR, T0 + 5 * HOUR
+        )
+        assert (
+            retraining.streak(conn, DRIFT, "3", gap, (T0 + 5 * HOUR, check(DRIFT, False))) is None
+        )
+        # checks further apart than the gap (the scheduler stopped) start the count again
+        assert retraining.streak(conn, DRIFT, "3", 0.5 * HOUR) == Streak(
+            T0 + 4 * HOUR, T0 + 3 * HOUR, T0 + 3 * HOUR
+        )
         # a new Production version starts its own count
-        retraining.record(conn, [check(DRIFT, True, "4")], T0 + 5 * HOUR)
-        assert retraining.past_since(conn, DRIFT, "4") == T0 + 5 * HOUR
-        assert retraining.past_since(conn, DRIFT, "3") is None
+        retraining.record(conn, [check(DRIFT, True, "4", T0)], T0 + 5 * HOUR)
+        assert retraining.streak(conn, DRIFT, "4", gap).since == T0 + 5 * HOUR
+        assert retraining.streak(conn, DRIFT, "3", gap) is None
         # a rerun at the same moment replaces its findings
         retraining.record(conn, [check(DRIFT, False, "4")], T0 + 5 * HOUR)
-        assert retraining.past_since(conn, DRIFT, "4") is None
+        assert retraining.streak(conn, DRIFT, "4", gap) is None
         stored = conn.execute(sa.select(sa.func.count()).select_from(db.retraining_checks))
         assert stored.scalar() == 11
 
 
-def decide(checks, since, now, **policy):
+def test_a_condition_lasts_only_as_long_as_its_evidence_was_renewed():
+    """Checks every half hour for two days of one burst of drifted requests, then none: the
+    evidence (the newest prediction) stays where it was, so it never lasted."""
+    stale = Streak(T0, T0, T0)
+    assert stale.lasted(T0 + 48 * HOUR) == timedelta(0)
+    renewed = Streak(T0, T0 - HOUR, T0 + 30 * HOUR)
+    assert renewed.lasted(T0 + 25 * HOUR) == 25 * HOUR  # no longer than checked
+    assert renewed.lasted(T0 + 40 * HOUR) == 31 * HOUR  # no longer than renewed
+
+
+def decide(checks, streaks, now, **policy):
     values = {
         "enabled": True,
         "sustained_hours": 24,
@@ -194,15 +225,16 @@ def decide(checks, since, now, **policy):
         "last_requested": None,
         **policy,
     }
-    return retraining.decide(checks, since, now, **values)
+    return retraining.decide(checks, streaks, now, **values)
 
 
 def test_a_request_once_a_condition_lasted_the_configured_time():
     checks = [check(DRIFT, True), check(PERFORMANCE, False)]
-    waiting = decide(checks, {DRIFT: T0}, T0 + 23 * HOUR)
+    run = {DRIFT: Streak(T0, T0, T0 + 30 * HOUR)}
+    waiting = decide(checks, run, T0 + 23 * HOUR)
     assert waiting.request is False
     assert waiting.reason == "drift past for 23.0 h of the 24.0 h needed"
-    due = decide(checks, {DRIFT: T0}, T0 + 25 * HOUR)
+    due = decide(checks, run, T0 + 25 * HOUR)
     assert due.request is True
     assert due.reason == (
         "retraining_trigger_pipeline: drift True, for 25.0 h (since 2026-11-02 09:30 UTC)"
@@ -215,8 +247,8 @@ def test_a_request_once_a_condition_lasted_the_configured_time():
 
 def test_the_guard_waits_the_interval_after_the_last_training_or_request():
     checks = [check(DRIFT, True), check(PERFORMANCE, True)]
-    since = {DRIFT: T0, PERFORMANCE: T0 + HOUR}
     now = T0 + 30 * HOUR
+    since = {DRIFT: Streak(T0, T0, now), PERFORMANCE: Streak(T0 + HOUR, T0, now)}
     trained = decide(checks, since, now, last_training=now - 4 * HOUR)
     assert trained.request is False
     assert trained.reason.startswith(
@@ -236,7 +268,8 @@ def test_the_guard_waits_the_interval_after_the_last_training_or_request():
 
 
 def test_a_request_is_recorded_once_per_trigger_run(engine):
-    decision = decide([check(DRIFT, True)], {DRIFT: T0}, T0 + 25 * HOUR).to_dict()
+    run = {DRIFT: Streak(T0, T0, T0 + 25 * HOUR)}
+    decision = decide([check(DRIFT, True)], run, T0 + 25 * HOUR).to_dict()
     with engine.begin() as conn:
         assert retraining.last_request(conn) is None
         retraining.record_request(conn, "scheduled__1", decision)
