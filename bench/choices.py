@@ -22,8 +22,9 @@ the real file into a throwaway store and runs the full search of each family, as
 training DAG does (choices 1-2 about 4 minutes on 2 cores, 3-4 about 15 more when another
 job shares the cores; fit seconds and prediction times move with that load).
 
-Choices 3 and 4 need `lightgbm` (and `xgboost` for its row), which the project's
-requirements do not pin: `pip install lightgbm xgboost`; without them they are skipped.
+Choice 3's XGBoost row needs `xgboost`, which the project's requirements do not pin
+(`pip install xgboost`); without it that row is skipped. LightGBM is a served family now
+(`readmission.boosting`); this harness keeps its own fit to weigh the alternatives.
 
     python bench/choices.py [--csv PATH] [--profile full|quick] [--choices 1,2,3,4]
 """
@@ -54,6 +55,7 @@ from readmission.features import (  # noqa: E402
     TREE_CATEGORICAL,
     CategoryCodes,
     EncounterFeatures,
+    code_number,
 )
 from readmission.names import PROFILES  # noqa: E402
 
@@ -284,19 +286,7 @@ ICD9_SECTIONS: tuple[str, ...] = (
 )
 
 
-def _code_number(code: object) -> float:
-    """An ICD-9 code as an ordered number: '250.83' -> 250.83, V codes from 1000 ('V57.1'
-    -> 1057.1), E codes from 2000; NaN for missing."""
-    if not isinstance(code, str) or not code:
-        return np.nan
-    offset = {"V": 1000.0, "E": 2000.0}.get(code[0], 0.0)
-    try:
-        return offset + float(code[1:] if offset else code)
-    except ValueError:
-        return np.nan
-
-
-_SECTION_STARTS = [_code_number(code) for code in ICD9_SECTIONS]
+_SECTION_STARTS = [code_number(code) for code in ICD9_SECTIONS]
 assert sorted(_SECTION_STARTS) == _SECTION_STARTS, "ICD9_SECTIONS must be in code order"
 
 
@@ -405,7 +395,7 @@ class _TreeInputs(TransformerMixin, BaseEstimator):
                 parts.append(np.column_stack([shares, log_count]))
         if self.sections or self.numbers:
             for name in _RAW_DIAGNOSES:
-                numbers = [_code_number(v) for v in frame[name].to_numpy(dtype=object)]
+                numbers = [code_number(v) for v in frame[name].to_numpy(dtype=object)]
                 if self.numbers:
                     parts.append(np.array(numbers, dtype=float)[:, None])
                 if self.sections:

@@ -1,8 +1,9 @@
 """Serving speed: our API against MLflow's own scoring server, same model, same run.
 
-Trains a Production model (gradient boosting, the full search by default, as `make run`
-does) on the real file when present (else on synthetic encounters) into a throwaway store
-and MLflow, then serves it twice:
+Trains a Production model (`--family`, by default LightGBM, the family the full search
+promotes on the real file; the full search by default, as `make run` does) on the real
+file when present (else on synthetic encounters) into a throwaway store and MLflow, then
+serves it twice:
 
   ours     uvicorn app.main:app (1 process: validation, cleaning, patient history look-up,
            batching across requests, prediction log on)
@@ -14,12 +15,12 @@ POST (each run once the machine is idle again), at 1, 8 and 32 connections, then
 more at 8 connections with `/predict?explain=true` (the patient's top factors, TreeSHAP).
 Also times a 1,000-encounter /predict/batch and reads the API's resident memory after the
 load; then starts ours again with API_SHADOW=true, a second candidate (the quick search's
-gradient boosting) as the `challenger`, and loads it at 8 and 32 connections: the cost of
+same family) as the `challenger`, and loads it at 8 and 32 connections: the cost of
 shadowing on the served throughput. Targets: throughput >= 3x MLflow's at 8 and 32
 connections, p99 at 8 connections < 25 ms with and without explanations, a 1,000-record
 batch < 150 ms, the API < 400 MB.
 
-    python bench/serve.py [--seconds 10] [--profile full|quick]
+    python bench/serve.py [--seconds 10] [--profile full|quick] [--family NAME]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from readmission.names import PROFILES  # noqa: E402
+from readmission.names import FAMILIES, PROFILES  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -146,6 +147,12 @@ def main() -> int:
         default="full",
         help="training search of the served model",
     )
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="lightgbm",
+        help="family of the served model (the full search's Production family by default)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed: `apt-get install wrk` (make bench does it)", file=sys.stderr)
@@ -180,7 +187,7 @@ def main() -> int:
     print(f"training a model on {csv.name} ...", flush=True)
     pipeline.load_raw_batches(pipeline.plan_raw_load())
     pipeline.clean_new_rows()
-    decision = pipeline.train_and_promote(["hist_gradient_boosting"], args.profile)["decision"]
+    decision = pipeline.train_and_promote([args.family], args.profile)["decision"]
     version = decision["version"]
 
     body = json.dumps(EXAMPLE)
@@ -266,7 +273,7 @@ def main() -> int:
     # the same API scoring every request with a challenger too
     from readmission.registry import Registry
 
-    candidate = pipeline.train_candidate("hist_gradient_boosting", "quick")
+    candidate = pipeline.train_candidate(args.family, "quick")
     registry = Registry(env["MLFLOW_TRACKING_URI"])
     challenger = registry.register(candidate["model_uri"]).version
     registry.set_challenger(challenger, reason="bench: the cost of shadowing")
@@ -298,7 +305,7 @@ def main() -> int:
 
     print(
         f"\nsingle-record POST over loopback, wrk -t1, {args.seconds} s per run, "
-        f"{os.cpu_count()} cores; model v{version} (hist_gradient_boosting, {args.profile} "
+        f"{os.cpu_count()} cores; model v{version} ({args.family}, {args.profile} "
         "search)\n"
     )
     print(

@@ -30,7 +30,9 @@ SMALL_BATCH = 32  # rows; above this, scikit-learn's own loop is as fast (measur
 
 
 class CompiledTrees:
-    """Every tree of a fitted multiclass HistGradientBoostingClassifier, flattened."""
+    """Every tree of a fitted multiclass tree ensemble, flattened: scikit-learn's
+    HistGradientBoostingClassifier (`CompiledTrees(model)`) or trees given as node arrays
+    (`CompiledTrees.of_nodes`, LightGBM's in `readmission.boosting`)."""
 
     def __init__(self, model: HistGradientBoostingClassifier) -> None:
         trees = [predictor for iteration in model._predictors for predictor in iteration]
@@ -49,12 +51,69 @@ class CompiledTrees:
         self.missing_left = nodes["missing_go_to_left"].astype(bool)
         self.leaf = leaf
         self.value = nodes["value"].astype(float)
+        self.cover = nodes["count"].astype(float)
         self.depth = int(nodes["depth"].max()) + 1
         per_iteration = model.n_trees_per_iteration_
         self.tree_class = np.tile(np.arange(per_iteration), len(model._predictors))
         self.baseline = np.asarray(model._baseline_prediction, dtype=float).reshape(1, -1)
         self.loss = model._loss
         self.classes_ = model.classes_
+
+    @classmethod
+    def of_nodes(
+        cls,
+        nodes: dict[str, np.ndarray],
+        roots: np.ndarray,
+        tree_class: np.ndarray,
+        classes: np.ndarray,
+        depth: int,
+    ) -> CompiledTrees:
+        """Trees end to end in `nodes` (`left`, `right`: absolute indices, 0 at leaves;
+        `feature`, `threshold` (`x <= threshold` goes left), `missing_left`, `leaf`,
+        `value`, `cover`), tree `t` starting at `roots[t]` and adding to class
+        `tree_class[t]`'s raw score; probabilities are the softmax of the raw scores."""
+        self = cls.__new__(cls)
+        self.roots = np.asarray(roots, dtype=np.intp)
+        self.left = np.asarray(nodes["left"], dtype=np.intp)
+        self.right = np.asarray(nodes["right"], dtype=np.intp)
+        self.feature = np.asarray(nodes["feature"], dtype=np.intp)
+        self.threshold = np.asarray(nodes["threshold"], dtype=float)
+        self.missing_left = np.asarray(nodes["missing_left"], dtype=bool)
+        self.leaf = np.asarray(nodes["leaf"], dtype=bool)
+        self.value = np.asarray(nodes["value"], dtype=float)
+        self.cover = np.asarray(nodes["cover"], dtype=float)
+        self.depth = int(depth)
+        self.tree_class = np.asarray(tree_class, dtype=np.intp)
+        self.baseline = np.zeros((1, len(classes)))
+        self.loss = None
+        self.classes_ = np.asarray(classes)
+        return self
+
+    def class_trees(self, index: int) -> list[dict]:
+        """The trees of class `index` in shap's dict form (children -1 at leaves, the
+        default child for missing values, the feature -2 at leaves, threshold, value,
+        cover), for `readmission.treeshap`."""
+        out = []
+        ends = np.r_[self.roots[1:], len(self.leaf)]
+        for tree, (start, end) in enumerate(zip(self.roots, ends, strict=True)):
+            if self.tree_class[tree] != index:
+                continue
+            part = slice(start, end)
+            leaf = self.leaf[part]
+            left = np.where(leaf, -1, self.left[part] - start).astype(np.int32)
+            right = np.where(leaf, -1, self.right[part] - start).astype(np.int32)
+            out.append(
+                {
+                    "children_left": left,
+                    "children_right": right,
+                    "children_default": np.where(self.missing_left[part], left, right),
+                    "features": np.where(leaf, -2, self.feature[part]).astype(np.int32),
+                    "thresholds": self.threshold[part].astype(np.float64),
+                    "values": self.value[part].astype(np.float64).reshape(-1, 1),
+                    "node_sample_weight": self.cover[part].astype(np.float64),
+                }
+            )
+        return out
 
     def raw(self, features: np.ndarray) -> np.ndarray:
         """Raw scores (n_rows, n_classes): the baseline plus each class's trees."""
@@ -76,7 +135,12 @@ class CompiledTrees:
         return raw
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return self.loss.predict_proba(self.raw(np.asarray(features, dtype=float)))
+        raw = self.raw(np.asarray(features, dtype=float))
+        if self.loss is not None:
+            return self.loss.predict_proba(raw)
+        raw -= raw.max(axis=1, keepdims=True)
+        np.exp(raw, out=raw)
+        return raw / raw.sum(axis=1, keepdims=True)
 
 
 @njit(nogil=True, error_model="numpy")
@@ -165,17 +229,19 @@ def sample_records(rows: int = SMALL_BATCH, seed: int = 0) -> list[dict]:
 
 
 def accelerate(model: Any, sample: pd.DataFrame, records: list[dict] | None = None) -> Any:
-    """`model` with its gradient-boosting step compiled, if that gives scikit-learn's
+    """`model` with its gradient-boosting step compiled (a LightGBM family's trees are
+    compiled already: only the path without pandas is added), if that gives the pipeline's
     answers on `sample` (to 1e-9), and the path without pandas (`score_columns`) gives them
     on raw `records` (synthetic ones by default); otherwise `model` itself, unchanged."""
     pipeline = getattr(model, "pipeline_", None)
     if not isinstance(pipeline, Pipeline):
         return model
     final = pipeline.steps[-1][1]
-    if not isinstance(final, HistGradientBoostingClassifier):
+    compiled = getattr(final, "compiled_", None)  # LightGBM's trees: compiled when fitted
+    if not isinstance(final, HistGradientBoostingClassifier) and compiled is None:
         return model
     try:
-        compiled = CompiledTrees(final)
+        compiled = CompiledTrees(final) if compiled is None else compiled
         faster = copy.copy(model)
         faster.pipeline_ = FastPipeline(pipeline, compiled)
         for rows in (sample.iloc[:1], sample.iloc[: min(len(sample), SMALL_BATCH)]):
@@ -198,6 +264,9 @@ def accelerate(model: Any, sample: pd.DataFrame, records: list[dict] | None = No
         log.warning("could not compile the model's trees (%s); serving the original", exc)
         return model
     log.info(
-        "gradient-boosting trees compiled: %d trees, depth %d", len(compiled.roots), compiled.depth
+        "%s trees compiled: %d trees, depth %d",
+        type(final).__name__,
+        len(compiled.roots),
+        compiled.depth,
     )
     return faster

@@ -72,16 +72,18 @@ def _width(entry: dict) -> int:
     return len(entry["categories"]) + 2
 
 
-def _bins(entry: dict, values: pd.Series | np.ndarray) -> np.ndarray:
+def _bins(entry: dict, values: pd.Series | np.ndarray, lookup: Any = None) -> np.ndarray:
+    """The bin of each value; `lookup` is `_lookup(entry)` when the caller keeps it."""
+    lookup = _lookup(entry) if lookup is None else lookup
     if entry["kind"] == "numeric":
         if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
             numbers = values.astype(float)
         else:
             numbers = pd.Series(values).pipe(pd.to_numeric, errors="coerce")
             numbers = numbers.to_numpy(dtype=float, na_value=np.nan)
-        bins = np.searchsorted(np.asarray(entry["edges"], dtype=float), numbers, side="right")
-        return np.where(np.isnan(numbers), len(entry["edges"]) + 1, bins).astype(np.intp)
-    index = {category: i for i, category in enumerate(entry["categories"])}
+        bins = np.searchsorted(lookup, numbers, side="right")
+        return np.where(np.isnan(numbers), len(lookup) + 1, bins).astype(np.intp)
+    index = lookup
     missing, unseen = len(index), len(index) + 1
     return np.fromiter(
         (
@@ -91,6 +93,13 @@ def _bins(entry: dict, values: pd.Series | np.ndarray) -> np.ndarray:
         dtype=np.intp,
         count=len(values),
     )
+
+
+def _lookup(entry: dict) -> Any:
+    """What binning a feature's values needs: its edges, or its categories' positions."""
+    if entry["kind"] == "numeric":
+        return np.asarray(entry["edges"], dtype=float)
+    return {category: i for i, category in enumerate(entry["categories"])}
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -109,7 +118,13 @@ class DriftMonitor:
         self.window = window
         self.min_rows = min_rows
         self._rows = np.zeros((window, len(self.names)), dtype=np.intp)
-        self._counts = [np.zeros(_width(self.entries[n]), dtype=np.int64) for n in self.names]
+        self._lookups = [_lookup(self.entries[n]) for n in self.names]
+        widths = [_width(self.entries[n]) for n in self.names]
+        # every feature's bin counts in one array (a feature's start at its offset), so a
+        # batch is counted in two calls, not two per feature
+        self._offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
+        self._all_counts = np.zeros(sum(widths), dtype=np.int64)
+        self._counts = np.split(self._all_counts, np.cumsum(widths)[:-1])  # views, by feature
         self._expected = [np.asarray(self.entries[n]["expected"]) for n in self.names]
         self._next = 0
         self._filled = 0
@@ -129,7 +144,10 @@ class DriftMonitor:
             return
         missing = np.full(rows, np.nan)
         binned = np.stack(
-            [_bins(self.entries[n], frame.get(n, missing)) for n in self.names],
+            [
+                _bins(self.entries[n], frame.get(n, missing), lookup)
+                for n, lookup in zip(self.names, self._lookups, strict=True)
+            ],
             axis=1,
         )[-self.window :]
         with self._lock:
@@ -138,9 +156,8 @@ class DriftMonitor:
             # the fill mark (the window fills from slot 0, so it wrapped within this call)
             occupied = positions < self._filled
             evicted = self._rows[positions[occupied]]
-            for f in range(len(self.names)):
-                np.subtract.at(self._counts[f], evicted[:, f], 1)
-                np.add.at(self._counts[f], binned[:, f], 1)
+            np.subtract.at(self._all_counts, (evicted + self._offsets).ravel(), 1)
+            np.add.at(self._all_counts, (binned + self._offsets).ravel(), 1)
             self._rows[positions] = binned
             self._next = (self._next + len(binned)) % self.window
             self._filled = min(self.window, self._filled + len(binned))

@@ -36,7 +36,7 @@ import pandas as pd
 
 from readmission import schema
 from readmission.estimator import expired_mask
-from readmission.features import CATEGORICAL, NUMERIC
+from readmission.features import CATEGORICAL, CODE_NUMBERS, NUMERIC
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ TOP = 5
 IMPORTANCE_ROWS = 2_000
 #: Time allowed for the global importance at training (a deep forest costs ~1 s a row).
 IMPORTANCE_SECONDS = 30.0
+#: Rows explained first (so a slow model stops early), then at most per chunk.
+FIRST_CHUNK, CHUNK = 16, 250
 #: Units of the explained score, by what the classifier outputs.
 LOG_ODDS = "log-odds"
 PROBABILITY = "probability"
@@ -197,8 +199,19 @@ def readable(feature: str, value: Any) -> str | float | None:
             return str(value)
     if isinstance(value, str):
         return value
+    if feature in CODE_NUMBERS:
+        return code_text(float(value))
     number = float(value)
     return int(number) if number.is_integer() else round(number, 4)
+
+
+def code_text(number: float) -> str:
+    """An ICD-9 code from its ordered number (`features.code_number`): 250.83 -> '250.83',
+    1057.1 -> 'V57.1', 2878 -> 'E878'."""
+    prefix, digits = ("E", 3) if number >= 2000 else ("V", 2) if number >= 1000 else ("", 3)
+    rest = number - {"E": 2000, "V": 1000, "": 0}[prefix]
+    whole, _, decimals = f"{rest:.2f}".rstrip("0").rstrip(".").partition(".")
+    return f"{prefix}{whole.zfill(digits)}{'.' + decimals if decimals else ''}"
 
 
 class _Trees:
@@ -214,7 +227,7 @@ class _Trees:
         self.dtype = dtype
         self.features = tuple(str(n) for n in encoder.get_feature_names_out())
         self.n_features = len(self.features)
-        unknown = set(self.features) - {*CATEGORICAL, *NUMERIC}
+        unknown = set(self.features) - {*CATEGORICAL, *NUMERIC, *CODE_NUMBERS}
         if unknown:
             raise ExplainerUnavailableError(f"unknown encoded features {sorted(unknown)}")
         self.forest = treeshap.Forest.of(trees)
@@ -259,6 +272,21 @@ class _GradientBoosting(_Trees):
 
     def score(self, encoded) -> np.ndarray:
         raw = self.classifier._raw_predict(np.asarray(encoded, dtype=float))
+        return raw[:, self.class_index]
+
+
+class _CompiledBoosting(_Trees):
+    """Boosted trees kept as `CompiledTrees` (the LightGBM family): its leaf values
+    already hold the starting score."""
+
+    def __init__(self, classifier, encoder, class_index: int) -> None:
+        self.classifier = classifier
+        self.class_index = class_index
+        trees = classifier.compiled_.class_trees(class_index)
+        super().__init__(trees, 0.0, LOG_ODDS, np.float64, encoder)
+
+    def score(self, encoded) -> np.ndarray:
+        raw = self.classifier.compiled_.raw(np.asarray(encoded, dtype=float))
         return raw[:, self.class_index]
 
 
@@ -370,6 +398,10 @@ def _method_for(classifier, encoder, class_index: int, model: Any):
 
     if isinstance(classifier, HistGradientBoostingClassifier):
         return _GradientBoosting(classifier, encoder, class_index)
+    from readmission.acceleration import CompiledTrees
+
+    if isinstance(getattr(classifier, "compiled_", None), CompiledTrees):
+        return _CompiledBoosting(classifier, encoder, class_index)
     if isinstance(classifier, RandomForestClassifier):
         return _RandomForest(classifier, encoder, class_index)
     if isinstance(classifier, LogisticRegression):
@@ -409,12 +441,15 @@ def global_importance(
     sample = frame.sample(min(rows, len(frame)), random_state=seed)
     started = time.perf_counter()
     totals, used = np.zeros(len(explainer.features)), 0
-    for size in _chunks(len(sample)):
+    size = min(FIRST_CHUNK, len(sample))
+    while size > 0:
         values, _, _ = explainer.contributions(sample.iloc[used : used + size])
         totals += np.abs(values).sum(axis=0)
         used += size
-        if time.perf_counter() - started > seconds:
-            break
+        elapsed = time.perf_counter() - started
+        # the next chunk: as many rows as the time left allows at the rate measured so far
+        affordable = (seconds - elapsed) / max(elapsed / used, 1e-9)
+        size = int(min(CHUNK, len(sample) - used, max(affordable, 0)))
     mean_abs = totals / max(used, 1)
     order = np.argsort(-mean_abs, kind="stable")
     return {
@@ -425,14 +460,6 @@ def global_importance(
         "seconds": round(time.perf_counter() - started, 2),
         "features": {explainer.features[i]: float(mean_abs[i]) for i in order},
     }
-
-
-def _chunks(rows: int, first: int = 16, size: int = 250) -> list[int]:
-    """Chunk sizes covering `rows`: a small first one, so a slow model stops early."""
-    sizes = [min(first, rows)] if rows else []
-    while sum(sizes) < rows:
-        sizes.append(min(size, rows - sum(sizes)))
-    return sizes
 
 
 def importance_png(importance: dict[str, Any], title: str, top: int = 20) -> bytes:

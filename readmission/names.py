@@ -22,7 +22,7 @@ Split = Literal["train", "valid", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 
 # --- training ---------------------------------------------------------------------------------
-Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
 FAMILIES: tuple[Family, ...] = get_args(Family)
 #: full: a few configurations per family; quick: one small one each (tests, smoke runs).
 Profile = Literal["full", "quick"]

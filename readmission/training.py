@@ -105,11 +105,48 @@ SEARCH: dict[Profile, dict[Family, list[dict]]] = {
                 "max_features": 0.5,
             },
         ],
+        # LightGBM, stopped early on whole patients (bench/choices.py weighed these four)
+        "lightgbm": [
+            {
+                "num_leaves": 15,
+                "learning_rate": 0.03,
+                "min_child_samples": 100,
+                "colsample_bytree": 0.5,
+                "reg_lambda": 1.0,
+            },
+            {
+                "num_leaves": 31,
+                "learning_rate": 0.03,
+                "min_child_samples": 50,
+                "colsample_bytree": 0.7,
+                "subsample": 0.8,
+                "subsample_freq": 1,
+                "reg_lambda": 1.0,
+            },
+            {
+                "num_leaves": 7,
+                "learning_rate": 0.05,
+                "min_child_samples": 200,
+                "colsample_bytree": 0.5,
+                "reg_lambda": 5.0,
+            },
+            {
+                "num_leaves": 63,
+                "learning_rate": 0.02,
+                "min_child_samples": 200,
+                "colsample_bytree": 0.3,
+                "subsample": 0.8,
+                "subsample_freq": 1,
+                "reg_lambda": 10.0,
+                "reg_alpha": 1.0,
+            },
+        ],
     },
     "quick": {  # tests and smoke runs: one small configuration each
         "logistic_regression": [{"C": 0.1, "max_iter": 300}],
         "random_forest": [{"n_estimators": 30, "min_samples_leaf": 5, "max_features": "sqrt"}],
         "hist_gradient_boosting": [{"learning_rate": 0.1, "max_leaf_nodes": 15, "max_iter": 100}],
+        "lightgbm": [{"num_leaves": 15, "learning_rate": 0.1, "min_child_samples": 100}],
     },
 }
 

@@ -18,6 +18,7 @@ PARAMS = {
     "hist_gradient_boosting": {"max_iter": 60, "max_leaf_nodes": 15},
     "random_forest": {"n_estimators": 20, "min_samples_leaf": 5},
     "logistic_regression": {"max_iter": 300},
+    "lightgbm": {"num_leaves": 15, "learning_rate": 0.2, "min_child_samples": 20},
 }
 
 
@@ -41,7 +42,10 @@ def rows(frame):
 @pytest.fixture(scope="module", params=list(PARAMS))
 def fitted(request, frame):
     family = request.param
-    model = ReadmissionModel(build_pipeline(family, PARAMS[family])).fit(frame, frame["readmitted"])
+    pipeline = build_pipeline(family, PARAMS[family])
+    if family == "lightgbm":
+        pipeline.set_params(classify__keep_booster=True)  # LightGBM's own model, the reference
+    model = ReadmissionModel(pipeline).fit(frame, frame["readmitted"])
     model.feature_means_ = explain.feature_means(model, frame)
     return family, model
 
@@ -57,6 +61,9 @@ def test_baseline_plus_contributions_is_the_models_own_lt30_score(fitted, rows):
         expected = classifier._raw_predict(np.asarray(encoded, dtype=float))[:, k]
     elif family == "random_forest":
         expected = classifier.predict_proba(encoded)[:, k]
+    elif family == "lightgbm":
+        raw = classifier.booster_.predict(encoded, raw_score=True, num_iteration=classifier.n_iter_)
+        expected = raw[:, k]
     else:
         expected = classifier.decision_function(encoded)[:, k]
     np.testing.assert_allclose(baseline + values.sum(axis=1), expected, rtol=0, atol=1e-6)
@@ -80,6 +87,23 @@ def test_tree_contributions_equal_shaps_explainer_of_the_whole_classifier(fitted
     assert explainer.features == tuple(
         model.pipeline_.named_steps["encode"].get_feature_names_out()
     )
+
+
+@pytest.mark.parametrize("fitted", ["lightgbm"], indirect=True)
+def test_lightgbm_contributions_equal_lightgbms_own_treeshap(fitted, rows):
+    _, model = fitted
+    explainer = explain.build(model)
+    values, baseline, _ = explainer.contributions(rows)
+    classifier = model.pipeline_[-1]
+    k = list(classifier.classes_).index("<30")
+    encoded = model.pipeline_[:-1].transform(rows)
+    width = encoded.shape[1] + 1  # each class: a value per feature, then the expected value
+    found = classifier.booster_.predict(
+        encoded, pred_contrib=True, num_iteration=classifier.n_iter_
+    )
+    np.testing.assert_allclose(values, found[:, k * width : (k + 1) * width - 1], atol=1e-9)
+    np.testing.assert_allclose(baseline, found[:, (k + 1) * width - 1], atol=1e-9)
+    assert {"diag_1_number", "diag_3_number"} <= set(explainer.features)
 
 
 def test_linear_contributions_are_coef_times_the_distance_to_the_training_mean(frame, rows):
@@ -140,6 +164,10 @@ def test_an_expired_encounter_is_explained_by_the_rule_not_by_features(fitted, r
         ("num_lab_procedures", 44.0, 44),
         ("age_years", 75.5, 75.5),
         ("time_in_hospital", None, None),
+        ("diag_1_number", 250.83, "250.83"),
+        ("diag_2_number", 1057.1, "V57.1"),
+        ("diag_3_number", 2878.0, "E878"),
+        ("diag_3_number", 8.0, "008"),
     ],
 )
 def test_values_are_shown_as_people_read_them(feature, value, shown):
@@ -163,6 +191,27 @@ def test_global_importance_is_the_mean_absolute_contribution_most_important_firs
 def test_global_importance_stops_at_its_time_budget(fitted, frame):
     _, model = fitted
     assert explain.global_importance(model, frame, rows=1_000, seconds=0)["rows"] == 16
+
+
+def test_global_importance_sizes_its_chunks_to_what_is_left_of_the_budget(
+    fitted, frame, monkeypatch
+):
+    """A model explained at one (fake) second a row, a 30 s budget: the rows explained fit
+    in it, rather than a whole chunk of 250 started after the first 16 (a random forest
+    took 377 s of a 30 s budget that way)."""
+    _, model = fitted
+    clock = {"now": 0.0}
+    real = Explainer.contributions
+
+    def one_second_a_row(self, rows):
+        clock["now"] += len(rows)
+        return real(self, rows)
+
+    monkeypatch.setattr(explain.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(Explainer, "contributions", one_second_a_row)
+    found = explain.global_importance(model, frame, rows=1_000, seconds=30)
+    assert 16 < found["rows"] <= 31
+    assert found["seconds"] <= 31
 
 
 def test_a_linear_model_without_training_means_cannot_be_explained(frame):

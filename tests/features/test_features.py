@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from readmission import features, synthetic
-from readmission.cleaning import clean
+from readmission.cleaning import clean, clean_records
 
 
 def _encounters() -> pd.DataFrame:
@@ -52,8 +52,9 @@ def test_a_later_encounter_never_changes_an_earlier_ones_history():
 def test_encounter_features_give_the_model_inputs_in_order():
     cleaned = clean(synthetic.encounters(50, seed=2))
     out = features.EncounterFeatures().fit(cleaned).transform(cleaned)
-    assert list(out.columns) == [*features.CATEGORICAL, *features.NUMERIC]
-    assert out[list(features.NUMERIC)].dtypes.map(lambda d: d.kind == "f").all()
+    assert list(out.columns) == [*features.CATEGORICAL, *features.NUMERIC, *features.CODE_NUMBERS]
+    numbers = [*features.NUMERIC, *features.CODE_NUMBERS]
+    assert out[numbers].dtypes.map(lambda d: d.kind == "f").all()
     assert (out[list(features.HISTORY)] == 0).all().all()  # absent history counts as none
     assert set(out["diag_1_category"].dropna()) <= {
         "428",
@@ -135,3 +136,34 @@ def test_a_code_written_with_or_without_its_leading_zero_scores_the_same():
     np.testing.assert_array_equal(
         model.predict_proba(clean(request)), model.predict_proba(clean(padded))
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "number"),
+    [
+        ("250.83", 250.83),
+        ("8", 8.0),
+        ("V57.1", 1057.1),
+        ("v57.1", 1057.1),
+        ("E878", 2878.0),
+        (None, None),
+        (np.nan, None),
+        ("", None),
+        ("nan", None),
+        ("V", None),
+        ("bad", None),
+    ],
+)
+def test_a_diagnosis_code_as_an_ordered_number(code, number):
+    found = features.code_number(code)
+    assert (np.isnan(found) and number is None) or found == pytest.approx(number)
+
+
+def test_the_codes_as_numbers_are_the_same_from_a_frame_and_from_records():
+    raw = synthetic.encounters(40, seed=5)
+    frame = features.EncounterFeatures().fit(clean(raw)).transform(clean(raw))
+    records = clean_records(raw.to_dict("records"))
+    columns = features.EncounterFeatures().columns(records, len(raw))
+    for name in features.CODE_NUMBERS:
+        np.testing.assert_array_equal(frame[name].to_numpy(), columns[name])
+        assert frame[name].notna().any()

@@ -386,7 +386,7 @@ def test_promotion_on_a_postgresql_store_with_the_deployments_driver(
 
 
 @pytest.mark.parametrize(
-    "family", ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    "family", ["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
 )
 def test_the_project_model_families_need_no_extra_trusted_types(family: str) -> None:
     """skops loads every family with only what `log_sklearn_model` trusts by itself."""
