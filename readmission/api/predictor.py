@@ -6,9 +6,13 @@ A lone request is scored at once, and under load many requests share a call: one
 calls cost ~10 ms of preprocessing overhead while a 1,000-row call costs ~0.04 ms a row,
 and concurrent model calls in threads only add OpenMP contention (measured here).
 
-A request may ask for explanations (`explain=True`): they are computed in the same call,
-for its rows only, by the explainer the model was loaded with; a request that asks while
-the model has none gets `ExplanationUnavailableError` (409), the others their answers.
+A request may ask for explanations (`explain=True`): they are computed for its rows only,
+by the explainer the model was loaded with, from what the scoring call computed, in a
+second thread (`explainer`), so that a slow explanation (a deep forest's ~1 s a row) holds
+up no request that did not ask for one and the next call is scored meanwhile (TreeSHAP
+runs without the GIL). A request that asks while the model has none gets
+`ExplanationUnavailableError` (409), the others their answers. Explanations that fail
+fail the requests that asked for them, one by one, never the plain answers.
 
 A shared call that fails is tried again request by request, so one bad record fails only
 the request that sent it. The queue holds at most `max_queued_rows` encounters: beyond,
@@ -19,6 +23,7 @@ waiting behind work it cannot outrun.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import threading
@@ -66,6 +71,16 @@ class _Job:
     explain: bool = False
 
 
+@dataclass
+class _Explaining:
+    """The requests of a scored call that asked for explanations, with their answers, and
+    how to explain rows of the call (positions among the rows that asked)."""
+
+    loaded: LoadedModel
+    jobs: list[tuple[_Job, list[Scored], list[int]]]  # request, answers, its positions
+    explain: Callable[[list[int]], list[Explanation]]
+
+
 @dataclass(frozen=True)
 class Scored:
     """One encounter's answer, and the history it was scored with."""
@@ -106,8 +121,14 @@ class Predictor:
         self._history_paused_until = 0.0
         self._drift_due = 0.0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._explaining_rows = 0  # rows scored and waiting for their explanations
+        self._explanations: queue.SimpleQueue[_Explaining | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="predictor", daemon=True)
         self._thread.start()
+        self._explainer = threading.Thread(
+            target=self._run_explanations, name="explainer", daemon=True
+        )
+        self._explainer.start()
 
     async def score(
         self, records: list[dict], explain: bool = False
@@ -122,7 +143,10 @@ class Predictor:
             raise ExplanationUnavailableError(_unexplainable(current))
         with self._queued_lock:
             queued = self._queued_rows + len(records)
-            if self._queued_rows and queued > self.max_queued_rows:
+            behind = self._explaining_rows + len(records) if explain else 0
+            if (self._queued_rows and queued > self.max_queued_rows) or (
+                self._explaining_rows and behind > self.max_queued_rows
+            ):
                 self.metrics.queue_full.inc()
                 raise QueueFullError
             self._queued_rows = queued
@@ -135,6 +159,8 @@ class Predictor:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=5)
+        self._explanations.put(None)
+        self._explainer.join(timeout=5)
 
     def _run(self) -> None:
         while True:
@@ -169,7 +195,7 @@ class Predictor:
                 raise NoModelError
             records = [record for job in jobs for record in job.records]
             explained = [job.explain for job in jobs for _ in job.records]
-            answers = self._score(loaded, records, explained)
+            answers, explain = self._score(loaded, records, explained)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(jobs) > 1 and not isinstance(exc, NoModelError):
                 log.warning(
@@ -185,17 +211,64 @@ class Predictor:
             for job in jobs:
                 _hand(job, _set_exception, exc)
             return
-        start = 0
+        start, asked, waiting = 0, 0, []
         for job in jobs:
             part = answers[start : start + len(job.records)]
             start += len(job.records)
-            if job.explain and loaded.explainer is None:  # a model swapped in meanwhile
+            if job.explain and (loaded.explainer is None or explain is None):
+                # a model swapped in meanwhile cannot be explained
                 failure = ExplanationUnavailableError(_unexplainable(loaded))
                 _hand(job, _set_exception, failure)
-                continue
-            _hand(job, _set_result, (part, loaded))
+            elif job.explain:
+                waiting.append((job, part, list(range(asked, asked + len(part)))))
+                asked += len(part)
+            else:
+                _hand(job, _set_result, (part, loaded))
+        if waiting:
+            with self._queued_lock:
+                self._explaining_rows += asked
+            self._explanations.put(_Explaining(loaded, waiting, explain))
         if getattr(self.store, "shadow", False):  # a store may not shadow at all
             self._shadow(records, answers, loaded)
+
+    def _run_explanations(self) -> None:
+        while True:
+            task = self._explanations.get()
+            if task is None:
+                return
+            try:
+                self._explain(task)
+            except Exception as exc:  # the thread must outlive any failure
+                log.exception("explaining failed unexpectedly: %s", short_error(exc))
+                for job, _, _ in task.jobs:
+                    _hand(job, _set_exception, exc)
+            finally:
+                with self._queued_lock:
+                    self._explaining_rows -= sum(len(rows) for _, _, rows in task.jobs)
+
+    def _explain(self, task: _Explaining) -> None:
+        """Explain the rows of a scored call that asked, and hand those requests their
+        answers; when that fails for several requests, each is tried alone, so that one
+        request's rows fail only that request."""
+        try:
+            found = task.explain([row for _, _, rows in task.jobs for row in rows])
+        except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
+            if len(task.jobs) > 1:
+                for one in task.jobs:
+                    self._explain(_Explaining(task.loaded, [one], task.explain))
+                return
+            self.metrics.predict_failures.inc()
+            log.error("explaining a request failed: %s", short_error(exc))
+            _hand(task.jobs[0][0], _set_exception, exc)
+            return
+        start = 0
+        for job, part, rows in task.jobs:
+            why = found[start : start + len(rows)]
+            start += len(rows)
+            explained = [
+                dataclasses.replace(a, explanation=e) for a, e in zip(part, why, strict=True)
+            ]
+            _hand(job, _set_result, (explained, task.loaded))
 
     def _shadow(self, records: list[dict], answers: list[Scored], served: LoadedModel) -> None:
         """The challenger scores what was just answered (the answers are on their way):
@@ -206,7 +279,7 @@ class Predictor:
         started = time.perf_counter()
         try:
             history = [answer.history for answer in answers]
-            theirs = self._score(challenger, records, history=history, shadow=True)
+            theirs, _ = self._score(challenger, records, history=history, shadow=True)
         except Exception as exc:  # noqa: BLE001 - a shadow never fails a request
             self.shadow.failed(served.version, challenger.version)
             log.warning("challenger v%s failed to score: %s", challenger.version, short_error(exc))
@@ -224,14 +297,17 @@ class Predictor:
         explained: list[bool] | None = None,
         history: list[History] | None = None,
         shadow: bool = False,
-    ) -> list[Scored]:
+    ) -> tuple[list[Scored], Callable[[list[int]], list[Explanation]] | None]:
         """Score `records` with `loaded`; `history` when already looked up; a `shadow` call
-        counts in no serving metric and no drift window."""
+        counts in no serving metric and no drift window. Also gives, when some records are
+        `explained`, how to explain them (given their positions among those records), from
+        the inputs this call computed; else None."""
         started = time.perf_counter()
         history = history if history is not None else self._history(records)
         wanted = [i for i, want in enumerate(explained or []) if want]
         if loaded.explainer is None:
             wanted = []
+        explain: Callable[[list[int]], list[Explanation]] | None = None
         if fast_path(loaded.model) is not None and len(records) <= SMALL_BATCH:
             # the path without pandas: clean columns as arrays, encoded once for the model
             # and for the explanations (checked against the pipeline when the model loaded)
@@ -239,24 +315,27 @@ class Predictor:
             for name in HISTORY:
                 observed[name] = np.array([h.figures[name] for h in history], dtype=float)
             proba, inputs, encoded = score_columns(loaded.model, observed, len(records))
-            found = (
-                loaded.explainer.explain_encoded(
-                    {name: values[wanted] for name, values in inputs.items()},
-                    encoded[wanted],
-                    expired_mask(observed, len(records))[wanted],
-                )
-                if wanted
-                else []
-            )
+            if wanted:
+                expired = expired_mask(observed, len(records))
+
+                def explain(positions: list[int]) -> list[Explanation]:
+                    rows = np.asarray(wanted, dtype=np.intp)[positions]
+                    return loaded.explainer.explain_encoded(
+                        {name: values[rows] for name, values in inputs.items()},
+                        encoded[rows],
+                        expired[rows],
+                    )
         else:
             observed = clean(pd.DataFrame.from_records(records))
             for name in HISTORY:
                 observed[name] = [h.figures[name] for h in history]
             proba = loaded.model.predict_proba(observed)
-            found = loaded.explainer.explain(observed.iloc[wanted]) if wanted else []
-        explanations: list[Explanation | None] = [None] * len(records)
-        for i, explanation in zip(wanted, found, strict=True):
-            explanations[i] = explanation
+            if wanted:
+                frame = observed
+
+                def explain(positions: list[int]) -> list[Explanation]:
+                    return loaded.explainer.explain(frame.iloc[[wanted[p] for p in positions]])
+
         predicted = loaded.model.decide(proba)
         classes = [str(c) for c in loaded.model.classes_]
         order = [classes.index(c) for c in CLASSES]
@@ -267,13 +346,13 @@ class Predictor:
                 str(label),
                 dict(zip(CLASSES, map(float, row), strict=True)),
                 used,
-                why,
+                None,
                 None if tiers is None else tiers.tier(row[lt30]),
             )
-            for label, row, used, why in zip(predicted, proba, history, explanations, strict=True)
+            for label, row, used in zip(predicted, proba, history, strict=True)
         ]
         if shadow:
-            return answers
+            return answers, None
         self.metrics.batch_rows.observe(len(records))
         if loaded.drift is not None:
             loaded.drift.observe(observed, len(records))
@@ -283,7 +362,7 @@ class Predictor:
         for label, count in zip(*np.unique(predicted.astype(str), return_counts=True), strict=True):
             self.metrics.predictions.labels(label, loaded.version).inc(int(count))
         log.debug("scored %d rows in %.1f ms", len(records), 1e3 * (time.perf_counter() - started))
-        return answers
+        return answers, explain
 
     def _history(self, records: list[dict]) -> list[History]:
         """History of each record; none while the store is failing (retried every few

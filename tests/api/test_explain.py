@@ -236,3 +236,66 @@ def test_explain_against_a_model_without_explainer_fails_only_that_request():
         predictor.close()
     assert plain[0][0].explanation is None
     assert np.isclose(plain[0][0].risk_30d, 0.2)
+
+
+class GatedExplainer(RecordingExplainer):
+    """A `RecordingExplainer` whose calls wait for `gate` (an explanation that takes long,
+    as a deep forest's ~1 s a row does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def explain(self, frame):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return super().explain(frame)
+
+
+def test_a_slow_explanation_holds_up_no_request_that_did_not_ask_for_one():
+    model, explainer = GatedModel(), GatedExplainer()
+    model.gate.set()
+    loaded = LoadedModel(model, "m", "1", "production", {}, explainer=explainer)
+    predictor = Predictor(SimpleNamespace(current=loaded), ApiMetrics())
+
+    async def scenario():
+        explained = asyncio.ensure_future(predictor.score(_records(1, labs=20), explain=True))
+        await asyncio.to_thread(explainer.entered.wait, 30)  # its explanation is under way
+        plain = await asyncio.wait_for(predictor.score(_records(2, labs=30)), 10)
+        assert not explained.done()
+        explainer.gate.set()
+        return plain, await explained
+
+    try:
+        plain, explained = asyncio.run(scenario())
+    finally:
+        predictor.close()
+    assert [a.explanation for a in plain[0]] == [None, None]
+    assert explained[0][0].explanation.score == 20.0
+    assert np.isclose(explained[0][0].risk_30d, 0.2)
+
+
+def test_a_failing_explanation_fails_only_the_requests_that_asked_for_one():
+    model, explainer = GatedModel(), RecordingExplainer()
+    model.gate.set()
+
+    def broken(frame):
+        raise ValueError("the explainer broke")
+
+    explainer.explain = broken
+    loaded = LoadedModel(model, "m", "1", "production", {}, explainer=explainer)
+    predictor = Predictor(SimpleNamespace(current=loaded), ApiMetrics())
+
+    async def scenario():
+        with pytest.raises(ValueError, match="the explainer broke"):
+            await predictor.score(_records(1), explain=True)
+        return await predictor.score(_records(1))
+
+    try:
+        plain = asyncio.run(scenario())
+    finally:
+        predictor.close()
+    assert plain[0][0].explanation is None

@@ -183,7 +183,7 @@ def test_the_worker_survives_a_failure_outside_the_model_call(monkeypatch):
 
     def score(_loaded, records, _explained=None):
         scored.append(records)
-        return []
+        return [], None  # the answers, nothing to explain
 
     monkeypatch.setattr(predictor, "_score", score)
     store.current = SimpleNamespace(explainer=None, version="1")
