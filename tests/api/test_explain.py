@@ -299,3 +299,30 @@ def test_a_failing_explanation_fails_only_the_requests_that_asked_for_one():
     finally:
         predictor.close()
     assert plain[0][0].explanation is None
+
+
+def test_explanations_waiting_beyond_the_queue_bound_refuse_more_but_not_plain_requests():
+    from readmission.api.predictor import QueueFullError
+
+    model, explainer = GatedModel(), GatedExplainer()
+    model.gate.set()
+    loaded = LoadedModel(model, "m", "1", "production", {}, explainer=explainer)
+    predictor = Predictor(SimpleNamespace(current=loaded), ApiMetrics(), max_queued_rows=2)
+
+    async def scenario():
+        explained = asyncio.ensure_future(predictor.score(_records(2), explain=True))
+        await asyncio.to_thread(explainer.entered.wait, 30)  # 2 rows wait for explanations
+        with pytest.raises(QueueFullError):
+            await predictor.score(_records(1), explain=True)
+        plain = await asyncio.wait_for(predictor.score(_records(2)), 10)
+        explainer.gate.set()
+        await explained
+        again = await predictor.score(_records(1), explain=True)  # room again
+        return plain, again
+
+    try:
+        plain, again = asyncio.run(scenario())
+    finally:
+        predictor.close()
+    assert len(plain[0]) == 2
+    assert again[0][0].explanation is not None
