@@ -1,7 +1,7 @@
 """Model quality on the patient-grouped test split, and the training DAG's wall time.
 
 Loads and cleans the real file into a throwaway SQLite store, runs
-`model_training_pipeline` once with `dag.test()` (the full search of the three families,
+`model_training_pipeline` once with `dag.test()` (the full search of the four families,
 in one process, against a throwaway MLflow), then prints every candidate's figures, the
 Production model's, the majority-class baseline, and then every decision-support figure
 of the Production model: calibration of the `<30` risk (Brier, ECE over 15 equal-mass bins,

@@ -147,15 +147,18 @@ class CompiledTrees:
 def _walk(
     features, roots, left, right, feature, threshold, missing_left, leaf, value, tree_class, raw
 ):
-    """Add each tree's leaf value for each row to its class's raw score."""
-    for row in range(features.shape[0]):
-        for tree in range(roots.shape[0]):
+    """Add each tree's leaf value for each row to its class's raw score. Tree by tree, all
+    rows through one tree before the next, so a tree's nodes are read from memory once per
+    batch rather than once per row (a LightGBM model's nodes take ~10 MB, beyond the cache)."""
+    for tree in range(roots.shape[0]):
+        k = tree_class[tree]
+        for row in range(features.shape[0]):
             node = roots[tree]
             while not leaf[node]:
                 x = features[row, feature[node]]
                 go_left = missing_left[node] if np.isnan(x) else x <= threshold[node]
                 node = left[node] if go_left else right[node]
-            raw[row, tree_class[tree]] += value[node]
+            raw[row, k] += value[node]
 
 
 class FastPipeline:

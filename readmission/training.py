@@ -299,8 +299,11 @@ class Candidate:
 def tune(
     family: Family, data: TrainingData, profile: Profile = "full", seed: int = 0
 ) -> tuple[dict, list[dict]]:
-    """The configuration with the lowest log-loss on a patient-grouped 20 % holdout of
-    the train split, and every configuration's score."""
+    """The configuration chosen on a patient-grouped 20 % holdout of the train split, and
+    every configuration's score: the cheapest to serve (fewest tree nodes, `model_size`)
+    of those whose log-loss there is within one standard error of the lowest
+    (`cheapest_within_one_se`), so that a model several times larger to walk and to explain
+    is served only when it is measurably better."""
     space = SEARCH[profile][family]
     if len(space) == 1:
         return dict(space[0]), [{"params": space[0], "holdout_log_loss": None}]
@@ -312,7 +315,7 @@ def tune(
     )
     x, y = data.inputs("train"), data.target("train")
     patients = data.patients("train")
-    results = []
+    results, row_losses = [], []
     for params in space:
         started = time.perf_counter()
         model = ReadmissionModel(build_pipeline(family, params, seed)).fit(
@@ -322,16 +325,58 @@ def tune(
         loss = evaluation.metrics(
             y.iloc[holdout], proba, list(model.classes_), model.predict(x.iloc[holdout])
         )["log_loss"]
+        truth = np.searchsorted(model.classes_, np.asarray(y.iloc[holdout], dtype=object))
+        row_losses.append(-np.log(np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)))
         results.append(
             {
                 "params": params,
                 "holdout_log_loss": loss,
+                "nodes": model_size(model),
                 "seconds": round(time.perf_counter() - started, 1),
             }
         )
-        log.info("%s %s: holdout log-loss %.4f", family, params, loss)
-    best = min(results, key=lambda r: r["holdout_log_loss"])
-    return dict(best["params"]), results
+        log.info(
+            "%s %s: holdout log-loss %.4f, %s tree nodes",
+            family,
+            params,
+            loss,
+            results[-1]["nodes"],
+        )
+    chosen = cheapest_within_one_se(row_losses, [r["nodes"] for r in results])
+    for i, result in enumerate(results):
+        result["chosen"] = i == chosen
+    return dict(results[chosen]["params"]), results
+
+
+def model_size(model: ReadmissionModel) -> int | None:
+    """Tree nodes of a fitted model (what walking and explaining it cost), None for a
+    model without trees."""
+    classifier = model.pipeline_.steps[-1][1]
+    if hasattr(classifier, "compiled_"):
+        return len(classifier.compiled_.leaf)
+    if hasattr(classifier, "_predictors"):  # HistGradientBoostingClassifier
+        return sum(len(tree.nodes) for trees in classifier._predictors for tree in trees)
+    if hasattr(classifier, "estimators_"):  # a forest
+        return sum(int(tree.tree_.node_count) for tree in classifier.estimators_)
+    return None
+
+
+def cheapest_within_one_se(losses: list[np.ndarray], sizes: list[int | None]) -> int:
+    """Which of several configurations to keep, given each one's log-loss per holdout row
+    and its size: the smallest of those whose mean loss exceeds the lowest mean by at most
+    one standard error of the paired per-row difference (ties, and sizes unknown: the lower
+    loss)."""
+    means = [float(np.mean(loss)) for loss in losses]
+    best = int(np.argmin(means))
+    close = []
+    for i, loss in enumerate(losses):
+        difference = loss - losses[best]
+        spread = float(np.std(difference, ddof=1) / np.sqrt(len(difference))) if i != best else 0
+        if means[i] - means[best] <= spread:
+            close.append(i)
+    if any(sizes[i] is None for i in close):
+        return best
+    return min(close, key=lambda i: (sizes[i], means[i]))
 
 
 def fit_candidate(
