@@ -142,7 +142,12 @@ def train_candidate(
     registry = model_registry(settings)
     data = _training_data(settings, snapshot)
     candidate = training.fit_candidate(
-        family, data, profile, seed=settings.training.seed, decision=settings.decision
+        family,
+        data,
+        profile,
+        seed=settings.training.seed,
+        decision=settings.decision,
+        max_nodes=settings.training.max_tree_nodes,
     )
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile, REASON_TAG: reason}
     logged = training.log_candidate(candidate, data, tags, registry)

@@ -160,6 +160,14 @@ class TrainingSettings(BaseModel):
         description="Search of the training candidates: full, or quick (one small config each).",
     )
     seed: int = Field(default=0, description="Seed of every random choice.")
+    max_tree_nodes: int = Field(
+        default=100_000,
+        gt=0,
+        description=(
+            "Serving budget of a candidate: a configuration of more tree nodes is kept only "
+            "when none fits (walking and explaining a model cost in proportion to them)."
+        ),
+    )
 
 
 class MlflowSettings(BaseModel):

@@ -297,13 +297,18 @@ class Candidate:
 
 
 def tune(
-    family: Family, data: TrainingData, profile: Profile = "full", seed: int = 0
+    family: Family,
+    data: TrainingData,
+    profile: Profile = "full",
+    seed: int = 0,
+    max_nodes: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """The configuration chosen on a patient-grouped 20 % holdout of the train split, and
-    every configuration's score: the cheapest to serve (fewest tree nodes, `model_size`)
-    of those whose log-loss there is within one standard error of the lowest
-    (`cheapest_within_one_se`), so that a model several times larger to walk and to explain
-    is served only when it is measurably better."""
+    every configuration's score: of those within the serving budget (`max_nodes` tree
+    nodes, `model_size`; all of them when none fits), the cheapest to serve of those whose
+    log-loss there is within one standard error of the lowest (`cheapest_within_one_se`),
+    so that a model several times larger to walk and to explain is served only when it is
+    measurably better and affordable."""
     space = SEARCH[profile][family]
     if len(space) == 1:
         return dict(space[0]), [{"params": space[0], "holdout_log_loss": None}]
@@ -342,7 +347,17 @@ def tune(
             loss,
             results[-1]["nodes"],
         )
-    chosen = cheapest_within_one_se(row_losses, [r["nodes"] for r in results])
+    affordable = [
+        i
+        for i, r in enumerate(results)
+        if max_nodes is None or r["nodes"] is None or r["nodes"] <= max_nodes
+    ] or list(range(len(results)))
+    for i, result in enumerate(results):
+        result["within_budget"] = i in affordable
+    pick = cheapest_within_one_se(
+        [row_losses[i] for i in affordable], [results[i]["nodes"] for i in affordable]
+    )
+    chosen = affordable[pick]
     for i, result in enumerate(results):
         result["chosen"] = i == chosen
     return dict(results[chosen]["params"]), results
@@ -385,12 +400,14 @@ def fit_candidate(
     profile: Profile = "full",
     seed: int = 0,
     decision: DecisionSettings | None = None,
+    max_nodes: int | None = None,
 ) -> Candidate:
-    """Tune, refit on train, tune the decision rule on valid, measure valid and test, and
-    assess the `<30` risk (calibration, operating points, subgroups: `assessment`)."""
+    """Tune (within `max_nodes` tree nodes, see `tune`), refit on train, tune the decision
+    rule on valid, measure valid and test, and assess the `<30` risk (calibration,
+    operating points, subgroups: `assessment`)."""
     started = time.perf_counter()
     decision = decision or DecisionSettings()
-    params, search = tune(family, data, profile, seed)
+    params, search = tune(family, data, profile, seed, max_nodes)
     model = ReadmissionModel(build_pipeline(family, params, seed))
     model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
     recalibration = None

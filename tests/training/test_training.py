@@ -547,3 +547,24 @@ def test_a_rollback_made_while_a_retried_task_waited_for_the_lock_stands(
     assert retried["promoted"] is False
     assert "rolled back" in retried["reason"]
     assert model_registry.champion().version == first["version"]
+
+
+def test_a_search_keeps_a_configuration_within_the_serving_budget(settings, monkeypatch):
+    """Two configurations, the larger one of more tree nodes than the budget: the smaller
+    is kept whatever their losses; without a budget, or a budget neither fits, the rule
+    of one standard error decides among both."""
+    small = {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 20}
+    large = {"learning_rate": 0.1, "max_leaf_nodes": 63, "max_iter": 200, "min_samples_leaf": 5}
+    monkeypatch.setitem(training.SEARCH["full"], "hist_gradient_boosting", [large, small])
+    data = training.load_training_data(pipeline.engine(settings))
+    _, found = training.tune("hist_gradient_boosting", data, "full", max_nodes=10**9)
+    nodes = [r["nodes"] for r in found]
+    assert nodes[0] > nodes[1] > 0
+    budget = (nodes[0] + nodes[1]) // 2
+    params, search = training.tune("hist_gradient_boosting", data, "full", max_nodes=budget)
+    assert params == small
+    assert [r["within_budget"] for r in search] == [False, True]
+    assert [r["chosen"] for r in search] == [False, True]
+    _, neither = training.tune("hist_gradient_boosting", data, "full", max_nodes=1)
+    assert [r["within_budget"] for r in neither] == [True, True]
+    assert [r["chosen"] for r in neither] == [r["chosen"] for r in found]
