@@ -237,38 +237,40 @@ class Predictor:
             if task is None:
                 return
             try:
-                self._explain(task)
+                outcomes = self._explain(task)
             except Exception as exc:  # the thread must outlive any failure
                 log.exception("explaining failed unexpectedly: %s", short_error(exc))
-                for job, _, _ in task.jobs:
-                    _hand(job, _set_exception, exc)
-            finally:
-                with self._queued_lock:
-                    self._explaining_rows -= sum(len(rows) for _, _, rows in task.jobs)
+                outcomes = [(job, _set_exception, exc) for job, _, _ in task.jobs]
+            with self._queued_lock:  # released before the answers: room as soon as they land
+                self._explaining_rows -= sum(len(rows) for _, _, rows in task.jobs)
+            for job, setter, value in outcomes:
+                _hand(job, setter, value)
 
-    def _explain(self, task: _Explaining) -> None:
-        """Explain the rows of a scored call that asked, and hand those requests their
-        answers; when that fails for several requests, each is tried alone, so that one
-        request's rows fail only that request."""
+    def _explain(self, task: _Explaining) -> list[tuple[_Job, Callable, object]]:
+        """The answers (or errors) of the requests of a scored call that asked for
+        explanations; when explaining fails for several requests, each is tried alone, so
+        that one request's rows fail only that request."""
         try:
             found = task.explain([row for _, _, rows in task.jobs for row in rows])
         except Exception as exc:  # noqa: BLE001 - handed to the requests that asked
             if len(task.jobs) > 1:
-                for one in task.jobs:
-                    self._explain(_Explaining(task.loaded, [one], task.explain))
-                return
+                return [
+                    outcome
+                    for one in task.jobs
+                    for outcome in self._explain(_Explaining(task.loaded, [one], task.explain))
+                ]
             self.metrics.predict_failures.inc()
             log.error("explaining a request failed: %s", short_error(exc))
-            _hand(task.jobs[0][0], _set_exception, exc)
-            return
-        start = 0
+            return [(task.jobs[0][0], _set_exception, exc)]
+        outcomes, start = [], 0
         for job, part, rows in task.jobs:
             why = found[start : start + len(rows)]
             start += len(rows)
             explained = [
                 dataclasses.replace(a, explanation=e) for a, e in zip(part, why, strict=True)
             ]
-            _hand(job, _set_result, (explained, task.loaded))
+            outcomes.append((job, _set_result, (explained, task.loaded)))
+        return outcomes
 
     def _shadow(self, records: list[dict], answers: list[Scored], served: LoadedModel) -> None:
         """The challenger scores what was just answered (the answers are on their way):
