@@ -75,7 +75,11 @@ class LightGBMTrees(ClassifierMixin, BaseEstimator):
             )
         else:
             x_held = np.asarray(X_val, dtype=float)
-            held = np.searchsorted(self.classes_, np.asarray(y_val, dtype=object))
+            y_held = np.asarray(y_val, dtype=object)
+            unknown = set(y_held) - set(self.classes_)
+            if unknown:
+                raise ValueError(f"y_val holds classes not in y: {sorted(map(str, unknown))}")
+            held = np.searchsorted(self.classes_, y_held)
         model = lightgbm.LGBMClassifier(
             objective="multiclass",
             n_estimators=MAX_ROUNDS,
@@ -108,7 +112,10 @@ class LightGBMTrees(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:  # noqa: N803
-        return self.compiled_.predict_proba(np.asarray(X, dtype=float))
+        x = np.asarray(X, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.n_features_in_:  # the walk checks no bounds
+            raise ValueError(f"expected {self.n_features_in_} features, got shape {x.shape}")
+        return self.compiled_.predict_proba(x)
 
     def predict(self, X) -> np.ndarray:  # noqa: N803
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]

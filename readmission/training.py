@@ -355,7 +355,9 @@ def tune(
     for i, result in enumerate(results):
         result["within_budget"] = i in affordable
     pick = cheapest_within_one_se(
-        [row_losses[i] for i in affordable], [results[i]["nodes"] for i in affordable]
+        [row_losses[i] for i in affordable],
+        [results[i]["nodes"] for i in affordable],
+        np.asarray(patients.iloc[holdout]),
     )
     chosen = affordable[pick]
     for i, result in enumerate(results):
@@ -376,22 +378,38 @@ def model_size(model: ReadmissionModel) -> int | None:
     return None
 
 
-def cheapest_within_one_se(losses: list[np.ndarray], sizes: list[int | None]) -> int:
+def cheapest_within_one_se(
+    losses: list[np.ndarray], sizes: list[int | None], groups: np.ndarray | None = None
+) -> int:
     """Which of several configurations to keep, given each one's log-loss per holdout row
     and its size: the smallest of those whose mean loss exceeds the lowest mean by at most
     one standard error of the paired per-row difference (ties, and sizes unknown: the lower
-    loss)."""
+    loss). With `groups` (each row's patient), the standard error is the cluster-robust
+    one: a patient's rows are not independent of each other."""
     means = [float(np.mean(loss)) for loss in losses]
     best = int(np.argmin(means))
     close = []
     for i, loss in enumerate(losses):
-        difference = loss - losses[best]
-        spread = float(np.std(difference, ddof=1) / np.sqrt(len(difference))) if i != best else 0
-        if means[i] - means[best] <= spread:
+        gap = means[i] - means[best]
+        if i == best or gap <= _standard_error(loss - losses[best], groups):
             close.append(i)
     if any(sizes[i] is None for i in close):
         return best
     return min(close, key=lambda i: (sizes[i], means[i]))
+
+
+def _standard_error(values: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """Standard error of the mean of `values`, clustered by `groups` when given (0 for
+    fewer than two rows or groups)."""
+    n = len(values)
+    if groups is None:
+        return float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    _, cluster = np.unique(np.asarray(groups), return_inverse=True)
+    count = int(cluster.max()) + 1 if n else 0
+    if count < 2:
+        return 0.0
+    residual = np.bincount(cluster, weights=values - values.mean(), minlength=count)
+    return float(np.sqrt(count / (count - 1) * np.sum(residual**2)) / n)
 
 
 def fit_candidate(
@@ -434,6 +452,17 @@ def fit_candidate(
     model.assessment_ = assess(model, data, probabilities, decision, seed)
     model.assessment_["recalibration"] = recalibration
     figures.update(assessment_metrics(model.assessment_))
+    nodes = model_size(model)
+    if nodes is not None:  # what serving it costs; the budget was judged on the tuning fit
+        figures["tree_nodes"] = float(nodes)
+        if max_nodes is not None and nodes > max_nodes:
+            log.warning(
+                "%s: %d tree nodes refitted on the whole train split, over the budget of %d "
+                "(the configuration was within it when tuned)",
+                family,
+                nodes,
+                max_nodes,
+            )
     seconds = time.perf_counter() - started
     log.info(
         "%s: %s %.4f (test %.4f), %.0f s",

@@ -228,8 +228,11 @@ class Predictor:
             with self._queued_lock:
                 self._explaining_rows += asked
             self._explanations.put(_Explaining(loaded, waiting, explain))
-        if getattr(self.store, "shadow", False):  # a store may not shadow at all
-            self._shadow(records, answers, loaded)
+        try:  # after the answers: a failure here is the worker's, no request's
+            if getattr(self.store, "shadow", False):  # a store may not shadow at all
+                self._shadow(records, answers, loaded)
+        except Exception as exc:  # requests waiting for their explanations are not its
+            log.exception("after scoring a call: %s", short_error(exc))
 
     def _run_explanations(self) -> None:
         while True:

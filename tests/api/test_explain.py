@@ -326,3 +326,65 @@ def test_explanations_waiting_beyond_the_queue_bound_refuse_more_but_not_plain_r
         predictor.close()
     assert len(plain[0]) == 2
     assert again[0][0].explanation is not None
+
+
+def test_a_failure_after_the_answers_does_not_fail_a_request_waiting_for_its_explanation():
+    """Something failing after a call is answered (the shadow step, say) is the worker's
+    own problem: a request whose explanation is still being computed gets it."""
+    model, explainer = GatedModel(), GatedExplainer()
+    model.gate.set()
+    loaded = LoadedModel(model, "m", "1", "production", {}, explainer=explainer)
+
+    class BrokenShadow(SimpleNamespace):
+        @property
+        def shadow(self):
+            raise RuntimeError("a bug after the answers were sent")
+
+    predictor = Predictor(BrokenShadow(current=loaded), ApiMetrics())
+
+    async def scenario():
+        explained = asyncio.ensure_future(predictor.score(_records(1, labs=20), explain=True))
+        await asyncio.to_thread(explainer.entered.wait, 30)
+        await asyncio.sleep(0.2)  # the worker has met the failure by now
+        explainer.gate.set()
+        return await asyncio.wait_for(explained, 10)
+
+    try:
+        explained = asyncio.run(scenario())
+    finally:
+        predictor.close()
+    assert explained[0][0].explanation.score == 20.0
+
+
+def test_a_failing_explanation_shared_by_requests_fails_only_the_one_that_broke_it():
+    model, explainer = GatedModel(), RecordingExplainer()
+    real = explainer.explain
+
+    def breaks_on_99(frame):
+        if (frame["num_lab_procedures"] == 99).any():
+            raise ValueError("this row cannot be explained")
+        return real(frame)
+
+    explainer.explain = breaks_on_99
+    loaded = LoadedModel(model, "m", "1", "production", {}, explainer=explainer)
+    predictor = Predictor(SimpleNamespace(current=loaded), ApiMetrics())
+
+    async def scenario():
+        first = asyncio.ensure_future(predictor.score(_records(1, labs=10)))
+        await asyncio.to_thread(model.entered.wait, 30)  # the worker holds the first call
+        queued = [
+            asyncio.ensure_future(predictor.score(_records(1, labs=labs), explain=True))
+            for labs in (20, 99, 40)
+        ]
+        await asyncio.sleep(0.2)
+        model.gate.set()
+        return await asyncio.gather(first, *queued, return_exceptions=True)
+
+    try:
+        _, good, bad, other = asyncio.run(scenario())
+    finally:
+        predictor.close()
+    assert isinstance(bad, ValueError)
+    assert good[0][0].explanation.score == 20.0
+    assert other[0][0].explanation.score == 40.0
+    assert explainer.calls[-2:] == [[20], [40]]  # tried alone after the shared call failed

@@ -126,3 +126,26 @@ def test_the_api_path_without_pandas_gives_the_pipelines_answers(family):
     proba, _, _ = score_columns(faster, clean_records(records), len(records))
     expected = model.predict_proba(clean(pd.DataFrame.from_records(records)))
     np.testing.assert_allclose(proba, expected, rtol=0, atol=1e-12)
+
+
+def test_inputs_of_the_wrong_width_and_unknown_labels_are_refused(fitted):
+    x, y = _data(300, seed=5)
+    with pytest.raises(ValueError, match="8 features"):
+        fitted.predict_proba(x[:, :5])
+    y_val = y.astype(object)
+    y_val[0] = "unknown"
+    with pytest.raises(ValueError, match="unknown"):
+        LightGBMTrees(PARAMS).fit(x, y, X_val=x, y_val=y_val)
+
+
+def test_a_tree_of_one_leaf_is_converted():
+    dump = {
+        "num_tree_per_iteration": 3,
+        "tree_info": [
+            {"tree_index": k, "num_leaves": 1, "tree_structure": {"leaf_value": 0.1 * k}}
+            for k in range(3)
+        ],
+    }
+    compiled = convert(dump, np.array(["<30", ">30", "NO"]))
+    np.testing.assert_allclose(compiled.raw(np.zeros((2, 4))), [[0.0, 0.1, 0.2]] * 2)
+    assert [len(t["children_left"]) for t in compiled.class_trees(2)] == [1]

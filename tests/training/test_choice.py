@@ -57,3 +57,23 @@ def test_model_size_counts_the_tree_nodes_of_each_family():
     forest.fit(frame, pd.Series(frame["readmitted"]))
     trees = forest.pipeline_.steps[-1][1].estimators_
     assert model_size(forest) == sum(t.tree_.node_count for t in trees)
+
+
+def test_the_standard_error_is_clustered_by_patient():
+    """Rows of one patient move together: the same differences read as many independent
+    rows would make a larger model look measurably better than it is."""
+    rng = np.random.default_rng(3)
+    patients = np.repeat(np.arange(500), 20)  # 20 rows a patient
+    shared = np.repeat(rng.normal(0, 0.05, 500), 20)  # a patient's rows differ alike
+    shared -= shared.mean()  # the other model is 0.002 worse on average: 4 row-wise SEs,
+    # under one SE of 0.0022 once a patient counts once
+    best = rng.exponential(0.85, patients.size)
+    other = best + 0.002 + shared
+    assert cheapest_within_one_se([best, other], [500_000, 100_000]) == 0  # rows: "worse"
+    assert cheapest_within_one_se([best, other], [500_000, 100_000], patients) == 1
+
+
+def test_identical_losses_keep_the_smaller_and_one_configuration_is_itself():
+    loss = np.random.default_rng(4).exponential(0.85, 1_000)
+    assert cheapest_within_one_se([loss, loss.copy()], [200, 100]) == 1
+    assert cheapest_within_one_se([loss], [100], np.arange(1_000)) == 0

@@ -568,3 +568,11 @@ def test_a_search_keeps_a_configuration_within_the_serving_budget(settings, monk
     _, neither = training.tune("hist_gradient_boosting", data, "full", max_nodes=1)
     assert [r["within_budget"] for r in neither] == [True, True]
     assert [r["chosen"] for r in neither] == [r["chosen"] for r in found]
+
+
+def test_a_candidate_records_the_tree_nodes_of_the_model_it_serves(settings):
+    data = training.load_training_data(pipeline.engine(settings))
+    candidate = training.fit_candidate("hist_gradient_boosting", data, "quick", max_nodes=10)
+    assert candidate.metrics["tree_nodes"] == training.model_size(candidate.model) > 10
+    linear = training.fit_candidate("logistic_regression", data, "quick")
+    assert "tree_nodes" not in linear.metrics
