@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from readmission import dataset, logs
-from readmission.names import HAND_REASON, PROFILES
+from readmission.names import FAMILIES, HAND_REASON, PROFILES
 from readmission.settings import get_settings
 
 
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--family",
         action="append",
-        choices=["logistic_regression", "random_forest", "hist_gradient_boosting"],
+        choices=FAMILIES,
         help="train only this family (repeatable)",
     )
     train.add_argument("--reason", help="why (recorded on the runs and the version)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from readmission import dataset
-from readmission.names import PERFORMANCE_DAG, RETRAIN_DAG, TRAIN_DAG
+from readmission.names import FAMILIES, PERFORMANCE_DAG, RETRAIN_DAG, TRAIN_DAG
 from tests.support.pgserver import free_port
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,8 @@ def test_replay_prints_realized_against_estimated_against_test(tmp_path, sample_
     assert re.search(rf"^following {TRAIN_DAG} \(asset_triggered__", text, re.M), text[-5000:]
     assert re.search(rf"^{TRAIN_DAG}: success in \d", text, re.M), text[-5000:]
     # the outcomes batch, cleaned while training was paused, is new to it too
-    recorded = f"{TRAIN_DAG} trained 3 candidates, recorded reason: {requested.group(1)}; "
+    trained = f"{TRAIN_DAG} trained {len(FAMILIES)} candidates"
+    recorded = f"{trained}, recorded reason: {requested.group(1)}; "
     assert f"{recorded}new clean data\n" in text, text[-5000:]
     # its own state folder, the configured one untouched but for it
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["replay"]

@@ -77,3 +77,12 @@ def test_identical_losses_keep_the_smaller_and_one_configuration_is_itself():
     loss = np.random.default_rng(4).exponential(0.85, 1_000)
     assert cheapest_within_one_se([loss, loss.copy()], [200, 100]) == 1
     assert cheapest_within_one_se([loss], [100], np.arange(1_000)) == 0
+
+
+def test_the_cli_trains_any_family_by_name():
+    from readmission.__main__ import build_parser
+    from readmission.names import FAMILIES
+
+    for family in FAMILIES:
+        args = build_parser().parse_args(["train", "--family", family])
+        assert args.family == [family]
