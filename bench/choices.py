@@ -58,6 +58,7 @@ from readmission.features import (  # noqa: E402
     code_number,
 )
 from readmission.names import PROFILES  # noqa: E402
+from readmission.training import SEARCH  # noqa: E402
 
 
 def main() -> int:
@@ -182,50 +183,9 @@ class _CategoricalFrame(TransformerMixin, BaseEstimator):
 
 #: Choice 3's searches, a few configurations each around what works on tabular data of this
 #: size (61k rows, ~120 features), every one stopped early on whole patients.
+#: LightGBM's are the served family's own (`training.SEARCH`).
 LIGHTGBM_SEARCH: dict[str, list[dict]] = {
-    "full": [
-        {
-            "num_leaves": 15,
-            "learning_rate": 0.03,
-            "min_child_samples": 100,
-            "colsample_bytree": 0.5,
-            "reg_lambda": 1.0,
-        },
-        {
-            "num_leaves": 31,
-            "learning_rate": 0.03,
-            "min_child_samples": 50,
-            "colsample_bytree": 0.7,
-            "subsample": 0.8,
-            "subsample_freq": 1,
-            "reg_lambda": 1.0,
-        },
-        {
-            "num_leaves": 7,
-            "learning_rate": 0.05,
-            "min_child_samples": 200,
-            "colsample_bytree": 0.5,
-            "reg_lambda": 5.0,
-        },
-        {
-            "num_leaves": 63,
-            "learning_rate": 0.02,
-            "min_child_samples": 200,
-            "colsample_bytree": 0.3,
-            "subsample": 0.8,
-            "subsample_freq": 1,
-            "reg_lambda": 10.0,
-            "reg_alpha": 1.0,
-        },
-    ],
-    "quick": [
-        {
-            "num_leaves": 15,
-            "learning_rate": 0.1,
-            "min_child_samples": 100,
-            "colsample_bytree": 0.5,
-        }
-    ],
+    profile: SEARCH[profile]["lightgbm"] for profile in PROFILES
 }
 XGBOOST_SEARCH: dict[str, list[dict]] = {
     "full": [
