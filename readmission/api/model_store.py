@@ -140,6 +140,9 @@ class ModelStore:
     def _check(self) -> str:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         try:
+            # The history first: a move it shows had its tags written before it was recorded
+            # (Registry._finish_rollback), so the champion read next carries them too.
+            moves = [move.to_dict() for move in self.registry.history()]
             champion = self.registry.champion()
         except Exception as exc:  # noqa: BLE001 - any registry failure keeps the model serving
             # warned once per outage (the poller asks again every API_MODEL_POLL_SECONDS)
@@ -150,6 +153,7 @@ class ModelStore:
             return self.status.message
         if self.status.reachable is False:
             log.info("registry reachable again")
+        self.history = moves
         if champion is None:
             self.status = RegistryStatus(True, now, "no Production model in the registry")
             return self.status.message
@@ -224,10 +228,6 @@ class ModelStore:
         return current.described, current.loaded_at
 
     def _refresh_description(self, champion, now: str) -> None:
-        try:
-            self.history = [move.to_dict() for move in self.registry.history()]
-        except Exception as exc:  # noqa: BLE001 - the card then shows the last history read
-            log.warning("could not read the production history: %s", short_error(exc))
         current = self.current
         if current is None:
             return
