@@ -617,7 +617,28 @@ def stack_settings(settings: Settings) -> Settings:
     )
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the local mode: it stops the stack as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def stop_on_terminate() -> None:
+    """The services run in their own process group: Ctrl-C in the terminal reaches them all,
+    a `kill` of this process (or the terminal's SIGHUP) would not. Such a signal unwinds
+    this process like Ctrl-C instead, so `running_stack` stops them."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
+
+
 def main(serve: bool = True) -> int:
+    stop_on_terminate()
     settings = get_settings()
     try:
         source = dataset.locate(settings)
@@ -662,3 +683,6 @@ def main(serve: bool = True) -> int:
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
+    except Terminated as exc:
+        print(f"\n{exc}: stopping ...", flush=True)
+        return 128 + exc.signum

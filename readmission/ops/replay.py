@@ -41,12 +41,14 @@ from readmission.names import (
 from readmission.ops.localstack import (
     LocalStackError,
     Stages,
+    Terminated,
     _follow,
     _next_run,
     _wait,
     format_model,
     running_stack,
     stack_settings,
+    stop_on_terminate,
 )
 from readmission.settings import Settings, get_settings
 
@@ -165,6 +167,7 @@ def format_comparison(row: dict) -> str:
 
 
 def main(holdout_batches: int = 1) -> int:
+    stop_on_terminate()
     base = get_settings()
     try:
         source = dataset.locate(base)
@@ -249,3 +252,6 @@ def main(holdout_batches: int = 1) -> int:
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
+    except Terminated as exc:
+        print(f"\n{exc}: stopping ...", flush=True)
+        return 128 + exc.signum
