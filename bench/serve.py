@@ -3,12 +3,14 @@
 Trains a Production model (`--family`, by default LightGBM, the family the full search
 promotes on the real file; the full search by default, as `make run` does) on the real
 file when present (else on synthetic encounters) into a throwaway store and MLflow, then
-serves it twice:
+serves it twice, beside a ceiling:
 
   ours     uvicorn app.main:app (1 process: validation, cleaning, patient history look-up,
            batching across requests, prediction log on)
   mlflow   mlflow models serve --env-manager local (1 worker; sent records already cleaned,
            so it does less work per request than ours)
+  ceiling  uvicorn bench.ceiling:app (1 process): a bare endpoint that only parses the same
+           JSON body, what HTTP handling allows on this machine
 
 and loads each with wrk (1 thread, so it leaves the server a core) sending one encounter per
 POST (each run once the machine is idle again), at 1, 8 and 32 connections, then ours once
@@ -16,9 +18,10 @@ more at 8 connections with `/predict?explain=true` (the patient's top factors, T
 Also times a 1,000-encounter /predict/batch and reads the API's resident memory after the
 load; then starts ours again with API_SHADOW=true, a second candidate (the quick search's
 same family) as the `challenger`, and loads it at 8 and 32 connections: the cost of
-shadowing on the served throughput. Targets: throughput >= 3x MLflow's at 8 and 32
-connections, p99 at 8 connections < 25 ms with and without explanations, a 1,000-record
-batch < 150 ms, the API < 400 MB.
+shadowing on the served throughput. Throughputs are also printed as a share of the
+ceiling's. Targets: throughput >= 3x MLflow's at 8 connections, >= 100x at 32 and >= 15 %
+of the ceiling's there, p99 at 8 connections < 15 ms (< 25 ms with explanations), a
+1,000-record batch < 150 ms, the API < 400 MB.
 
     python bench/serve.py [--seconds 10] [--profile full|quick] [--family NAME]
 """
@@ -51,13 +54,14 @@ wrk.body = [==[{body}]==]
 """
 
 
-def _api_command(port: int) -> list[str]:
-    """The API as bench runs it: one uvicorn process, no access log."""
+def _api_command(port: int, app: str = "app.main:app") -> list[str]:
+    """The API as bench runs it (or, with `app`, the ceiling): one uvicorn process, no
+    access log."""
     return [
         sys.executable,
         "-m",
         "uvicorn",
-        "app.main:app",
+        app,
         "--host",
         "127.0.0.1",
         "--port",
@@ -226,21 +230,36 @@ def main() -> int:
         stdout=logs["mlflow"],
         stderr=subprocess.STDOUT,
     )
-    results: dict[str, dict[int, dict]] = {"ours": {}, "mlflow": {}}
+    ceiling_port = 18991
+    logs["ceiling"] = (work / "ceiling.log").open("w")
+    ceiling = subprocess.Popen(
+        _api_command(ceiling_port, "bench.ceiling:app"),
+        cwd=ROOT,
+        env=env,
+        stdout=logs["ceiling"],
+        stderr=subprocess.STDOUT,
+    )
+    results: dict[str, dict[int, dict]] = {"ours": {}, "mlflow": {}, "ceiling": {}}
     try:
         _wait(f"http://127.0.0.1:{ours_port}/ready")
         _wait(f"http://127.0.0.1:{mlflow_port}/ping")
+        _wait(f"http://127.0.0.1:{ceiling_port}/ready")
         ours_url = f"http://127.0.0.1:{ours_port}/predict"
         mlflow_url = f"http://127.0.0.1:{mlflow_port}/invocations"
         json_header = {"content-type": "application/json"}
-        for url, payload in ((ours_url, body), (mlflow_url, mlflow_body)):  # warm up
+        ceiling_url = f"http://127.0.0.1:{ceiling_port}/predict"
+        warm_ups = ((ours_url, body), (mlflow_url, mlflow_body), (ceiling_url, body))
+        for url, payload in warm_ups:
             for _ in range(20):
                 answer = httpx.post(url, content=payload, timeout=30, headers=json_header)
                 assert answer.status_code == 200, answer.text[:500]
-        for connections in (1, 8, 32):  # alternate servers so drift hits both
+        for connections in (1, 8, 32):  # alternate servers so drift hits all
             results["ours"][connections] = _wrk(ours_url, body, connections, args.seconds, work)
             results["mlflow"][connections] = _wrk(
                 mlflow_url, mlflow_body, connections, args.seconds, work
+            )
+            results["ceiling"][connections] = _wrk(
+                ceiling_url, body, connections, args.seconds, work
             )
         explained_url = f"{ours_url}?explain=true"
         answer = httpx.post(explained_url, content=body, timeout=30, headers=json_header)
@@ -266,7 +285,7 @@ def main() -> int:
         batch_ms = statistics.median(batch_times[2:])
         rss = _rss_mb(ours.pid)
     finally:
-        for process in (ours, mlflow):
+        for process in (ours, mlflow, ceiling):
             process.terminate()
             process.wait(timeout=30)
 
@@ -310,20 +329,24 @@ def main() -> int:
     )
     print(
         f"{'connections':>11} | {'ours req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-        f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6}"
+        f"{'mlflow req/s':>12} {'p50 ms':>7} {'p99 ms':>7} | {'ratio':>6} | "
+        f"{'ceiling req/s':>13} {'p99 ms':>7} | {'share':>6}"
     )
     for connections in (1, 8, 32):
         o, m = results["ours"][connections], results["mlflow"][connections]
+        c = results["ceiling"][connections]
         print(
             f"{connections:>11} | {o['rps']:>10.0f} {o['p50_ms']:>7.1f} {o['p99_ms']:>7.1f} | "
             f"{m['rps']:>12.0f} {m['p50_ms']:>7.1f} {m['p99_ms']:>7.1f} | "
-            f"{o['rps'] / m['rps']:>5.1f}x"
+            f"{o['rps'] / m['rps']:>5.1f}x | {c['rps']:>13.0f} {c['p99_ms']:>7.1f} | "
+            f"{100 * o['rps'] / c['rps']:>5.1f}%"
         )
         if o["non_2xx"] or o["socket_errors"]:
             print(f"{'':>11}   ours: {o['non_2xx']} non-2xx, socket errors {o['socket_errors']}")
-    plain = results["ours"][8]
+    plain, top = results["ours"][8], results["ceiling"]
     print(
-        f"\nwith explain=true at 8 connections: {explained['rps']:.0f} req/s, p50 "
+        f"\nwith explain=true at 8 connections: {explained['rps']:.0f} req/s "
+        f"({100 * explained['rps'] / top[8]['rps']:.1f}% of the ceiling), p50 "
         f"{explained['p50_ms']:.1f} ms, p99 {explained['p99_ms']:.1f} ms (plain: p99 "
         f"{plain['p99_ms']:.1f} ms; {explained['p99_ms'] / plain['p99_ms']:.2f}x)"
     )
@@ -340,7 +363,8 @@ def main() -> int:
         f"\nwith API_SHADOW=true (challenger v{challenger}, quick search): "
         + ", ".join(
             f"{c} connections {shadowed[c]['rps']:.0f} req/s "
-            f"({shadowed[c]['rps'] / results['ours'][c]['rps']:.2f}x plain), "
+            f"({shadowed[c]['rps'] / results['ours'][c]['rps']:.2f}x plain, "
+            f"{100 * shadowed[c]['rps'] / top[c]['rps']:.1f}% of the ceiling), "
             f"p99 {shadowed[c]['p99_ms']:.1f} ms"
             for c in (8, 32)
         )
@@ -348,6 +372,7 @@ def main() -> int:
         f"{latency.get('p50', float('nan')):.2f} ms a batch, failures "
         f"{comparison['challenger_failures']}\n"
     )
+    # the targets, each as a ratio to what the same run measured (issue 16's where it set one)
     checks = [
         (
             "throughput vs MLflow at 8 connections",
@@ -359,15 +384,22 @@ def main() -> int:
         (
             "throughput vs MLflow at 32 connections",
             results["ours"][32]["rps"] / results["mlflow"][32]["rps"],
-            ">= 3x",
-            lambda v: v >= 3,
+            ">= 100x",
+            lambda v: v >= 100,
             "{:.1f}x",
+        ),
+        (
+            "share of the ceiling at 32 connections",
+            100 * results["ours"][32]["rps"] / top[32]["rps"],
+            ">= 15 %",
+            lambda v: v >= 15,
+            "{:.1f} %",
         ),
         (
             "p99 at 8 connections",
             results["ours"][8]["p99_ms"],
-            "< 25 ms",
-            lambda v: v < 25,
+            "< 15 ms",
+            lambda v: v < 15,
             "{:.1f} ms",
         ),
         (
