@@ -143,10 +143,11 @@ bench-tools: ## Install the load generator the serving benchmark uses (Debian's 
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 .PHONY: bench
-bench: venv bench-tools ## Run the benchmarks in bench/ (load, model quality and choices, serving)
+bench: venv bench-tools ## Run the benchmarks in bench/ (load, model quality and choices, TreeSHAP, serving)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/choices.py
+	$(BIN)/python bench/treeshap.py
 	$(BIN)/python bench/serve.py
 
 LOAD_DIR ?= .local/load
