@@ -24,21 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _trees(explainer) -> list[dict]:
-    return [
-        {
-            "children_left": t.children_left,
-            "children_right": t.children_right,
-            "children_default": t.children_default,
-            "features": t.features,
-            "thresholds": t.thresholds,
-            "values": t.values[:, :1],
-            "node_sample_weight": t.node_sample_weight,
-        }
-        for t in explainer.model.trees
-    ]
-
-
 def _best(run, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
@@ -57,6 +42,7 @@ def main() -> int:
     from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 
     from readmission.treeshap import Forest
+    from tests.support.trees import shap_trees
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(5_000, 40))
@@ -93,7 +79,7 @@ def main() -> int:
     for name, model, data in cases:
         model.fit(data, y)
         explainer = shap.TreeExplainer(model)
-        forest = Forest.of(_trees(explainer))
+        forest = Forest.of(shap_trees(explainer))
         rows = np.ascontiguousarray(data[: args.rows], dtype=np.float64)
         ours = np.zeros(rows.shape)
         forest._rows(rows[:1], ours[:1])  # compiled before the timing

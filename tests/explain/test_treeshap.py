@@ -14,22 +14,12 @@ import shap
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
 
 from readmission.treeshap import Forest
+from tests.support.trees import shap_trees
 
 
 def _shap_trees(model) -> list[dict]:
     """shap's own dict form of a fitted forest's trees (what explain.py gives Forest)."""
-    return [
-        {
-            "children_left": t.children_left,
-            "children_right": t.children_right,
-            "children_default": t.children_default,
-            "features": t.features,
-            "thresholds": t.thresholds,
-            "values": t.values[:, :1],
-            "node_sample_weight": t.node_sample_weight,
-        }
-        for t in shap.TreeExplainer(model).model.trees
-    ]
+    return shap_trees(shap.TreeExplainer(model))
 
 
 @pytest.fixture(scope="module")
