@@ -39,6 +39,7 @@ from readmission.names import FAMILIES, SPLITS, TRAIN_DAG, Family, Profile
 from readmission.registry import (
     PRIMARY_METRIC,
     Registry,
+    covering_rows,
     load_model,
     log_sklearn_model,
     should_promote,
@@ -718,11 +719,16 @@ def split_dataset(data: TrainingData, split: str):
     """One split as an MLflow dataset (`clean_data.<split>`): the model's inputs, with the
     dtypes of its signature, and the target."""
     import mlflow.data
+    from mlflow.models import infer_signature
 
     frame = signature_frame(data.inputs(split)).assign(
         **{schema.TARGET: data.target(split).to_numpy()}
     )
-    return mlflow.data.from_pandas(frame, name=f"clean_data.{split}", targets=schema.TARGET)
+    dataset = mlflow.data.from_pandas(frame, name=f"clean_data.{split}", targets=schema.TARGET)
+    # MLflow infers the schema when the dataset is logged, from every value (a cached
+    # property): the same schema from the covering rows, at a fraction of the time
+    dataset.schema = infer_signature(covering_rows(frame)).inputs
+    return dataset
 
 
 def _metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -85,3 +85,57 @@ def test_package_types_lists_the_project_classes_in_a_fitted_tree() -> None:
     model = ReadmissionModel(Pipeline([("classify", LogisticRegression())])).fit(frame, target)
     assert registry.package_types(model) == ["readmission.estimator.ReadmissionModel"]
     assert registry.package_types(LogisticRegression()) == []
+
+
+def _mlflow_schema(frame: pd.DataFrame):
+    from mlflow.types.utils import _infer_schema
+
+    return _infer_schema(frame)
+
+
+def test_covering_rows_infer_the_schema_of_the_whole_frame() -> None:
+    """MLflow reads every value of an object column to infer a schema (tens of seconds for
+    the training split); the covering rows are the few rows that show each column's value
+    types and missing values, and give the same schema."""
+    n = 5_000
+    frame = pd.DataFrame(
+        {
+            "late_nan": np.r_[np.ones(n - 1), np.nan],  # missing only in the last row
+            "never_missing": np.arange(n, dtype=float),
+            "text": pd.Series(["a"] * (n - 2) + [None, "b"], dtype=object),
+            "text_dtype": pd.Series(["x", None] * (n // 2), dtype="str"),
+            "late_bool": pd.Series([True] * (n - 1) + [None], dtype=object),
+            "flag": np.r_[np.zeros(n - 1, dtype=bool), True],
+            "all_missing": pd.Series([None] * n, dtype=object),
+            "integers": np.arange(n),
+        }
+    )
+    rows = registry.covering_rows(frame)
+    assert len(rows) <= 2 * frame.shape[1]
+    assert list(rows.columns) == list(frame.columns)
+    assert _mlflow_schema(rows) == _mlflow_schema(frame)
+    assert not _mlflow_schema(rows).input_dict()["late_nan"].required
+
+
+def test_covering_rows_of_the_model_inputs_give_their_signature_schema() -> None:
+    from readmission import synthetic
+    from readmission.cleaning import clean
+    from readmission.features import add_history
+    from readmission.training import MODEL_INPUTS
+
+    inputs = registry.signature_frame(
+        add_history(clean(synthetic.encounters(3_000, seed=3)))[list(MODEL_INPUTS)]
+    )
+    rows = registry.covering_rows(inputs)
+    assert len(rows) < 200
+    assert _mlflow_schema(rows) == _mlflow_schema(inputs)
+
+
+def test_a_mixed_column_fails_the_same_way_on_its_covering_rows() -> None:
+    from mlflow.exceptions import MlflowException
+
+    frame = pd.DataFrame({"mixed": pd.Series(["a"] * 100 + [1], dtype=object)})
+    with pytest.raises(MlflowException):
+        _mlflow_schema(frame)
+    with pytest.raises(MlflowException):
+        _mlflow_schema(registry.covering_rows(frame))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
-from readmission import pipeline, registry, synthetic, training
+from readmission import pipeline, registry, schema, synthetic, training
 from readmission.estimator import ReadmissionModel
 from readmission.features import EncounterFeatures
 from readmission.registry import Registry
@@ -228,6 +230,22 @@ def test_the_logged_model_carries_its_metrics_params_and_datasets(settings):
 
     assert model.params["family"] == "logistic_regression"
     assert model.params == run.data.params
+
+    # the schemas, inferred from a few covering rows, are MLflow's of the whole frames
+    from mlflow.types.utils import _infer_schema
+
+    from readmission.registry import signature_frame
+
+    snapshot = training.Snapshot.from_dict(result["snapshot"])
+    data = training.load_training_data(pipeline.engine(settings), snapshot)
+    for found in run.inputs.dataset_inputs:
+        split = found.dataset.name.removeprefix("clean_data.")
+        whole = signature_frame(data.inputs(split))
+        whole[schema.TARGET] = data.target(split).to_numpy()
+        logged = json.loads(found.dataset.schema)["mlflow_colspec"]
+        assert logged == _infer_schema(whole).to_dict()
+    signature = mlflow.models.get_model_info(result["candidates"][0]["model_uri"]).signature
+    assert signature.inputs == _infer_schema(signature_frame(data.inputs("train")))
 
 
 @pytest.fixture
