@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TextIO
 
 import httpx
+import psutil
 
 from readmission import dataset, pipeline, warehouse
 from readmission.names import (
@@ -448,15 +449,31 @@ def prepare_airflow(stack: Stack, log: Path) -> None:
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> None:
     """Stop the stack: SIGINT to its process group (each service stops cleanly), then
-    SIGKILL whatever is left after `timeout`."""
+    SIGKILL whatever is left after `timeout`, in the group or not.
+
+    Airflow's scheduler runs each task in a process group of its own, which the group's
+    signals do not reach and which outlives the scheduler (a training task would go on
+    for minutes): every process the stack started, found before and after the wait, is
+    killed if still running."""
+    started = _descendants(process.pid)
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
+    started += _descendants(process.pid)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+    for straggler in started:
+        with contextlib.suppress(psutil.Error):
+            straggler.kill()  # psutil checks it is still the process it was
     process.wait()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).children(recursive=True)
+    return []
 
 
 def _http_ok(url: str) -> bool:

@@ -28,12 +28,22 @@ PROGRAM = textwrap.dedent(
     from pathlib import Path
     from readmission.ops import localstack, replay
 
+    # A service that runs a task in a process group of its own, as Airflow's scheduler
+    # runs each task's process: a signal to the stack's group does not reach the task.
+    SERVICE = (
+        "import subprocess, time; "
+        "task = subprocess.Popen(['sleep', '300'], process_group=0); "
+        "print(task.pid, flush=True); time.sleep(300)"
+    )
+
     def start_stack(stack):
         services = subprocess.Popen(
-            ["sleep", "300"], start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "-c", SERVICE], start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+        task = int(services.stdout.readline())
         print("services", services.pid, flush=True)
+        print("task", task, flush=True)
         return services, Path("/dev/null")
 
     def wait_services(stack, process, log):
@@ -68,7 +78,7 @@ def test_a_terminated_local_mode_stops_the_services_it_started(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    services = None
+    services = task = None
     try:
         lines = []
         while not lines or lines[-1] != "waiting":
@@ -77,17 +87,28 @@ def test_a_terminated_local_mode_stops_the_services_it_started(
             lines.append(line.strip())
             if line.startswith("services "):
                 services = int(line.split()[1])
+            if line.startswith("task "):
+                task = int(line.split()[1])
         process.send_signal(signum)
         output, _ = process.communicate(timeout=30)
         assert "stopping ..." in output
         assert process.returncode == 128 + signum
         deadline = time.monotonic() + 10
-        while psutil.pid_exists(services) and psutil.Process(services).status() != "zombie":
-            assert time.monotonic() < deadline, "the services outlived the local mode"
-            time.sleep(0.05)
+        for pid, what in ((services, "the services"), (task, "a task of a service")):
+            while _alive(pid):
+                assert time.monotonic() < deadline, f"{what} outlived the local mode"
+                time.sleep(0.05)
     finally:
         if process.poll() is None:
             process.kill()
-        if services is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(services, signal.SIGKILL)
+        for group in (services, task):
+            if group is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
