@@ -11,10 +11,10 @@ the `reason` given with a run by hand.
    now, their row count and checksums) and lists the model families. Rows cleaned while
    the run goes on (a second raw load) wait for the next run.
 2. **train_candidate** (one mapped task per family: logistic regression, random forest,
-   histogram gradient boosting) tunes the family on the snapshot's train split, tunes its
-   decision rule on valid, measures valid and test, and logs one MLflow run (params,
-   metrics, confusion matrices, data lineage with the snapshot, the model with its
-   signature).
+   histogram gradient boosting, LightGBM; side by side, the worker's cores shared between
+   them) tunes the family on the snapshot's train split, tunes its decision rule on valid,
+   measures valid and test, and logs one MLflow run (params, metrics, confusion matrices,
+   data lineage with the snapshot, the model with its signature).
 3. **promote** registers the best candidate by valid macro-F1 and gives it the
    `production` alias and stage only if it beats the current Production model re-scored
    on the same snapshot's valid split; the decision and both scores are logged on the
@@ -83,19 +83,21 @@ def model_training_pipeline():
         reason = retraining.training_reason(context["params"].get("reason"), events)
         print(f"training because: {reason}")
         snapshot = pipeline.pin_data()
+        families = pipeline.model_families()
+        threads = pipeline.candidate_threads(len(families))  # the candidates run side by side
         return [
-            {"family": family, "snapshot": snapshot, "reason": reason}
-            for family in pipeline.model_families()
+            {"family": family, "snapshot": snapshot, "reason": reason, "threads": threads}
+            for family in families
         ]
 
     @task
-    def train_candidate(family: str, snapshot: dict, reason: str) -> dict:
+    def train_candidate(family: str, snapshot: dict, reason: str, threads: int) -> dict:
         from readmission import pipeline
 
         context = get_current_context()
         profile, run_id = context["params"]["profile"], context["run_id"]
         return pipeline.train_candidate(
-            family, profile, run_id=run_id, snapshot=snapshot, reason=reason
+            family, profile, run_id=run_id, snapshot=snapshot, reason=reason, threads=threads
         )
 
     @task

@@ -276,19 +276,23 @@ def _one_hot_encoding() -> ColumnTransformer:
     )
 
 
-def build_pipeline(family: Family, params: dict | None = None, seed: int = 0) -> Pipeline:
-    """The untrained pipeline of one model family: features, encoding, classifier."""
+def build_pipeline(
+    family: Family, params: dict | None = None, seed: int = 0, threads: int | None = None
+) -> Pipeline:
+    """The untrained pipeline of one model family: features, encoding, classifier; the
+    forests fitted on `threads` threads (None: every core for the random forest, two for
+    LightGBM)."""
     params = dict(params or {})
     if family == "logistic_regression":
         classifier = LogisticRegression(**{"max_iter": 3000, "random_state": seed, **params})
         encoding = _one_hot_encoding()
     elif family == "random_forest":
-        classifier = RandomForestClassifier(n_jobs=-1, random_state=seed, **params)
+        classifier = RandomForestClassifier(n_jobs=threads or -1, random_state=seed, **params)
         encoding = _ordinal_encoding()
     elif family == "lightgbm":
         from readmission.boosting import LightGBMTrees
 
-        classifier = LightGBMTrees(params, random_state=seed)
+        classifier = LightGBMTrees(params, random_state=seed, n_jobs=threads or 2)
         encoding = CategoryCodes(TREE_CATEGORICAL, (*NUMERIC, *CODE_NUMBERS))
     elif family == "hist_gradient_boosting":
         # Category codes are split on as ordered numbers, not as native categories, for the

@@ -7,6 +7,7 @@ small JSON-able dict, so Airflow's XCom carries ids and counts, never data frame
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -117,6 +118,14 @@ def pin_data(settings: Settings | None = None) -> dict:
     return snapshot.to_dict()
 
 
+def candidate_threads(side_by_side: int) -> int:
+    """Threads for each of `side_by_side` candidates fitted at once: this machine's cores
+    shared between them, at least one each. More threads than cores make the boosting
+    libraries' OpenMP threads spin against each other: four candidates of two threads
+    each on two cores took more than twice as long as one thread each."""
+    return max(1, len(os.sched_getaffinity(0)) // max(1, side_by_side))
+
+
 def _training_data(settings: Settings, snapshot: dict | None):
     from readmission import training
 
@@ -131,10 +140,12 @@ def train_candidate(
     settings: Settings | None = None,
     snapshot: dict | None = None,
     reason: str = HAND_REASON,
+    threads: int | None = None,
 ) -> dict:
-    """Tune and fit one family on the pinned snapshot of the clean data (now, if none);
-    log it as an MLflow run tagged with why the training started. `profile` None or
-    "default": the TRAINING_PROFILE setting."""
+    """Tune and fit one family on the pinned snapshot of the clean data (now, if none), on
+    at most `threads` threads (None: as many as each library takes; see
+    `candidate_threads`); log it as an MLflow run tagged with why the training started.
+    `profile` None or "default": the TRAINING_PROFILE setting."""
     from readmission import training
 
     settings = settings or get_settings()
@@ -148,6 +159,7 @@ def train_candidate(
         seed=settings.training.seed,
         decision=settings.decision,
         max_nodes=settings.training.max_tree_nodes,
+        threads=threads,
     )
     tags = {"orchestrator_run_id": run_id or "cli", "profile": profile, REASON_TAG: reason}
     logged = training.log_candidate(candidate, data, tags, registry)

@@ -30,6 +30,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sklearn.model_selection import GroupShuffleSplit
 from sqlalchemy.engine import Engine
+from threadpoolctl import threadpool_limits
 
 from readmission import assessment, card, db, drift, evaluation, explain, schema
 from readmission.cleaning import CLEAN_KEYS
@@ -303,6 +304,7 @@ def tune(
     profile: Profile = "full",
     seed: int = 0,
     max_nodes: int | None = None,
+    threads: int | None = None,
 ) -> tuple[dict, list[dict]]:
     """The configuration chosen on a patient-grouped 20 % holdout of the train split, and
     every configuration's score: of those within the serving budget (`max_nodes` tree
@@ -324,7 +326,7 @@ def tune(
     results, row_losses = [], []
     for params in space:
         started = time.perf_counter()
-        model = ReadmissionModel(build_pipeline(family, params, seed)).fit(
+        model = ReadmissionModel(build_pipeline(family, params, seed, threads)).fit(
             x.iloc[inner], y.iloc[inner], groups=patients.iloc[inner]
         )
         proba = model.predict_proba(x.iloc[holdout])
@@ -420,18 +422,26 @@ def fit_candidate(
     seed: int = 0,
     decision: DecisionSettings | None = None,
     max_nodes: int | None = None,
+    threads: int | None = None,
 ) -> Candidate:
     """Tune (within `max_nodes` tree nodes, see `tune`), refit on train, tune the decision
     rule on valid, measure valid and test, and assess the `<30` risk (calibration,
-    operating points, subgroups: `assessment`)."""
+    operating points, subgroups: `assessment`); on at most `threads` threads (None: as
+    many as each library takes), so that candidates fitted side by side do not oversubscribe
+    the cores."""
+    with threadpool_limits(threads):
+        return _fit_candidate(family, data, profile, seed, decision, max_nodes, threads)
+
+
+def _fit_candidate(family, data, profile, seed, decision, max_nodes, threads) -> Candidate:
     started = time.perf_counter()
     decision = decision or DecisionSettings()
-    params, search = tune(family, data, profile, seed, max_nodes)
-    model = ReadmissionModel(build_pipeline(family, params, seed))
+    params, search = tune(family, data, profile, seed, max_nodes, threads)
+    model = ReadmissionModel(build_pipeline(family, params, seed, threads))
     model.fit(data.inputs("train"), data.target("train"), groups=data.patients("train"))
     recalibration = None
     if decision.recalibration == "auto":
-        model, recalibration = recalibrate_if_it_helps(model, family, params, data, seed)
+        model, recalibration = recalibrate_if_it_helps(model, family, params, data, seed, threads)
     model.tune_decision(data.inputs("valid"), data.target("valid"))
     # what the API compares its requests with: travels inside the model artifact
     model.reference_profile_ = drift.reference_profile(data.inputs("train"))
@@ -481,7 +491,12 @@ RECALIBRATION_SHARE = 0.15
 
 
 def recalibrate_if_it_helps(
-    model: ReadmissionModel, family: Family, params: dict, data: TrainingData, seed: int = 0
+    model: ReadmissionModel,
+    family: Family,
+    params: dict,
+    data: TrainingData,
+    seed: int = 0,
+    threads: int | None = None,
 ) -> tuple[ReadmissionModel, dict]:
     """`model` (fitted on the whole train split), or a recalibrated one if that is better
     calibrated on valid; and the figures of the comparison.
@@ -497,7 +512,7 @@ def recalibrate_if_it_helps(
         )
     )
     x, y, patients = data.inputs("train"), data.target("train"), data.patients("train")
-    other = ReadmissionModel(build_pipeline(family, params, seed))
+    other = ReadmissionModel(build_pipeline(family, params, seed, threads))
     other.fit(x.iloc[fitted], y.iloc[fitted], groups=patients.iloc[fitted])
     can_return = ~expired_mask(x.iloc[held])  # the dead: certain NO, nothing to calibrate
     truth = pd.Categorical(y.iloc[held][can_return], categories=other.classes_).codes

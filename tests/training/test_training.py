@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -594,3 +595,33 @@ def test_a_candidate_records_the_tree_nodes_of_the_model_it_serves(settings):
     assert candidate.metrics["tree_nodes"] == training.model_size(candidate.model) > 10
     linear = training.fit_candidate("logistic_regression", data, "quick")
     assert "tree_nodes" not in linear.metrics
+
+
+def test_a_candidate_fitted_on_one_thread_keeps_to_it(settings, monkeypatch):
+    """Four candidates side by side on two cores: each library held to its share, else
+    the boosting libraries' OpenMP threads spin against each other."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    seen = []
+    fit = HistGradientBoostingClassifier.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(_openmp_effective_n_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording_fit)
+    data = training.load_training_data(pipeline.engine(settings))
+    training.fit_candidate("hist_gradient_boosting", data, "quick", threads=1)
+    assert seen
+    assert set(seen) == {1}
+    for family in ("random_forest", "lightgbm"):
+        model = training.fit_candidate(family, data, "quick", threads=1).model
+        assert model.pipeline_.named_steps["classify"].n_jobs == 1, family
+    assert _openmp_effective_n_threads() > 1 or os.cpu_count() == 1  # the limit is undone
+
+
+@pytest.mark.parametrize(("cores", "side_by_side", "threads"), [(2, 4, 1), (8, 4, 2), (2, 1, 2)])
+def test_side_by_side_candidates_share_the_cores(monkeypatch, cores, side_by_side, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert pipeline.candidate_threads(side_by_side) == threads
