@@ -10,12 +10,17 @@ the `reason` given with a run by hand.
 1. **pin_data** pins the snapshot of `clean_data` the run works on (the batches cleaned
    now, their row count and checksums) and lists the model families. Rows cleaned while
    the run goes on (a second raw load) wait for the next run.
-2. **train_candidate** (one mapped task per family: logistic regression, random forest,
+2. **first_model**, when no model is served yet (a fresh platform) and the search is not
+   the quick one: the quick LightGBM, trained on every core and promoted as this run's
+   stand-in, so that the API serves a model a minute or two after the data is clean
+   instead of after the whole search. It is one more candidate for **promote**, which
+   judges it on its score alone.
+3. **train_candidate** (one mapped task per family: logistic regression, random forest,
    histogram gradient boosting, LightGBM; side by side, the worker's cores shared between
    them) tunes the family on the snapshot's train split, tunes its decision rule on valid,
    measures valid and test, and logs one MLflow run (params, metrics, confusion matrices,
    data lineage with the snapshot, the model with its signature).
-3. **promote** registers the best candidate by valid macro-F1 and gives it the
+4. **promote** registers the best candidate by valid macro-F1 and gives it the
    `production` alias and stage only if it beats the current Production model re-scored
    on the same snapshot's valid split; the decision and both scores are logged on the
    version.
@@ -91,6 +96,18 @@ def model_training_pipeline():
         ]
 
     @task
+    def first_model(pinned: list[dict]) -> dict:
+        """A stand-in served while the search goes on, if nothing is served yet."""
+        from readmission import pipeline
+
+        context = get_current_context()
+        profile, run_id = context["params"]["profile"], context["run_id"]
+        snapshot, reason = pinned[0]["snapshot"], pinned[0]["reason"]
+        found = pipeline.serve_stand_in(snapshot, profile, run_id=run_id, reason=reason)
+        print(found["decision"] if found["candidate"] else f"no stand-in: {found['why']}")
+        return found
+
+    @task
     def train_candidate(family: str, snapshot: dict, reason: str, threads: int) -> dict:
         from readmission import pipeline
 
@@ -101,17 +118,19 @@ def model_training_pipeline():
         )
 
     @task
-    def promote(candidates: list[dict], pinned: list[dict]) -> dict:
+    def promote(candidates: list[dict], pinned: list[dict], stand_in: dict) -> dict:
         from readmission import pipeline
 
         run_id = get_current_context()["run_id"]
         snapshot, reason = pinned[0]["snapshot"], pinned[0]["reason"]
-        return pipeline.promote_best(
-            list(candidates), run_id=run_id, snapshot=snapshot, reason=reason
-        )
+        found = [*candidates, *([stand_in["candidate"]] if stand_in["candidate"] else [])]
+        return pipeline.promote_best(found, run_id=run_id, snapshot=snapshot, reason=reason)
 
     pinned = pin_data()
-    promote(train_candidate.expand_kwargs(pinned), pinned)
+    stand_in = first_model(pinned)
+    candidates = train_candidate.expand_kwargs(pinned)
+    stand_in >> candidates  # the stand-in has the cores to itself: served sooner
+    promote(candidates, pinned, stand_in)
 
 
 model_training_pipeline()

@@ -42,6 +42,11 @@ ARCHIVED_STAGE = "Archived"
 REASON_TAG = "training.reason"
 #: ... when nothing else says it (the CLI, a DAG run by hand without a reason).
 HAND_REASON = "started by hand"
+#: The tag of a version served while the training run that made it searched: its value is
+#: that run's id (see `pipeline.serve_stand_in`).
+STAND_IN_TAG = "training.stand_in_for"
+#: The family and profile of a stand-in: the quick LightGBM, the best quick candidate.
+STAND_IN_FAMILY: Family = "lightgbm"
 #: The score that decides promotions (justified in `readmission.training`).
 PRIMARY_METRIC = "valid_macro_f1"
 

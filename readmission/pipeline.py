@@ -14,7 +14,14 @@ from functools import lru_cache
 from sqlalchemy.engine import Engine
 
 from readmission import dataset, db, ingest, warehouse
-from readmission.names import DEFAULT_PROFILE, FAMILIES, HAND_REASON, REASON_TAG, SPLITS
+from readmission.names import (
+    DEFAULT_PROFILE,
+    FAMILIES,
+    HAND_REASON,
+    REASON_TAG,
+    SPLITS,
+    STAND_IN_FAMILY,
+)
 from readmission.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -176,10 +183,12 @@ def promote_best(
     settings: Settings | None = None,
     snapshot: dict | None = None,
     reason: str = HAND_REASON,
+    stand_in: bool = False,
 ) -> dict:
     """Register the best candidate and promote it if it beats the Production model, both
     scored on the candidates' snapshot; under the store's promotion lock, so concurrent
-    training runs cannot both promote. The version keeps why the training started."""
+    training runs cannot both promote. The version keeps why the training started; a
+    `stand_in` is tagged as the run's (see `serve_stand_in`)."""
     from readmission import training
 
     settings = settings or get_settings()
@@ -194,7 +203,49 @@ def promote_best(
         registry,
         lock=db.promotion_lock(engine(settings)),
         decision=settings.decision,
+        stand_in=stand_in,
     )
+
+
+def serve_stand_in(
+    snapshot: dict,
+    profile: str | None = None,
+    run_id: str | None = None,
+    settings: Settings | None = None,
+    reason: str = HAND_REASON,
+) -> dict:
+    """A first model served within a minute or two while a training run's full search goes
+    on, when nothing is served yet: the quick LightGBM (`STAND_IN_FAMILY`) on every core,
+    registered and promoted as the run's stand-in. The run's promote step then judges it
+    with the other candidates (`training.promote_best`), so the best of them is served at
+    the end, as without it.
+
+    Returns the stand-in's candidate and promotion decision, or why there is none: a model
+    is served already, or the run's own search is the quick one."""
+    settings = settings or get_settings()
+    if _profile(profile, settings) == "quick":
+        return {"candidate": None, "why": "the quick search is as quick as a stand-in"}
+    current = model_registry(settings).champion()
+    if current is not None:
+        return {"candidate": None, "why": f"v{current.version} is served meanwhile"}
+    candidate = train_candidate(
+        STAND_IN_FAMILY,
+        "quick",
+        run_id=run_id,
+        settings=settings,
+        snapshot=snapshot,
+        reason=reason,
+        threads=candidate_threads(1),
+    )
+    decision = promote_best(
+        [candidate],
+        run_id=run_id,
+        settings=settings,
+        snapshot=snapshot,
+        reason=reason,
+        stand_in=True,
+    )
+    return {"candidate": candidate, "decision": decision}
 
 
 def _snapshot_of(candidates: list[dict], registry) -> dict:

@@ -36,7 +36,7 @@ from readmission import assessment, card, db, drift, evaluation, explain, schema
 from readmission.cleaning import CLEAN_KEYS
 from readmission.estimator import ReadmissionModel, expired_mask, fit_recalibration
 from readmission.features import HISTORY, add_history, build_pipeline
-from readmission.names import FAMILIES, SPLITS, TRAIN_DAG, Family, Profile
+from readmission.names import FAMILIES, SPLITS, STAND_IN_TAG, TRAIN_DAG, Family, Profile
 from readmission.registry import (
     PRIMARY_METRIC,
     Registry,
@@ -772,10 +772,16 @@ def promote_best(
     registry: Registry,
     lock: contextlib.AbstractContextManager | None = None,
     decision: DecisionSettings | None = None,
+    stand_in: bool = False,
 ) -> dict:
     """Register the best candidate; promote it only if it beats the current champion, and
     its subgroups do not fare worse than the champion's beyond the tolerance
     (`assessment.fairness_gate`, figures and reason tagged on the version).
+
+    A `stand_in` is tagged as the stand-in of its training run (`STAND_IN_TAG`): when that
+    run's own promotion meets it as the champion, it is judged on its score alone, as one
+    more candidate of the run, not guarded by the subgroup gate, which protects a champion
+    the run did not make.
 
     The champion is re-scored on the current valid split, the one the candidates were
     judged on, so both scores compare like with like. Equal or worse is never promoted;
@@ -791,6 +797,7 @@ def promote_best(
             f"{data.snapshot.id}: champion and challenger must share their data"
         )
     best = max(candidates, key=lambda c: (c[PRIMARY_METRIC], -FAMILIES.index(c["family"])))
+    run = tags.get("orchestrator_run_id") or "cli"
     version = registry.version_of_run(best["run_id"]) or registry.register(
         best["model_uri"],
         tags={
@@ -798,12 +805,12 @@ def promote_best(
             "family": best["family"],
             "run_id": best["run_id"],
             "data.snapshot": data.snapshot.id,
+            **({STAND_IN_TAG: run} if stand_in else {}),
         },
     )
-    run = tags.get("orchestrator_run_id") or "cli"
     by = run if run == "cli" else f"{TRAIN_DAG} run {run}"
     with lock or contextlib.nullcontext():
-        decided = _decide(best, version, data, registry, decision or DecisionSettings(), by)
+        decided = _decide(best, version, data, registry, decision or DecisionSettings(), by, run)
     publish_card(decided["version"], registry)
     return decided
 
@@ -838,6 +845,7 @@ def _decide(
     registry: Registry,
     decision: DecisionSettings,
     by: str = "cli",
+    run: str = "cli",
 ) -> dict:
     current = registry.champion()
     version = registry.entry(version.version)  # as it is now, under the lock (a rollback?)
@@ -867,8 +875,11 @@ def _decide(
             else f"{PRIMARY_METRIC} {best[PRIMARY_METRIC]:.4f} vs champion v{current.version} "
             f"{champion_score:.4f}"
         )
+    stood_in = current is not None and run != "cli" and _stand_in_of(current) == run
+    if stood_in:
+        reason = f"{reason}, the stand-in of this run"
     gate_tags = {}
-    if promoted and champion_model is not None:
+    if promoted and champion_model is not None and not stood_in:
         gate = _subgroup_gate(version.version, champion_model, data, registry, decision)
         gate_tags = {f"subgroup_{key}": str(value) for key, value in gate.items()}
         if not gate["passed"]:
@@ -890,6 +901,11 @@ def _decide(
     else:  # tried on real traffic, beside the champion, when the API shadows
         registry.set_challenger(version.version, reason=f"not promoted: {reason}", by=by)
     return _decision(best, version, data, promoted, reason, champion_version, champion_score)
+
+
+def _stand_in_of(version) -> str | None:
+    """The training run a version stood in for (`STAND_IN_TAG`), if any."""
+    return (version.tags or {}).get(STAND_IN_TAG)
 
 
 def _subgroup_gate(

@@ -236,6 +236,8 @@ class RunProgress:
     started: float = field(init=False)
     last_line: float = field(init=False)
     seen: dict[tuple[str, int], str | None] = field(default_factory=dict)
+    #: Called with a task's name when it first succeeds.
+    on_success: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         self.started = self.last_line = self.clock()
@@ -255,6 +257,8 @@ class RunProgress:
                 took = f" ({duration(ti['duration'])})" if ti.get("duration") is not None else ""
                 took = took if state != "running" else ""
                 self._say(f"{_name(*key):<28} {state}{took}")
+            if state == "success" and self.on_success is not None:
+                self.on_success(_name(*key))
         running = sorted(_name(*key) for key, state in self.seen.items() if state == "running")
         if running and self.clock() - self.last_line >= HEARTBEAT_SECONDS:
             self._say("still running: " + ", ".join(running))
@@ -281,9 +285,15 @@ class Stages:
     clock: Callable[[], float] = time.monotonic
     started: float = field(init=False)
     times: dict[str, float | None] = field(default_factory=dict)
+    #: Moments reached, in seconds since the start (a first model in Production).
+    milestones: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
+
+    def reached(self, milestone: str) -> None:
+        """Records `milestone` as reached now (the first time only)."""
+        self.milestones.setdefault(milestone, self.elapsed)
 
     def timed(self, stage: str) -> contextlib.AbstractContextManager[None]:
         """Times the block as `stage`."""
@@ -307,6 +317,8 @@ class Stages:
         for stage, seconds in self.times.items():
             lines.append(f"{stage:<18}  {duration(seconds) if seconds is not None else '-'}")
         lines.append(f"{'total':<18}  {duration(self.clock() - self.started)}")
+        for milestone, seconds in self.milestones.items():
+            lines.append(f"{milestone} after {duration(seconds)}")
         print("\n".join(lines), file=self.out, flush=True)
 
 
@@ -521,11 +533,12 @@ def _follow(
     run_id: str,
     log: Path,
     timeout: float,
+    on_success: Callable[[str], None] | None = None,
 ) -> dict:
     """Wait for the run to finish, printing its tasks' states as they change and how long
-    it took."""
+    it took; `on_success` is called with each task's name as it succeeds."""
     print(f"following {dag_id} ({run_id})", flush=True)
-    progress = RunProgress()
+    progress = RunProgress(on_success=on_success)
 
     def finished() -> dict | None:
         run = client.run(dag_id, run_id)
@@ -554,6 +567,10 @@ def _next_run(
     return runs[0]["dag_run_id"]
 
 
+#: The milestone `make run` reports: a model in Production, which the API then serves.
+FIRST_MODEL = "a first model in Production"
+
+
 def run_pipeline(
     client: AirflowClient, log: Path, settings: Settings, stages: Stages | None = None
 ) -> None:
@@ -575,7 +592,12 @@ def run_pipeline(
         if train_run is None and pipeline.production_model(settings) is None:
             train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
         if train_run is not None:
-            _follow(client, TRAIN_DAG, train_run, log, timeout=3600)
+
+            def served(task: str) -> None:  # a stand-in (first_model) or the search's best
+                if task in ("first_model", "promote") and pipeline.production_model(settings):
+                    stages.reached(FIRST_MODEL)
+
+            _follow(client, TRAIN_DAG, train_run, log, timeout=3600, on_success=served)
     if clean is None:
         stages.times["cleaning"] = None
     if train_run is None:

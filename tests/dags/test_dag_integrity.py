@@ -102,7 +102,14 @@ def test_training_runs_on_new_clean_data_or_a_retraining_request_one_task_per_fa
         "retraining_request.diabetes",
     ]
     assert type(dag.get_task("train_candidate")).__name__.endswith("MappedOperator")
-    assert set(dag.task_ids) == {"pin_data", "train_candidate", "promote"}
+    assert set(dag.task_ids) == {"pin_data", "first_model", "train_candidate", "promote"}
+    # a stand-in first, on every core; the search after it; promote judges them all
+    assert dag.get_task("first_model").downstream_task_ids == {"train_candidate", "promote"}
+    assert dag.get_task("promote").upstream_task_ids == {
+        "pin_data",
+        "first_model",
+        "train_candidate",
+    }
     # an Asset-triggered run has no conf: the default defers to the TRAINING_PROFILE setting
     assert dag.params["profile"] == "default"
     assert dag.params["reason"] is None  # optional: an Asset-triggered run's are its events'

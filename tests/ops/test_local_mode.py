@@ -52,7 +52,7 @@ def _listening_addresses(pid: int) -> dict[str, set[str]]:
     return found
 
 
-def _submit_the_form(url: str) -> None:
+def _submit_the_form(url: str, version: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -65,7 +65,7 @@ def _submit_the_form(url: str) -> None:
             page.goto(url)
             page.get_by_role("spinbutton", name="Time in hospital (days)", exact=True).fill("6")
             page.get_by_role("button", name="Predict", exact=True).click()
-            expect(page.get_by_text("v1", exact=True)).to_be_visible()
+            expect(page.get_by_text(f"v{version}", exact=True)).to_be_visible()
             answer = re.compile(
                 r"^(No readmission|Readmitted (within|after) 30 days) \((NO|>30|<30)\)$"
             )
@@ -126,16 +126,21 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
             "total",
         ]
         assert "total          1,000       1,000" in text
-        assert "Production model: diabetes-readmission v1 (" in text
+        # a fresh platform: the stand-in (v1) in Production while the full search went on,
+        # then the search's best if it beat it
+        assert re.search(r"^ +\d+:\d\d  first_model +success \(\d", text, re.M), text
+        assert re.search(r"^a first model in Production after \d", text, re.M), text
+        served = re.search(r"^Production model: diabetes-readmission v(\d+) \(", text, re.M)
+        assert served, text
         assert f"Airflow    http://127.0.0.1:{ports['airflow']}  (login admin / " in text
         assert f"Streamlit  http://127.0.0.1:{ports['streamlit']}" in text
         api = f"http://127.0.0.1:{ports['api']}"
         answer = httpx.post(f"{api}/predict", json=EXAMPLE, timeout=30)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["model"]["version"] == "1"
+        assert answer.json()["model"]["version"] == served[1]
         assert httpx.get(f"http://127.0.0.1:{ports['streamlit']}/_stcore/health").status_code == 200
         # a person uses the form, end to end, on the real model
-        _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}")
+        _submit_the_form(f"http://127.0.0.1:{ports['streamlit']}", served[1])
         assert httpx.get(f"http://127.0.0.1:{ports['mlflow']}/health").status_code == 200
         # Prometheus (make test installs it) scrapes the API
         targets = httpx.get(f"http://127.0.0.1:{ports['prometheus']}/api/v1/targets").json()

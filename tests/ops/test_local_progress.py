@@ -140,11 +140,20 @@ RAW = [
 ]
 CLEAN = [("success", [ti("clean", "success", seconds=4.0), ti("report", "success", seconds=1.0)])]
 TRAIN = [
-    ("running", [ti("pin_data", "success", seconds=1.0), ti("train_candidate", "running", 0)]),
+    ("running", [ti("pin_data", "success", seconds=1.0), ti("first_model", "running")]),
+    (
+        "running",
+        [
+            ti("pin_data", "success", seconds=1.0),
+            ti("first_model", "success", seconds=40.0),
+            ti("train_candidate", "running", 0),
+        ],
+    ),
     (
         "success",
         [
             ti("pin_data", "success", seconds=1.0),
+            ti("first_model", "success", seconds=40.0),
             ti("train_candidate", "success", 0, 200.0),
             ti("promote", "success", seconds=2.0),
         ],
@@ -178,6 +187,38 @@ def test_the_pipeline_follows_each_dag_prints_its_tasks_and_times_each_stage(
     assert client.triggered == [RAW_DAG]  # the other two came from the Assets
     assert list(stages.times) == ["raw load", "cleaning", "training"]
     assert all(seconds is not None for seconds in stages.times.values())
+
+
+def test_the_first_model_in_production_is_a_milestone_of_the_report(
+    store, capsys, tmp_path, monkeypatch
+):
+    """The stand-in (first_model) puts a model in Production while the search goes on: the
+    report says when, once, from the start of `make run`."""
+    asked = []
+
+    def production(_settings):  # in Production from first_model's success on
+        asked.append(len(asked))
+        return {"version": "1"}
+
+    monkeypatch.setattr(localstack.pipeline, "production_model", production)
+    clock = FakeClock()
+    stages = Stages(clock=clock)
+    clock.now += 95
+    client = FakeAirflow({RAW_DAG: RAW, CLEAN_DAG: CLEAN, TRAIN_DAG: TRAIN})
+    localstack.run_pipeline(client, tmp_path / "stack.log", None, stages)
+    assert stages.milestones == {localstack.FIRST_MODEL: 95.0}
+    assert len(asked) == 2  # at first_model's success, at promote's
+    stages.report()
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "a first model in Production after 1 min 35 s"
+    )
+
+
+def test_no_milestone_while_nothing_is_in_production(store, tmp_path):
+    stages = Stages()
+    client = FakeAirflow({RAW_DAG: RAW, CLEAN_DAG: CLEAN, TRAIN_DAG: TRAIN})
+    localstack.run_pipeline(client, tmp_path / "stack.log", None, stages)
+    assert stages.milestones == {}
 
 
 def test_a_run_with_nothing_new_says_so_and_shows_the_idle_stages_as_dashes(

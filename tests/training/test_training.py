@@ -625,3 +625,53 @@ def test_a_candidate_fitted_on_one_thread_keeps_to_it(settings, monkeypatch):
 def test_side_by_side_candidates_share_the_cores(monkeypatch, cores, side_by_side, threads):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
     assert pipeline.candidate_threads(side_by_side) == threads
+
+
+def test_a_stand_in_is_served_first_then_judged_on_its_score_by_its_run(
+    settings, model_registry, monkeypatch
+):
+    """A fresh platform serves the quick LightGBM while the run's full search goes on; the
+    run's promotion replaces it by a better candidate even where the subgroup gate would
+    refuse one, since the gate guards a champion the run did not make."""
+    from readmission import assessment
+    from readmission.names import STAND_IN_FAMILY, STAND_IN_TAG
+
+    snapshot = pipeline.pin_data(settings)
+    assert pipeline.serve_stand_in(snapshot, "quick", run_id="r1", settings=settings) == {
+        "candidate": None,
+        "why": "the quick search is as quick as a stand-in",
+    }
+    found = pipeline.serve_stand_in(snapshot, "full", run_id="r1", settings=settings)
+    stand_in, decision = found["candidate"], found["decision"]
+    assert stand_in["family"] == STAND_IN_FAMILY
+    assert decision["promoted"] is True
+    assert decision["reason"] == "first model"
+    served = model_registry.champion()
+    assert served.version == decision["version"]
+    assert served.tags[STAND_IN_TAG] == "r1"
+    again = pipeline.serve_stand_in(snapshot, "full", run_id="r1", settings=settings)
+    assert again == {"candidate": None, "why": f"v{served.version} is served meanwhile"}
+
+    refused = {"passed": False, "reason": "sensitivity gap between groups 0.9 vs 0.0"}
+    monkeypatch.setattr(assessment, "fairness_gate", lambda *_args: refused)
+    better = pipeline.train_candidate(
+        "logistic_regression", "quick", run_id="r1", settings=settings, snapshot=snapshot
+    )
+    better[training.PRIMARY_METRIC] = stand_in[training.PRIMARY_METRIC] + 0.01  # it wins
+    final = pipeline.promote_best(
+        [better, stand_in], run_id="r1", settings=settings, snapshot=snapshot
+    )
+    assert final["promoted"] is True
+    assert final["reason"].endswith(", the stand-in of this run")
+    assert model_registry.champion().version == final["version"] != served.version
+
+    # a stand-in of another run is a champion like any other: the gate guards it
+    other = pipeline.train_candidate(
+        "hist_gradient_boosting", "quick", run_id="r2", settings=settings, snapshot=snapshot
+    )
+    champion = model_registry.champion()
+    model_registry.client.set_model_version_tag(champion.name, champion.version, STAND_IN_TAG, "r1")
+    other[training.PRIMARY_METRIC] = 0.99  # better than any champion
+    judged = pipeline.promote_best([other], run_id="r2", settings=settings, snapshot=snapshot)
+    assert judged["promoted"] is False
+    assert "but subgroups fare worse" in judged["reason"]
