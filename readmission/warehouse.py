@@ -49,14 +49,26 @@ class CleanRunReport:
         return out
 
 
-def pending_rows(conn: Connection) -> pd.DataFrame:
-    """The raw rows of the first batch (by id) that has rows without a clean row yet."""
+def _not_cleaned():
     raw, clean = db.raw_encounters, db.clean_encounters
-    cleaned = sa.select(sa.literal(1)).where(clean.c.encounter_id == raw.c.encounter_id)
-    first = sa.select(sa.func.min(raw.c.batch_id)).where(~cleaned.exists()).scalar_subquery()
+    return ~sa.select(sa.literal(1)).where(clean.c.encounter_id == raw.c.encounter_id).exists()
+
+
+def pending_batches(conn: Connection) -> list[int]:
+    """The batches (by id) holding raw rows without a clean row yet: one search of the
+    whole raw table."""
+    raw = db.raw_encounters
+    query = sa.select(raw.c.batch_id).where(_not_cleaned()).distinct().order_by(raw.c.batch_id)
+    return list(conn.scalars(query))
+
+
+def pending_rows(conn: Connection, batch_id: int) -> pd.DataFrame:
+    """The raw rows of `batch_id` without a clean row yet, in file order (read through the
+    batch's index: the cost of the batch, not of the table)."""
+    raw = db.raw_encounters
     query = (
         sa.select(*(raw.c[key] for key in (*schema.COLUMN_KEYS, *LINEAGE)))
-        .where(raw.c.batch_id == first, ~cleaned.exists())
+        .where(raw.c.batch_id == batch_id, _not_cleaned())
         .order_by(raw.c.source_row)
     )
     return pd.read_sql(query, conn)
@@ -66,7 +78,10 @@ def clean_pending(
     engine: Engine, run_id: str | None = None, full_refresh: bool = False
 ) -> CleanRunReport:
     """Clean every raw row not cleaned yet, one batch per transaction; or rebuild the whole
-    table in one transaction when `full_refresh` is asked for or the rules changed."""
+    table in one transaction when `full_refresh` is asked for or the rules changed.
+
+    The batches to clean are found once a pass (`pending_batches`); rows a raw load adds
+    meanwhile are found by the next pass, which finds nothing when nothing was added."""
     report = CleanRunReport()
     reason = "full refresh requested" if full_refresh else stale_reason(engine)
     if reason:
@@ -74,16 +89,19 @@ def clean_pending(
         report.rebuilt = reason
         with engine.begin() as conn:
             _empty_clean_table(conn)
-            while _clean_next_batch(conn, run_id, report):
-                pass
+            for batch_id in pending_batches(conn):
+                _clean_batch(conn, batch_id, run_id, report)
             _record_rules(conn)
         return report
     while True:
-        with engine.begin() as conn:
-            if not _clean_next_batch(conn, run_id, report):
-                break
-            _record_rules(conn)
-    return report
+        with engine.connect() as conn:
+            batches = pending_batches(conn)
+        if not batches:
+            return report
+        for batch_id in batches:
+            with engine.begin() as conn:
+                if _clean_batch(conn, batch_id, run_id, report):
+                    _record_rules(conn)
 
 
 def stale_reason(engine: Engine) -> str | None:
@@ -125,10 +143,13 @@ def _record_rules(conn: Connection) -> None:
         )
 
 
-def _clean_next_batch(conn: Connection, run_id: str | None, report: CleanRunReport) -> bool:
-    """Clean the next pending batch on `conn`; False when nothing is pending."""
+def _clean_batch(
+    conn: Connection, batch_id: int, run_id: str | None, report: CleanRunReport
+) -> bool:
+    """Clean the pending rows of `batch_id` on `conn`; False when it has none (a concurrent
+    run cleaned them)."""
     started = datetime.now(UTC)
-    raw = pending_rows(conn)
+    raw = pending_rows(conn, batch_id)
     if raw.empty:
         return False
     columns = [c.key for c in CLEAN_COLUMNS]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -250,6 +251,35 @@ def test_cleaning_is_incremental(settings):
     pd.testing.assert_series_equal(after.loc[before.index, "cleaned_at"], before["cleaned_at"])
     runs = _frame(settings.database_url, db.clean_runs)
     assert runs["rows_cleaned"].sum() == 5 * BATCH
+
+
+def test_cleaning_looks_for_pending_rows_over_the_whole_raw_table_once_not_per_batch(
+    settings,
+):
+    """Each batch's rows are read by batch (indexed); the search of the whole raw table for
+    rows without a clean row, an anti-join as long as the table, runs once a pass, not once
+    a batch: that made cleaning grow faster than the data (bench/scale.py)."""
+    _load_all(settings)
+    engine = pipeline.engine(settings)
+    whole_table = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        one_batch = re.search(r"batch_id = (%\(|\?)", statement)  # a bound batch id
+        if "NOT (EXISTS" in statement and not one_batch:
+            whole_table.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        report = pipeline.clean_new_rows(settings=settings)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert report["chunks"] == 7
+    assert report["rows_cleaned"] == 1_000
+    assert len(whole_table) <= 2, whole_table  # one pass finds the work, one finds none
+    assert "ix_diabetes_batch_id" in {
+        index["name"]
+        for index in sa.inspect(engine).get_indexes("diabetes", schema=db.raw_encounters.schema)
+    }
 
 
 def test_clean_rows_keep_the_raw_rows_split_and_batch(settings):
