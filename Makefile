@@ -150,6 +150,10 @@ bench: venv bench-tools ## Run the benchmarks in bench/ (load, model quality and
 	$(BIN)/python bench/treeshap.py
 	$(BIN)/python bench/serve.py
 
+.PHONY: bench-scale
+bench-scale: venv ## How cost grows: load, cleaning, training, scoring at 1x-8x the data (docs/scaling.md; ~25 min)
+	$(BIN)/python bench/scale.py
+
 LOAD_DIR ?= .local/load
 .PHONY: load
 load: venv ## Load-test the API at API_URL with Locust (LOAD_* settings); reports in .local/load
