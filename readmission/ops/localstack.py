@@ -589,12 +589,17 @@ def run_pipeline(
         clean = _follow(client, CLEAN_DAG, clean_run, log, timeout=900) if clean_run else None
     with stages.timed("training"):
         train_run = _next_run(client, TRAIN_DAG, clean, "clean", log) if clean else None
-        if train_run is None and pipeline.production_model(settings) is None:
+        served_before = pipeline.production_model(settings) is not None
+        if train_run is None and not served_before:
             train_run = client.trigger(TRAIN_DAG, {})  # the profile: TRAINING_PROFILE
         if train_run is not None:
 
             def served(task: str) -> None:  # a stand-in (first_model) or the search's best
-                if task in ("first_model", "promote") and pipeline.production_model(settings):
+                if (
+                    not served_before
+                    and task in ("first_model", "promote")
+                    and pipeline.production_model(settings)
+                ):
                     stages.reached(FIRST_MODEL)
 
             _follow(client, TRAIN_DAG, train_run, log, timeout=3600, on_success=served)

@@ -196,9 +196,9 @@ def test_the_first_model_in_production_is_a_milestone_of_the_report(
     report says when, once, from the start of `make run`."""
     asked = []
 
-    def production(_settings):  # in Production from first_model's success on
+    def production(_settings):  # nothing before training, in Production from first_model on
         asked.append(len(asked))
-        return {"version": "1"}
+        return {"version": "1"} if len(asked) > 1 else None
 
     monkeypatch.setattr(localstack.pipeline, "production_model", production)
     clock = FakeClock()
@@ -207,7 +207,7 @@ def test_the_first_model_in_production_is_a_milestone_of_the_report(
     client = FakeAirflow({RAW_DAG: RAW, CLEAN_DAG: CLEAN, TRAIN_DAG: TRAIN})
     localstack.run_pipeline(client, tmp_path / "stack.log", None, stages)
     assert stages.milestones == {localstack.FIRST_MODEL: 95.0}
-    assert len(asked) == 2  # at first_model's success, at promote's
+    assert len(asked) == 3  # before training, at first_model's success, at promote's
     stages.report()
     assert (
         capsys.readouterr().out.splitlines()[-1] == "a first model in Production after 1 min 35 s"
@@ -219,6 +219,15 @@ def test_no_milestone_while_nothing_is_in_production(store, tmp_path):
     client = FakeAirflow({RAW_DAG: RAW, CLEAN_DAG: CLEAN, TRAIN_DAG: TRAIN})
     localstack.run_pipeline(client, tmp_path / "stack.log", None, stages)
     assert stages.milestones == {}
+
+
+def test_no_first_model_milestone_when_a_model_was_served_before_the_run(store, tmp_path):
+    store["production"] = {"version": "3"}  # new data on a platform that serves already
+    stages = Stages()
+    client = FakeAirflow({RAW_DAG: RAW, CLEAN_DAG: CLEAN, TRAIN_DAG: TRAIN})
+    localstack.run_pipeline(client, tmp_path / "stack.log", None, stages)
+    assert stages.milestones == {}
+    assert stages.times["training"] is not None
 
 
 def test_a_run_with_nothing_new_says_so_and_shows_the_idle_stages_as_dashes(
