@@ -39,14 +39,15 @@ class Services:
         return answers, loaded
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """The app's services (async: FastAPI would run a plain function in a thread)."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_model(services: ServicesDep) -> LoadedModel:
+async def current_model(services: ServicesDep) -> LoadedModel:
     """The model in service; without one, the one 503 (`errors.no_model_response`)."""
     loaded = services.store.current
     if loaded is None:
