@@ -24,9 +24,14 @@ from sklearn.pipeline import Pipeline
 from readmission.cleaning import clean, clean_records
 from readmission.estimator import expired_mask
 from readmission.features import Columns
+from readmission.halves import in_halves
 
 log = logging.getLogger(__name__)
 SMALL_BATCH = 32  # rows; above this, scikit-learn's own loop is as fast (measured)
+#: Rows from which the compiled walk splits a batch between two threads: larger batches
+#: only (a thread hand-off costs about as much as walking a few rows, and under load the
+#: other core is busy answering requests).
+SPLIT_ROWS = 64
 
 
 class CompiledTrees:
@@ -116,9 +121,14 @@ class CompiledTrees:
         return out
 
     def raw(self, features: np.ndarray) -> np.ndarray:
-        """Raw scores (n_rows, n_classes): the baseline plus each class's trees."""
+        """Raw scores (n_rows, n_classes): the baseline plus each class's trees; from
+        `SPLIT_ROWS` rows on, half of them walked by a helper thread."""
         features = np.ascontiguousarray(features, dtype=np.float64)
         raw = np.repeat(self.baseline, len(features), axis=0)
+        in_halves(self._walk, features, raw, "trees", minimum=SPLIT_ROWS)
+        return raw
+
+    def _walk(self, features: np.ndarray, raw: np.ndarray) -> None:
         _walk(
             features,
             self.roots,
@@ -132,7 +142,6 @@ class CompiledTrees:
             self.tree_class,
             raw,
         )
-        return raw
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         raw = self.raw(np.asarray(features, dtype=float))

@@ -37,12 +37,12 @@ be writable.
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from readmission.halves import in_halves
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,7 @@ class Forest:
         does not hold the GIL, so the halves run on two cores)."""
         x = np.ascontiguousarray(x, dtype=np.float64)
         phi = np.zeros(x.shape, dtype=np.float64)
-        if len(x) < 2:
-            self._rows(x, phi)
-            return phi
-        half = (len(x) + 1) // 2
-        other = _helper().submit(self._rows, x[half:], phi[half:])
-        self._rows(x[:half], phi[:half])
-        other.result()
+        in_halves(self._rows, x, phi, "treeshap")
         return phi
 
     def _rows(self, x: np.ndarray, phi: np.ndarray) -> None:
@@ -169,12 +163,6 @@ class Paths:
         )
         _paths(roots, left, right, feature, cover, depth, paths.zero, paths.ratio, paths.prev)
         return paths
-
-
-@functools.cache
-def _helper() -> ThreadPoolExecutor:
-    """The one thread that explains the second half of a batch's rows."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="treeshap")
 
 
 def _quadrature(max_depth: int) -> tuple[np.ndarray, np.ndarray]:

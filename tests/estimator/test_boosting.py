@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -149,3 +150,27 @@ def test_a_tree_of_one_leaf_is_converted():
     compiled = convert(dump, np.array(["<30", ">30", "NO"]))
     np.testing.assert_allclose(compiled.raw(np.zeros((2, 4))), [[0.0, 0.1, 0.2]] * 2)
     assert [len(t["children_left"]) for t in compiled.class_trees(2)] == [1]
+
+
+def test_a_large_batch_is_walked_on_two_threads_and_a_small_one_on_one(fitted, monkeypatch):
+    """The compiled walk runs without the GIL: a large batch's rows are split between the
+    caller and a helper thread, each half written in its place (LightGBM's answers above)."""
+    from readmission import acceleration
+
+    walked: list[tuple[str, int]] = []
+    compiled_walk = acceleration._walk
+
+    def recorded(features, *rest):
+        walked.append((threading.current_thread().name, len(features)))
+        compiled_walk(features, *rest)
+
+    monkeypatch.setattr(acceleration, "_walk", recorded)
+    x, _ = _data(1_001, seed=2)
+    expected = fitted.booster_.predict(x, num_iteration=fitted.n_iter_)
+    np.testing.assert_allclose(fitted.predict_proba(x), expected, rtol=0, atol=1e-12)
+    assert sorted(rows for _, rows in walked) == [500, 501]
+    assert len({thread for thread, _ in walked}) == 2
+    walked.clear()
+    small = x[: acceleration.SPLIT_ROWS - 1]
+    np.testing.assert_allclose(fitted.predict_proba(small), expected[: len(small)], atol=1e-12)
+    assert walked == [(threading.current_thread().name, len(small))]
