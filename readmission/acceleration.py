@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba import njit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -25,6 +24,7 @@ from readmission.cleaning import clean, clean_records
 from readmission.estimator import expired_mask
 from readmission.features import Columns
 from readmission.halves import in_halves
+from readmission.jit import compiled
 
 log = logging.getLogger(__name__)
 SMALL_BATCH = 32  # rows; above this, scikit-learn's own loop is as fast (measured)
@@ -152,7 +152,7 @@ class CompiledTrees:
         return raw / raw.sum(axis=1, keepdims=True)
 
 
-@njit(nogil=True, error_model="numpy")
+@compiled()
 def _walk(
     features, roots, left, right, feature, threshold, missing_left, leaf, value, tree_class, raw
 ):

@@ -40,9 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
 from readmission.halves import in_halves
+from readmission.jit import compiled
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _quadrature(max_depth: int) -> tuple[np.ndarray, np.ndarray]:
     return at, weight
 
 
-@njit(nogil=True, error_model="numpy")
+@compiled()
 def _depth(left, right, root):  # pragma: no cover - compiled
     """The depth of the tree at `root` (a lone root: 0)."""
     deepest, top = 0, 1
@@ -195,7 +195,7 @@ def _depth(left, right, root):  # pragma: no cover - compiled
     return deepest
 
 
-@njit(nogil=True, error_model="numpy")
+@compiled()
 def _paths(
     roots, left, right, feature, cover, depths, zero, ratio, prev
 ):  # pragma: no cover - compiled (checked through the values it leads to)
@@ -238,7 +238,7 @@ def _paths(
                 top += 1
 
 
-@njit(nogil=True, error_model="numpy")
+@compiled()
 def _expected_value(roots, left, value, cover):
     total = 0.0
     for t in range(roots.shape[0]):
@@ -250,7 +250,7 @@ def _expected_value(roots, left, value, cover):
     return total
 
 
-@njit(nogil=True, error_model="numpy")
+@compiled()
 def _shap_rows(
     x,
     roots,
@@ -376,7 +376,7 @@ def _shap_rows(
                         held[nearest + j] -= below[here + j]
 
 
-@njit(nogil=True, error_model="numpy", inline="always")
+@compiled(inline="always")
 def _push_children(
     x,
     row,
