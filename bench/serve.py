@@ -86,6 +86,15 @@ def _wait(url: str, timeout: float = 180) -> None:
     raise SystemExit(f"{url} did not answer in {timeout:.0f} s")
 
 
+def _warm(url: str, body: str, requests: int) -> None:
+    """Send `requests` POSTs one after the other, each answered 200."""
+    for _ in range(requests):
+        answer = httpx.post(
+            url, content=body, timeout=30, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 200, answer.text[:500]
+
+
 def _busy_cores(seconds: float = 0.5) -> float:
     """How many cores' worth of CPU the whole machine used over the next `seconds`."""
 
@@ -252,9 +261,7 @@ def main() -> int:
         ceiling_url = f"http://127.0.0.1:{ceiling_port}/predict"
         warm_ups = ((ours_url, body), (mlflow_url, mlflow_body), (ceiling_url, body))
         for url, payload in warm_ups:
-            for _ in range(20):
-                answer = httpx.post(url, content=payload, timeout=30, headers=json_header)
-                assert answer.status_code == 200, answer.text[:500]
+            _warm(url, payload, 20)
         for connections in (1, 8, 32):  # alternate servers so drift hits all
             results["ours"][connections] = _wrk(ours_url, body, connections, args.seconds, work)
             results["mlflow"][connections] = _wrk(
@@ -314,9 +321,7 @@ def main() -> int:
         while httpx.get(shadow_url, timeout=30).json()["challenger"] is None:
             assert time.monotonic() < deadline, "the challenger was not loaded"
             time.sleep(0.5)
-        for _ in range(20):
-            answer = httpx.post(ours_url, content=body, timeout=30, headers=json_header)
-            assert answer.status_code == 200, answer.text[:500]
+        _warm(ours_url, body, 20)
         for connections in (8, 32):
             shadowed[connections] = _wrk(ours_url, body, connections, args.seconds, work)
         comparison = httpx.get(shadow_url, timeout=30).json()["comparison"]
@@ -344,9 +349,7 @@ def main() -> int:
                 ok = None
             ready_in_a_row = ready_in_a_row + 1 if ok == 200 else 0
             time.sleep(0.05)
-        for _ in range(40):
-            answer = httpx.post(ours_url, content=body, timeout=30, headers=json_header)
-            assert answer.status_code == 200, answer.text[:500]
+        _warm(ours_url, body, 40)
         for connections in (8, 32):
             two[connections] = _wrk(ours_url, body, connections, args.seconds, work)
         two_rss = _rss_mb(two_processes.pid)

@@ -31,8 +31,8 @@ Trees are given as shap's dict form (children, default child for missing values,
 threshold with `x <= threshold` going left, node values and sample weights) and put end
 to end (`Forest`); a row's contributions sum with the expected value to its raw score.
 Compiled when first called (~2.5 s, 1 s more than the classic algorithm; at model load:
-`explain.Explainer` calls it once), not cached on disk: an image's site-packages may not
-be writable.
+`explain.Explainer` calls it once), and cached on disk where it can be (`readmission.jit`:
+0.7 s from the cache; not in an image whose site-packages is read-only).
 """
 
 from __future__ import annotations
