@@ -897,6 +897,18 @@ class Registry:
             return None
         return datetime.fromtimestamp(runs[0].info.start_time / 1000, UTC)
 
+    def training_runs(self, orchestrator_run_id: str, experiment: str = EXPERIMENT_NAME) -> list:
+        """The candidates a training run logged that finished: a task Airflow retried leaves
+        its failed attempt's run behind (FAILED, or RUNNING if its process was killed)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        return self.client.search_runs(
+            [found.experiment_id],
+            f"tags.orchestrator_run_id = '{orchestrator_run_id}' "
+            "and attributes.status = 'FINISHED'",
+        )
+
     def describe(self, version: ModelVersion) -> dict[str, Any]:
         """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*
         metrics (non-finite ones as null); what the API's `/model` endpoint returns."""

@@ -211,6 +211,49 @@ class AirflowClient:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
+    def task_log(self, ti: dict) -> list:
+        """The log of a task instance's current attempt, as Airflow stored it: one dict per
+        event (timestamp, event, level, logger, error_detail, ...)."""
+        response = self.http.get(
+            f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances"
+            f"/{ti['task_id']}/logs/{ti['try_number']}",
+            params={"map_index": ti.get("map_index", -1), "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        response.raise_for_status()
+        return response.json()["content"]
+
+
+#: How many lines of a failed attempt's log `failure_lines` gives at most.
+FAILURE_LINES = 6
+
+
+def failure_lines(events: list) -> list[str]:
+    """What a failed attempt's log says went wrong: each exception (type, message, where it
+    was raised) and the supervisor's errors (a signal, lost heartbeats); failing both, the
+    last lines the task wrote to stderr."""
+    found: list[str] = []
+    stderr: list[str] = []
+    for event in events:
+        if not isinstance(event, dict):  # a line Airflow could not parse
+            stderr.append(str(event))
+            continue
+        text = str(event.get("event") or "").strip()
+        if event.get("logger") == "task.stderr":
+            stderr.extend(line for line in text.splitlines() if line.strip())
+            continue
+        details = event.get("error_detail") or []
+        for detail in details if isinstance(details, list) else []:
+            frames = detail.get("frames") or [{}]
+            where = frames[-1]
+            place = f" ({where.get('filename')}:{where.get('lineno')} in {where.get('name')})"
+            found.append(
+                f"{detail.get('exc_type')}: {detail.get('exc_value')}" + place * bool(where)
+            )
+        if not details and event.get("level") in ("error", "critical") and text:
+            found.append(text)
+    return (found or stderr)[-FAILURE_LINES:]
+
 
 def duration(seconds: float) -> str:
     """`12.3 s`, or `4 min 05 s` from a minute on."""
@@ -238,6 +281,9 @@ class RunProgress:
     seen: dict[tuple[str, int], str | None] = field(default_factory=dict)
     #: Called with a task's name when it first succeeds.
     on_success: Callable[[str], None] | None = None
+    #: Called with a task instance that failed or is up for retry: what went wrong, a line
+    #: each, printed under its state.
+    on_failure: Callable[[dict], list[str]] | None = None
 
     def __post_init__(self) -> None:
         self.started = self.last_line = self.clock()
@@ -257,6 +303,9 @@ class RunProgress:
                 took = f" ({duration(ti['duration'])})" if ti.get("duration") is not None else ""
                 took = took if state != "running" else ""
                 self._say(f"{_name(*key):<28} {state}{took}")
+            if state in ("failed", "up_for_retry") and self.on_failure is not None:
+                for line in self.on_failure(ti):
+                    print(f"{'':10}{line}", file=self.out, flush=True)
             if state == "success" and self.on_success is not None:
                 self.on_success(_name(*key))
         running = sorted(_name(*key) for key, state in self.seen.items() if state == "running")
@@ -538,7 +587,7 @@ def _follow(
     """Wait for the run to finish, printing its tasks' states as they change and how long
     it took; `on_success` is called with each task's name as it succeeds."""
     print(f"following {dag_id} ({run_id})", flush=True)
-    progress = RunProgress(on_success=on_success)
+    progress = RunProgress(on_success=on_success, on_failure=lambda ti: _failure(client, ti))
 
     def finished() -> dict | None:
         run = client.run(dag_id, run_id)
@@ -550,6 +599,14 @@ def _follow(
     if done["state"] != "success":
         raise LocalStackError(f"{dag_id} run {run_id} {done['state']}: see the Airflow UI")
     return done
+
+
+def _failure(client: AirflowClient, ti: dict) -> list[str]:
+    """What a failed attempt's log says, or why it could not be read."""
+    try:
+        return failure_lines(client.task_log(ti))
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return [f"(its log could not be read: {exc})"]
 
 
 def _next_run(

@@ -30,7 +30,6 @@ import pandas as pd
 from readmission import dataset, ingest, performance, pipeline, schema
 from readmission.names import (
     CLEAN_DAG,
-    EXPERIMENT_NAME,
     PERFORMANCE_DAG,
     RAW_DAG,
     REASON_TAG,
@@ -105,11 +104,7 @@ def retrain(client, settings: Settings, log: Path) -> None:
     if requested is None:
         return
     _follow(client, TRAIN_DAG, requested, log, timeout=3600)
-    registry = pipeline.model_registry(settings)
-    experiment = registry.client.get_experiment_by_name(EXPERIMENT_NAME)
-    runs = registry.client.search_runs(
-        [experiment.experiment_id], f"tags.orchestrator_run_id = '{requested}'"
-    )
+    runs = pipeline.model_registry(settings).training_runs(requested)
     reasons = sorted({run.data.tags.get(REASON_TAG, "none") for run in runs})
     print(f"{TRAIN_DAG} trained {len(runs)} candidates, recorded reason: {'; '.join(reasons)}")
     print(format_model(pipeline.production_model(settings)), flush=True)

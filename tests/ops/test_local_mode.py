@@ -18,6 +18,7 @@ import pytest
 from readmission import dataset
 from readmission.api.schemas import EXAMPLE
 from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
+from readmission.ops import localstack
 from tests.support.pgserver import free_port
 from tests.support.tools import require
 from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -158,6 +159,27 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         assert httpx.get(f"{airflow}/api/v2/dags", timeout=10).status_code == 401
         wrong = httpx.post(f"{airflow}/auth/token", json={"username": "admin", "password": "x"})
         assert wrong.status_code == 401
+        # a task's log, as `make run` reads a failed attempt's through the REST API
+        config = localstack.AirflowConfig(
+            home=tmp_path / "state" / "airflow",
+            dags_folder=PROJECT_ROOT / "dags",
+            port=ports["airflow"],
+        )
+        client = localstack.AirflowClient(config)
+        client.login()
+        training = re.search(rf"^following {TRAIN_DAG} \((\S+)\)$", text, re.M)
+        assert training, text
+        candidates = [
+            ti
+            for ti in client.task_instances(TRAIN_DAG, training[1])
+            if ti["task_id"] == "train_candidate" and ti["map_index"] == 0
+        ]
+        assert len(candidates) == 1
+        events = client.task_log(candidates[0])
+        assert events
+        assert all(isinstance(event, dict) for event in events), events[:3]
+        assert any(event.get("logger") == "readmission.training" for event in events)
+        assert localstack.failure_lines(events) == []  # it succeeded: nothing went wrong
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
@@ -58,6 +60,85 @@ def test_each_change_is_one_line_with_the_task_its_map_index_state_and_times():
         "    1:15  load_batch[1]                failed (1 min 10 s)",
         "    1:15  publish                      upstream_failed",
     ]
+
+
+def _raised(exc: BaseException) -> list[dict]:
+    """The exception as Airflow's task logs carry it (structlog's dict of tracebacks)."""
+    import structlog
+
+    try:
+        raise exc
+    except type(exc):
+        return structlog.tracebacks.ExceptionDictTransformer(show_locals=False)(sys.exc_info())
+
+
+def test_a_failed_attempt_is_explained_by_its_exception_and_the_supervisors_errors():
+    events = [
+        {"event": "Executing workload", "level": "info", "logger": "supervisor"},
+        {"event": "INFO mlflow: creating a run", "level": "error", "logger": "task.stderr"},
+        {
+            "event": "Task failed with exception",
+            "level": "error",
+            "logger": "task",
+            "error_detail": _raised(OSError("database is locked")),
+        },
+        {
+            "event": "Process terminated by signal. Likely out of memory error (OOM).",
+            "level": "error",
+            "logger": "supervisor",
+        },
+    ]
+    lines = localstack.failure_lines(events)
+    assert len(lines) == 2
+    assert re.fullmatch(
+        r"OSError: database is locked \(.*test_local_progress\.py:\d+ in _raised\)", lines[0]
+    )
+    assert lines[1] == "Process terminated by signal. Likely out of memory error (OOM)."
+
+
+def test_a_failed_attempt_without_an_exception_shows_the_last_lines_of_its_stderr():
+    events = [{"event": f"line {i}\n", "level": "error", "logger": "task.stderr"} for i in range(9)]
+    events.append("a line Airflow could not parse")
+    assert localstack.failure_lines(events) == [
+        *(f"line {i}" for i in range(4, 9)),
+        "a line Airflow could not parse",
+    ]
+    assert localstack.failure_lines([]) == []
+
+
+def test_a_task_up_for_retry_or_failed_has_what_went_wrong_printed_under_it():
+    out, clock = io.StringIO(), FakeClock()
+    asked = []
+
+    def explain(task_instance: dict) -> list[str]:
+        asked.append((task_instance["task_id"], task_instance["map_index"]))
+        return ["ValueError: boom (training.py:12 in fit)"]
+
+    progress = RunProgress(out=out, clock=clock, on_failure=explain)
+    progress.update([ti("train_candidate", "running", 0), ti("promote", None)])
+    clock.now += 14
+    progress.update([ti("train_candidate", "up_for_retry", 0, 13.4), ti("promote", None)])
+    progress.update([ti("train_candidate", "up_for_retry", 0, 13.4), ti("promote", None)])
+    clock.now += 60
+    progress.update([ti("train_candidate", "failed", 0, 5.9), ti("promote", "upstream_failed")])
+    assert asked == [("train_candidate", 0), ("train_candidate", 0)]
+    assert out.getvalue().splitlines() == [
+        "    0:00  train_candidate[0]           running",
+        "    0:14  train_candidate[0]           up_for_retry (13.4 s)",
+        "          ValueError: boom (training.py:12 in fit)",
+        "    1:14  train_candidate[0]           failed (5.9 s)",
+        "          ValueError: boom (training.py:12 in fit)",
+        "    1:14  promote                      upstream_failed",
+    ]
+
+
+def test_a_log_that_cannot_be_read_says_so_instead_of_stopping_the_run():
+    class Unreachable:
+        def task_log(self, task_instance: dict) -> list:
+            raise httpx.ConnectError("connection refused")
+
+    lines = localstack._failure(Unreachable(), ti("train_candidate", "failed", 0))
+    assert lines == ["(its log could not be read: connection refused)"]
 
 
 def test_while_nothing_changes_a_line_says_what_still_runs():
@@ -124,6 +205,10 @@ class FakeAirflow:
 
     def runs_after(self, dag_id: str, after: str) -> list[dict]:
         return [{"dag_run_id": f"asset_triggered__{dag_id}"}] if dag_id in self.polls else []
+
+    def task_log(self, task_instance: dict) -> list:
+        error = ValueError(f"{task_instance['task_id']}[{task_instance['map_index']}] broke")
+        return [{"event": "Task failed", "level": "error", "error_detail": _raised(error)}]
 
 
 RAW = [
@@ -249,5 +334,8 @@ def test_a_failed_run_stops_the_pipeline_after_showing_which_task_failed(store, 
     with pytest.raises(LocalStackError, match=f"{RAW_DAG} run manual__{RAW_DAG} failed"):
         localstack.run_pipeline(FakeAirflow({RAW_DAG: failed}), tmp_path, None, Stages())
     text = capsys.readouterr().out
-    assert "load_batch[2]                failed (9.0 s)" in text
+    assert (
+        "load_batch[2]                failed (9.0 s)\n          ValueError: load_batch[2] broke ("
+        in text
+    )
     assert f"{RAW_DAG}: failed in " in text

@@ -403,3 +403,29 @@ def test_the_project_model_families_need_no_extra_trusted_types(family: str) -> 
     dump = skops.io.dumps(model)
     assert set(skops.io.get_untrusted_types(data=dump)) <= set(trusted)
     skops.io.loads(dump, trusted=trusted)
+
+
+def test_a_training_run_counts_only_the_candidates_that_finished(
+    mlflow_tracking: str, model_registry
+) -> None:
+    """A candidate task retried by Airflow leaves its failed attempt's MLflow run behind
+    (FAILED when the task raised, RUNNING when its process was killed): the training run's
+    candidates are the runs that finished, one per family."""
+    model_registry.ensure_experiment()
+    tags = {"orchestrator_run_id": "manual__1"}
+    with pytest.raises(RuntimeError), mlflow.start_run(run_name="lightgbm", tags=tags):
+        raise RuntimeError("the first attempt fails")
+    killed = mlflow.start_run(run_name="lightgbm", tags=tags)  # its process was killed
+    mlflow.end_run("RUNNING")
+    finished = []
+    for family in ("lightgbm", "random_forest"):
+        with mlflow.start_run(run_name=family, tags=tags) as run:
+            finished.append(run.info.run_id)
+    with mlflow.start_run(run_name="lightgbm", tags={"orchestrator_run_id": "manual__2"}):
+        pass
+
+    runs = model_registry.training_runs("manual__1")
+
+    assert sorted(run.info.run_id for run in runs) == sorted(finished)
+    assert killed.info.run_id not in {run.info.run_id for run in runs}
+    assert model_registry.training_runs("manual__3") == []
