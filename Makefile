@@ -131,13 +131,19 @@ test-prerequisites: ## Check (as root: install) the Debian packages the tests ne
 test-data: venv ## Find and verify the UCI file the data tests read (downloaded into data/ if absent)
 	$(BIN)/python -m readmission locate
 
+# Tests run on two worker processes (pytest-xdist), whole files to a worker: a module's
+# fixtures are built once, and the fuzzing module counts its cases in one process.
+# `make test TEST_WORKERS=0` runs them in this process, one after the other.
+TEST_WORKERS ?= 2
+PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 .PHONY: test
 test: test-prerequisites venv test-data lint ## Set up and run every test (installs what the machine lacks)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_WORKERS)
 
 .PHONY: test-fast
 test-fast: test-prerequisites venv test-data ## Tests without the slow ones
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(PYTEST_WORKERS) -m "not slow"
 
 .PHONY: test-unit
 test-unit: venv test-data ## Only the tests that need no server (seconds)

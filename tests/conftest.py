@@ -60,6 +60,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
+        _node_id_with_its_parameters(item)
+
+
+def _node_id_with_its_parameters(item: pytest.Item) -> None:
+    """schemathesis 4 names each operation's item `test[GET /health]` but, under pytest 9.2
+    (which builds a node id from the parametrization, not the name), leaves them all one
+    node id: pytest-xdist keeps one item per node id, so only the first operation would be
+    fuzzed. The node id gets the parameters the name has."""
+    original = getattr(item, "originalname", None)
+    if not original or item.name == original or item.nodeid.endswith("]"):
+        return
+    if item.name.startswith(f"{original}[") and item.name.endswith("]"):
+        item._id = item._id.with_params(item.name[len(original) + 1 : -1])
 
 
 @pytest.fixture(autouse=True)
