@@ -8,6 +8,7 @@ per test.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from readmission import dataset, synthetic
+from readmission import dataset, logs, synthetic
 from readmission.settings import Settings, get_settings
 from tests.support.pgserver import PostgresServer, PostgresUnavailableError
 
@@ -73,6 +74,26 @@ def _node_id_with_its_parameters(item: pytest.Item) -> None:
         return
     if item.name.startswith(f"{original}[") and item.name.endswith("]"):
         item._id = item._id.with_params(item.name[len(original) + 1 : -1])
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Each test's logging configuration is undone: the root logger and the loggers
+    `logs.configure` touches. A test that runs the CLI in-process (`main([...])`) would
+    otherwise leave the root logger writing to its captured stderr, closed once the test
+    ends ("Logging error ... I/O operation on closed file" in every later test)."""
+    names = ("", logs.PACKAGE_LOGGER, *logs.CHATTY, *logs.UVICORN, logs.UVICORN_ACCESS)
+    saved = {
+        name: (list(lg.handlers), lg.level, lg.propagate)
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -22,23 +21,6 @@ from tests.support.processes import ApiProcess
 TEXT_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<logger>[\w.]+): (?P<message>.*)$"
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Each test's configuration is undone: the root logger and the loggers it touches."""
-    names = ("", logs.PACKAGE_LOGGER, *logs.CHATTY, *logs.UVICORN, logs.UVICORN_ACCESS)
-    saved = {
-        name: (list(lg.handlers), lg.level, lg.propagate)
-        for name in names
-        for lg in [logging.getLogger(name)]
-    }
-    yield
-    for name, (handlers, level, propagate) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
 
 
 def _configured(**variables: str) -> io.StringIO:
