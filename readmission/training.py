@@ -716,8 +716,7 @@ def log_candidate(
             input_example=data.inputs("valid").head(3),
         )
         datasets = {split: split_dataset(data, split) for split in DATASET_CONTEXTS}
-        for split, context in DATASET_CONTEXTS.items():
-            mlflow.log_input(datasets[split], context=context)
+        log_split_datasets(datasets)
         by_split = _metrics_by_split({**candidate.metrics, "training_seconds": candidate.seconds})
         for split, metrics in by_split.items():
             mlflow.log_metrics(metrics, model_id=model.model_id, dataset=datasets[split])
@@ -744,6 +743,31 @@ def split_dataset(data: TrainingData, split: str):
     # property): the same schema from the covering rows, at a fraction of the time
     dataset.schema = infer_signature(covering_rows(frame)).inputs
     return dataset
+
+
+#: How a store refuses a second insert of one dataset (SQLite, PostgreSQL, MySQL).
+_DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry")
+
+
+def log_split_datasets(datasets: dict, attempts: int = 3) -> None:
+    """Each split's dataset as an input of the active run, with its context.
+
+    MLflow's store looks for a dataset, then inserts it: candidates trained at once log the
+    same splits at the same moment, and all but one may lose the insert (a unique-key
+    error, HTTP 400 from the server), which failed the training task. Whoever lost finds
+    the dataset stored when it asks again."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for split, context in DATASET_CONTEXTS.items():
+        for attempt in range(1, attempts + 1):
+            try:
+                mlflow.log_input(datasets[split], context=context)
+                break
+            except MlflowException as exc:
+                if attempt == attempts or not any(key in str(exc) for key in _DUPLICATE_KEY):
+                    raise
+                log.info("dataset %s was stored by another run meanwhile; again", split)
 
 
 def _metrics_by_split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:

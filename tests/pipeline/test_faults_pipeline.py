@@ -6,6 +6,8 @@
   agree with the rows.
 - Two trainers promote at the same time against one MLflow server (`mlflow server`
   subprocess): exactly one Production model at the end, and it is the best candidate.
+- Candidates trained at once log the same split datasets at the same moment against that
+  server: every run gets its three inputs, none fails.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from readmission import dataset, db, pipeline, registry, synthetic
+from readmission import dataset, db, pipeline, registry, synthetic, training
 from readmission.registry import Registry
 from readmission.settings import Settings, get_settings
 from tests.support.processes import PROJECT_ROOT
@@ -305,3 +308,44 @@ def test_the_promotion_lock_excludes_a_second_holder_and_dies_with_its_holder(st
         waited = time.monotonic() - started
     assert waited < 5
     engine.dispose()
+
+
+def test_candidates_logging_the_same_datasets_at_once_all_succeed(tracking_server):
+    """MLflow's store looks for a dataset, then inserts it: of candidates logging the same
+    new split at the same moment, all but one used to lose the insert (a unique-key error,
+    HTTP 400; an Airflow retry of a training task in CI). Four runs at once, ten rounds,
+    a new dataset each round."""
+    import mlflow
+    import mlflow.data
+
+    experiment = Registry(tracking_server.url).ensure_experiment()
+    failures: list[str] = []
+    runs: list[str] = []
+
+    def candidate(datasets: dict, start: threading.Barrier) -> None:
+        with mlflow.start_run(experiment_id=experiment) as run:  # the active run is per thread
+            runs.append(run.info.run_id)
+            start.wait()
+            try:
+                training.log_split_datasets(datasets)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported below
+                failures.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    for round_ in range(10):
+        frame = synthetic.encounters(50, seed=100 + round_)
+        datasets = {
+            split: mlflow.data.from_pandas(frame.assign(split=split), name=f"clean_data.{split}")
+            for split in ("train", "valid", "test")
+        }
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=candidate, args=(datasets, start)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    client = mlflow.MlflowClient()
+    for run_id in runs:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        contexts = sorted(tag.value for i in inputs for tag in i.tags)
+        assert contexts == ["testing", "training", "validation"], run_id
