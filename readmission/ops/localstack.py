@@ -64,6 +64,9 @@ FINISHED = {"success", "failed"}
 SHOWN_STATES = {"running", "success", "failed", "skipped", "up_for_retry", "upstream_failed"}
 #: How often a DAG run being followed is asked for its state.
 POLL_SECONDS = 3.0
+#: Pauses before asking Airflow again a read or a change that can be made twice, while it
+#: answers 5xx or cannot be reached (AirflowClient._send).
+RETRY_PAUSES = (1.0, 2.0, 4.0)
 #: While nothing changes, a line every this many seconds says what still runs.
 HEARTBEAT_SECONDS = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -141,9 +144,28 @@ def airflow_config(settings: Settings) -> AirflowConfig:
 class AirflowClient:
     """The few calls of Airflow's REST API (v2) the local mode needs."""
 
-    def __init__(self, config: AirflowConfig) -> None:
+    def __init__(
+        self,
+        config: AirflowConfig,
+        transport: httpx.BaseTransport | None = None,
+        retry_pauses: tuple[float, ...] = RETRY_PAUSES,
+    ) -> None:
         self.config = config
-        self.http = httpx.Client(base_url=config.url, timeout=30)
+        self.http = httpx.Client(base_url=config.url, timeout=30, transport=transport)
+        self.retry_pauses = retry_pauses
+
+    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
+        """A read, or a change that can be made twice, asked again after each of
+        `retry_pauses` while Airflow answers 5xx or cannot be reached: its metadata database
+        (SQLite in the local mode) can stay locked by another component for longer than
+        the 5 s its API server waits, and the request then fails with a 500."""
+        for pause in self.retry_pauses:
+            with contextlib.suppress(httpx.TransportError):
+                response = self.http.request(method, url, **kwargs)
+                if response.status_code < 500:
+                    return response
+            time.sleep(pause)
+        return self.http.request(method, url, **kwargs)  # its answer or error, as it is
 
     def login(self) -> None:
         response = self.http.post(
@@ -165,7 +187,7 @@ class AirflowClient:
         return self.http.get(f"/api/v2/dags/{dag_id}").status_code == 200
 
     def unpause(self, dag_id: str, paused: bool = False) -> None:
-        self.http.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
+        self._send("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused}).raise_for_status()
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         response = self.http.post(
@@ -175,12 +197,13 @@ class AirflowClient:
         return response.json()["dag_run_id"]
 
     def run(self, dag_id: str, run_id: str) -> dict:
-        response = self.http.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        response = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         response.raise_for_status()
         return response.json()
 
     def runs_after(self, dag_id: str, after: str) -> list[dict]:
-        response = self.http.get(
+        response = self._send(
+            "GET",
             f"/api/v2/dags/{dag_id}/dagRuns",
             params={"run_after_gte": after, "order_by": "-run_after", "limit": 5},
         )
@@ -189,17 +212,18 @@ class AirflowClient:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         """Every task instance of the run (task_id, map_index, state, duration, ...)."""
-        response = self.http.get(
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        response = self._send(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
         )
         response.raise_for_status()
         return response.json()["task_instances"]
 
     def returned(self, dag_id: str, run_id: str, task_id: str) -> object:
         """What a task of the run returned (its `return_value` XCom, stored as JSON)."""
-        response = self.http.get(
+        response = self._send(
+            "GET",
             f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-            "/xcomEntries/return_value"
+            "/xcomEntries/return_value",
         )
         response.raise_for_status()
         value = response.json()["value"]
@@ -214,7 +238,8 @@ class AirflowClient:
     def task_log(self, ti: dict) -> list:
         """The log of a task instance's current attempt, as Airflow stored it: one dict per
         event (timestamp, event, level, logger, error_detail, ...)."""
-        response = self.http.get(
+        response = self._send(
+            "GET",
             f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances"
             f"/{ti['task_id']}/logs/{ti['try_number']}",
             params={"map_index": ti.get("map_index", -1), "full_content": True},

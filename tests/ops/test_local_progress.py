@@ -339,3 +339,50 @@ def test_a_failed_run_stops_the_pipeline_after_showing_which_task_failed(store, 
         in text
     )
     assert f"{RAW_DAG}: failed in " in text
+
+
+def _client(answers: list, sent: list) -> localstack.AirflowClient:
+    """An AirflowClient whose requests get `answers` in turn (a status code, or an
+    exception to raise): Airflow's API server with its SQLite metadata database locked by
+    another component, which it answers with a 500 after waiting 5 s (seen in CI)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        given = answers.pop(0)
+        if isinstance(given, Exception):
+            raise given
+        return httpx.Response(given, json={"dag_runs": [], "state": "running"})
+
+    config = localstack.AirflowConfig(home=Path("/nonexistent"), dags_folder=Path("/dags"))
+    return localstack.AirflowClient(
+        config, transport=httpx.MockTransport(answer), retry_pauses=(0.0, 0.0, 0.0)
+    )
+
+
+def test_a_read_or_an_unpause_is_asked_again_while_airflow_answers_5xx_or_is_unreachable():
+    sent: list[str] = []
+    client = _client([500, httpx.ConnectError("refused"), 200], sent)
+    client.unpause("model_training_pipeline")
+    assert sent == ["PATCH"] * 3
+    sent.clear()
+    client = _client([503, 200], sent)
+    assert client.run("model_training_pipeline", "manual__1")["state"] == "running"
+    assert sent == ["GET", "GET"]
+
+
+def test_a_lasting_error_is_raised_after_the_last_try_and_a_trigger_is_never_repeated():
+    sent: list[str] = []
+    client = _client([500, 500, 500, 500], sent)
+    with pytest.raises(httpx.HTTPStatusError, match="500"):
+        client.unpause("model_training_pipeline")
+    assert len(sent) == 4
+    sent.clear()
+    client = _client([404], sent)  # a client error is an answer, not a hiccup
+    with pytest.raises(httpx.HTTPStatusError, match="404"):
+        client.run("model_training_pipeline", "manual__1")
+    assert sent == ["GET"]
+    sent.clear()
+    client = _client([500], sent)  # a run might have been created: not asked twice
+    with pytest.raises(httpx.HTTPStatusError, match="500"):
+        client.trigger("model_training_pipeline")
+    assert sent == ["POST"]
