@@ -17,7 +17,7 @@ import pytest
 
 from readmission import dataset
 from readmission.api.schemas import EXAMPLE
-from readmission.names import CLEAN_DAG, RAW_DAG, TRAIN_DAG
+from readmission.names import CLEAN_DAG, RAW_DAG, RETRAIN_DAG, TRAIN_DAG
 from readmission.ops import localstack
 from tests.support.pgserver import free_port
 from tests.support.tools import require
@@ -180,6 +180,14 @@ def test_local_mode_serves_the_platform_and_stops_on_ctrl_c(tmp_path, sample_csv
         assert all(isinstance(event, dict) for event in events), events[:3]
         assert any(event.get("logger") == "readmission.training" for event in events)
         assert localstack.failure_lines(events) == []  # it succeeded: nothing went wrong
+        # The DAGs start once every service answers: the retraining check's scheduled run
+        # (due at once) used to run as its DAG was created, before MLflow listened, fail,
+        # and come back a minute later, when the platform had changed under it.
+        checks = client.http.get(
+            f"/api/v2/dags/{RETRAIN_DAG}/dagRuns/~/taskInstances", params={"task_id": "check"}
+        ).json()["task_instances"]
+        assert checks, "the retraining check never ran"
+        assert {(ti["state"], ti["try_number"]) for ti in checks} == {("success", 1)}, checks
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=120) == 0
     finally:
