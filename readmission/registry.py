@@ -887,11 +887,11 @@ class Registry:
 
     def last_training_started(self, experiment: str = EXPERIMENT_NAME) -> datetime | None:
         """When the newest training run of the experiment started (None: never trained)."""
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
+        experiment_id = self._experiment_id(experiment)
+        if experiment_id is None:
             return None
         runs = self.client.search_runs(
-            [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+            [experiment_id], order_by=["attributes.start_time DESC"], max_results=1
         )
         if not runs:
             return None
@@ -900,14 +900,18 @@ class Registry:
     def training_runs(self, orchestrator_run_id: str, experiment: str = EXPERIMENT_NAME) -> list:
         """The candidates a training run logged that finished: a task Airflow retried leaves
         its failed attempt's run behind (FAILED, or RUNNING if its process was killed)."""
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
+        experiment_id = self._experiment_id(experiment)
+        if experiment_id is None:
             return []
         return self.client.search_runs(
-            [found.experiment_id],
+            [experiment_id],
             f"tags.orchestrator_run_id = '{orchestrator_run_id}' "
             "and attributes.status = 'FINISHED'",
         )
+
+    def _experiment_id(self, experiment: str) -> str | None:
+        found = self.client.get_experiment_by_name(experiment)
+        return None if found is None else found.experiment_id
 
     def describe(self, version: ModelVersion) -> dict[str, Any]:
         """A JSON-able summary of a version: registry fields, tags and the run's valid_*/test_*

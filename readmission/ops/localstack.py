@@ -273,10 +273,10 @@ def failure_lines(events: list) -> list[str]:
         for detail in details if isinstance(details, list) else []:
             frames = detail.get("frames") or [{}]
             where = frames[-1]
-            place = f" ({where.get('filename')}:{where.get('lineno')} in {where.get('name')})"
-            found.append(
-                f"{detail.get('exc_type')}: {detail.get('exc_value')}" + place * bool(where)
-            )
+            line = f"{detail.get('exc_type')}: {detail.get('exc_value')}"
+            if where:
+                line += f" ({where.get('filename')}:{where.get('lineno')} in {where.get('name')})"
+            found.append(line)
         if not details and event.get("level") in ("error", "critical") and text:
             found.append(text)
     return (found or stderr)[-FAILURE_LINES:]
