@@ -4,8 +4,11 @@ the API on a real socket. Registered for every test by tests/conftest.py."""
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +52,12 @@ def client_records(n: int, seed: int, first_patient: int | None = None) -> list[
     return records
 
 
-def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Settings:
-    """Load and clean synthetic encounters into a SQLite store under `root`."""
-    csv = synthetic.write_csv(synthetic.encounters(rows, seed=5), root / "encounters.csv.gz")
+def store_settings(root: Path, mlflow_uri: str, **extra) -> Settings:
+    """Settings of a SQLite store under `root` fed from `root`'s synthetic file."""
     from readmission import dataset
 
-    settings = Settings(
+    csv = root / "encounters.csv.gz"
+    return Settings(
         DIABETES_CSV=csv,
         DIABETES_CSV_SHA256=dataset.sha256_of(csv),
         DATA_DATABASE_URL=f"sqlite:///{root / 'store' / 'main.db'}",
@@ -63,6 +66,12 @@ def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Sett
         RAW_BATCH_SIZE=500,
         **extra,
     )
+
+
+def build_store(root: Path, mlflow_uri: str, rows: int = 2_000, **extra) -> Settings:
+    """Load and clean synthetic encounters into a SQLite store under `root`."""
+    synthetic.write_csv(synthetic.encounters(rows, seed=5), root / "encounters.csv.gz")
+    settings = store_settings(root, mlflow_uri, **extra)
     pipeline.load_raw_batches(pipeline.plan_raw_load(settings=settings), settings=settings)
     pipeline.clean_new_rows(settings=settings)
     return settings
@@ -91,9 +100,10 @@ def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_module(tmp_path_factory) -> Iterator[str]:
+def mlflow_module(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[str]:
     """A module-wide throwaway MLflow; MLflow's process-wide state restored afterwards."""
     root = tmp_path_factory.mktemp("mlflow")
+    _copy_sqlite(mlflow_empty_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         point_mlflow_at(patch, uri)
@@ -115,20 +125,78 @@ def tracking_server(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[Mlfl
             server.stop()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, mlflow_module) -> Settings:
-    """A store and a first Production model (quick search, gradient boosting)."""
-    root = tmp_path_factory.mktemp("world")
-    settings = build_store(
-        root,
-        mlflow_module,
-        API_MODEL_POLL_SECONDS=0.3,
-        API_PREDICTION_LOG_FLUSH_SECONDS=0.2,
-        PERFORMANCE_REFRESH_SECONDS=1,
-    )
+#: Settings of the served world: the API polls and flushes often, so tests wait little.
+WORLD_SETTINGS = {
+    "API_MODEL_POLL_SECONDS": 0.3,
+    "API_PREDICTION_LOG_FLUSH_SECONDS": 0.2,
+    "PERFORMANCE_REFRESH_SECONDS": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory, mlflow_empty_store: Path) -> Path:
+    """A store and an MLflow holding a first Production model (quick search, gradient
+    boosting), built once a session: `world/` and `mlflow/` under the folder returned.
+    Training it took 5 to 20 s in each of some fifteen modules; `trained` copies it."""
+    root = tmp_path_factory.mktemp("trained-template")
+    database = root / "mlflow" / "mlflow.db"
+    _copy_sqlite(mlflow_empty_store, database)
+    uri = f"sqlite:///{database}"
+    with pytest.MonkeyPatch.context() as patch:
+        point_mlflow_at(patch, uri)
+        Registry(uri).ensure_experiment(artifact_location=(root / "mlflow" / "artifacts").as_uri())
+        settings = build_store(root / "world", uri, **WORLD_SETTINGS)
+        get_settings.cache_clear()
+        pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
+        pipeline.engine(settings).dispose()  # its SQLite files closed and checkpointed
     get_settings.cache_clear()
-    pipeline.train_and_promote(["hist_gradient_boosting"], "quick", settings)
-    return settings
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mlflow_module, trained_template: Path) -> Settings:
+    """A store and a first Production model (quick search, gradient boosting): the
+    session's template copied into this module's folders and its MLflow, the paths MLflow
+    recorded moved with them, so that a module changes only its own copy."""
+    root = tmp_path_factory.mktemp("world")
+    shutil.copytree(trained_template / "world", root, dirs_exist_ok=True, ignore=_SQLITE_SCRATCH)
+    database = Path(mlflow_module.removeprefix("sqlite:///"))
+    shutil.copytree(
+        trained_template / "mlflow" / "artifacts", database.parent / "artifacts", dirs_exist_ok=True
+    )
+    staged = root / "mlflow-copy.db"
+    _copy_sqlite(trained_template / "mlflow" / "mlflow.db", staged)
+    _replace_text(staged, str(trained_template / "mlflow"), str(database.parent))
+    _copy_sqlite(staged, database)  # into the database this module's MLflow has open
+    staged.unlink()
+    get_settings.cache_clear()
+    return store_settings(root, mlflow_module, **WORLD_SETTINGS)
+
+
+#: SQLite's shared-memory index: rebuilt from the database and its log when opened.
+_SQLITE_SCRATCH = shutil.ignore_patterns("*-shm")
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its backup API), over `target` if it
+    exists, even while other connections have it open."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+
+
+def _replace_text(database: Path, old: str, new: str) -> None:
+    """`old` replaced by `new` in every text value of every table of a SQLite database."""
+    with closing(sqlite3.connect(database)) as conn, conn:
+        listed = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        for table in [row[0] for row in listed]:
+            for column in conn.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    conn.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE instr("{column[1]}", ?) > 0',
+                        (old, new, old),
+                    )
 
 
 @pytest.fixture(scope="module")
