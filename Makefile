@@ -137,7 +137,7 @@ test-data: venv ## Find and verify the UCI file the data tests read (downloaded 
 # load exposed a race in each of three CI runs (fixed; docs/performance.md), and one run
 # since is too few to call it stable. By default they run in this process, one by one.
 TEST_WORKERS ?= 0
-PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: test
 test: test-prerequisites venv test-data lint ## Set up and run every test (installs what the machine lacks)

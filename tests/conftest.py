@@ -55,13 +55,42 @@ SERVER_FIXTURES = frozenset(
 )
 
 
+#: The longest test modules (a whole stack each, or the real data), longest first: on
+#: worker processes they are handed out before the others, so that none of them starts
+#: last and keeps one core busy while the other has nothing left to do.
+LONGEST_MODULES = (
+    "tests/ops/test_replay.py",
+    "tests/training/test_training.py",
+    "tests/ops/test_local_mode.py",
+    "tests/model/test_behaviour.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tier is a marker, not a folder: `integration` when a test uses a real server,
-    `unit` otherwise (`pytest -m unit` runs the quick ones)."""
+    `unit` otherwise (`pytest -m unit` runs the quick ones). On pytest-xdist's workers,
+    the longest modules first (`LONGEST_MODULES`), then the others, most tests first."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.integration if fixtures & SERVER_FIXTURES else pytest.mark.unit)
         _node_id_with_its_parameters(item)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = longest_first(items)
+
+
+def longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """`items` with whole modules reordered: `LONGEST_MODULES` in their order, then the
+    others by their number of tests, most first (the order xdist itself would pick);
+    within a module, the order is kept. The same on every worker: they must agree."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def rank(module: str) -> tuple[int, int]:
+        known = LONGEST_MODULES.index(module) if module in LONGEST_MODULES else None
+        return (known, 0) if known is not None else (len(LONGEST_MODULES), -len(modules[module]))
+
+    return [item for module in sorted(modules, key=rank) for item in modules[module]]
 
 
 def _node_id_with_its_parameters(item: pytest.Item) -> None:
