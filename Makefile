@@ -131,12 +131,13 @@ test-prerequisites: ## Check (as root: install) the Debian packages the tests ne
 test-data: venv ## Find and verify the UCI file the data tests read (downloaded into data/ if absent)
 	$(BIN)/python -m readmission locate
 
-# `make test TEST_WORKERS=2` runs the tests on two worker processes (pytest-xdist), whole
-# files to a worker (a module's fixtures are built once, and the fuzzing module counts its
-# cases in one process): about 20 % faster on two cores. Not the default yet: the heavier
-# load exposed a race in each of three CI runs (fixed; docs/performance.md), and one run
-# since is too few to call it stable. By default they run in this process, one by one.
-TEST_WORKERS ?= 0
+# `make test` runs the tests on two worker processes (pytest-xdist), whole files to a
+# worker (a module's fixtures are built once, and the fuzzing module counts its cases in
+# one process), the longest modules handed out first (tests/conftest.py): about a fifth
+# faster than one process on two cores. `make test TEST_WORKERS=0` runs them in this
+# process, one by one; more workers than cores were slower (three: 12 min 50 s against
+# 10 min 48 s, the whole-stack tests starved each other).
+TEST_WORKERS ?= 2
 PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 .PHONY: test

@@ -573,7 +573,7 @@ def test_a_search_keeps_a_configuration_within_the_serving_budget(settings, monk
     is kept whatever their losses; without a budget, or a budget neither fits, the rule
     of one standard error decides among both."""
     small = {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 20}
-    large = {"learning_rate": 0.1, "max_leaf_nodes": 63, "max_iter": 200, "min_samples_leaf": 5}
+    large = {"learning_rate": 0.1, "max_leaf_nodes": 31, "max_iter": 60, "min_samples_leaf": 5}
     monkeypatch.setitem(training.SEARCH["full"], "hist_gradient_boosting", [large, small])
     data = training.load_training_data(pipeline.engine(settings))
     _, found = training.tune("hist_gradient_boosting", data, "full", max_nodes=10**9)
