@@ -395,6 +395,12 @@ def format_figures(figures: dict) -> str:
             f"time): p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms, "
             f"max {latency['max']:.1f} ms"
         )
+    if "locust" in figures:
+        locust = figures["locust"]
+        lines.append(
+            f"  Locust in its container (README's command): "
+            f"{'within' if locust['passed'] else 'OVER'} its latency budget: {locust['verdict']}"
+        )
     for reason in figures.get("left_out", []):
         lines.append(f"  left out: {reason}")
     if figures.get("overrides"):
