@@ -135,8 +135,7 @@ test-data: venv ## Find and verify the UCI file the data tests read (downloaded 
 # worker (a module's fixtures are built once, and the fuzzing module counts its cases in
 # one process), the longest modules handed out first (tests/conftest.py): about a fifth
 # faster than one process on two cores. `make test TEST_WORKERS=0` runs them in this
-# process, one by one; more workers than cores were slower (three: 12 min 50 s against
-# 10 min 48 s, the whole-stack tests starved each other).
+# process, one by one (three workers: not faster in the one run made, docs/performance.md).
 TEST_WORKERS ?= 2
 PYTEST_WORKERS := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
