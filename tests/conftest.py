@@ -219,20 +219,13 @@ def mlflow_tracking(
 ) -> Iterator[str]:
     """A private MLflow (SQLite store, artifacts in tmp_path), its URI in the environment;
     MLflow's process-wide globals restored afterwards."""
-    import sqlite3
-    from contextlib import closing
-
     import mlflow
 
     from readmission.registry import Registry
-    from tests.support.served import point_mlflow_at
+    from tests.support.served import copy_sqlite, point_mlflow_at
 
     database = tmp_path / "mlflow.db"
-    with (
-        closing(sqlite3.connect(mlflow_empty_store)) as source,
-        closing(sqlite3.connect(database)) as copy,
-    ):
-        source.backup(copy)
+    copy_sqlite(mlflow_empty_store, database)
     uri = f"sqlite:///{database}"
     point_mlflow_at(monkeypatch, uri)
     Registry(uri).ensure_experiment(artifact_location=(tmp_path / "artifacts").as_uri())

@@ -103,7 +103,7 @@ def point_mlflow_at(patch: pytest.MonkeyPatch, uri: str) -> None:
 def mlflow_module(tmp_path_factory, mlflow_empty_store: Path) -> Iterator[str]:
     """A module-wide throwaway MLflow; MLflow's process-wide state restored afterwards."""
     root = tmp_path_factory.mktemp("mlflow")
-    _copy_sqlite(mlflow_empty_store, root / "mlflow.db")
+    copy_sqlite(mlflow_empty_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         point_mlflow_at(patch, uri)
@@ -140,7 +140,7 @@ def trained_template(tmp_path_factory, mlflow_empty_store: Path) -> Path:
     Training it took 5 to 20 s in each of some fifteen modules; `trained` copies it."""
     root = tmp_path_factory.mktemp("trained-template")
     database = root / "mlflow" / "mlflow.db"
-    _copy_sqlite(mlflow_empty_store, database)
+    copy_sqlite(mlflow_empty_store, database)
     uri = f"sqlite:///{database}"
     with pytest.MonkeyPatch.context() as patch:
         point_mlflow_at(patch, uri)
@@ -165,9 +165,9 @@ def trained(tmp_path_factory, mlflow_module, trained_template: Path) -> Settings
         trained_template / "mlflow" / "artifacts", database.parent / "artifacts", dirs_exist_ok=True
     )
     staged = root / "mlflow-copy.db"
-    _copy_sqlite(trained_template / "mlflow" / "mlflow.db", staged)
+    copy_sqlite(trained_template / "mlflow" / "mlflow.db", staged)
     _replace_text(staged, str(trained_template / "mlflow"), str(database.parent))
-    _copy_sqlite(staged, database)  # into the database this module's MLflow has open
+    copy_sqlite(staged, database)  # into the database this module's MLflow has open
     staged.unlink()
     get_settings.cache_clear()
     return store_settings(root, mlflow_module, **WORLD_SETTINGS)
@@ -177,7 +177,7 @@ def trained(tmp_path_factory, mlflow_module, trained_template: Path) -> Settings
 _SQLITE_SCRATCH = shutil.ignore_patterns("*-shm")
 
 
-def _copy_sqlite(source: Path, target: Path) -> None:
+def copy_sqlite(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite database (its backup API), over `target` if it
     exists, even while other connections have it open."""
     target.parent.mkdir(parents=True, exist_ok=True)
