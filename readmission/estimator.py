@@ -49,28 +49,51 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         self.pipeline = pipeline
         self.decision_weights = decision_weights
 
-    def fit(self, frame: pd.DataFrame, y: pd.Series, groups=None) -> ReadmissionModel:
+    def fit(
+        self,
+        frame: pd.DataFrame,
+        y: pd.Series,
+        groups=None,
+        features: pd.DataFrame | None = None,
+    ) -> ReadmissionModel:
         """Fit on the encounters that can be readmitted. With `groups` (the patient of each
         row), a classifier that stops early does so on a validation set of whole patients,
-        as the splits are drawn, rather than on rows a patient shares with its fit."""
+        as the splits are drawn, rather than on rows a patient shares with its fit.
+
+        `features`: `EncounterFeatures` of `frame` computed already (row for row), which a
+        pipeline starting with that stateless step then fits on instead of computing them
+        again: training fits and scores the same splits many times (`precomputed`)."""
         keep = ~expired_mask(frame)
         frame, y = frame.loc[keep], np.asarray(y)[keep]
         pipeline = clone(self.pipeline)
+        if features is not None and _starts_with_features(pipeline):
+            pipeline.steps[0][1].fit(frame)  # stateless: only notes the input's width
+            fitted, inputs = pipeline[1:], _rows(features, keep, len(keep))
+        else:
+            fitted, inputs = pipeline, frame
         classifier = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
         if groups is not None and getattr(classifier, "early_stopping", False) is True:
             self.early_stopping_patients_ = _fit_stopping_on_patients(
-                pipeline, frame, y, np.asarray(groups)[keep]
+                fitted, inputs, y, np.asarray(groups)[keep]
             )
         else:
-            pipeline.fit(frame, y)
+            fitted.fit(inputs, y)
         self.pipeline_ = pipeline
         self.classes_ = self.pipeline_.classes_
         self.decision_weights_ = {str(c): 1.0 for c in self.classes_}
         self.decision_weights_.update(self.decision_weights or {})
         return self
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.finish(self.pipeline_.predict_proba(frame), expired_mask(frame))
+    def predict_proba(
+        self, frame: pd.DataFrame, features: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Probabilities of each class (`classes_`) for the encounters of `frame`; with
+        `features` (see `fit`), from those instead of computing them again."""
+        if features is not None and _starts_with_features(self.pipeline_):
+            proba = self.pipeline_[1:].predict_proba(_rows(features, None, len(frame)))
+        else:
+            proba = self.pipeline_.predict_proba(frame)
+        return self.finish(proba, expired_mask(frame))
 
     def finish(self, proba: np.ndarray, expired: np.ndarray) -> np.ndarray:
         """The pipeline's probabilities `proba` recalibrated (if the model is) and with
@@ -89,12 +112,14 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         """Classes from probabilities, by the decision rule."""
         return self.classes_[np.argmax(proba * self._weights(), axis=1)]
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.decide(self.predict_proba(frame))
+    def predict(self, frame: pd.DataFrame, features: pd.DataFrame | None = None) -> np.ndarray:
+        return self.decide(self.predict_proba(frame, features))
 
-    def tune_decision(self, frame: pd.DataFrame, y: pd.Series) -> float:
+    def tune_decision(
+        self, frame: pd.DataFrame, y: pd.Series, features: pd.DataFrame | None = None
+    ) -> float:
         """Set the per-class weights that maximise macro-F1 on (frame, y); return it."""
-        proba = self.predict_proba(frame)
+        proba = self.predict_proba(frame, features)
         classes = [str(c) for c in self.classes_]
         truth = pd.Categorical(np.asarray(y, dtype=object), categories=classes).codes
         known = truth >= 0  # rows without a known class cannot be scored
@@ -151,6 +176,22 @@ def _fit_stopping_on_patients(pipeline, frame: pd.DataFrame, y: np.ndarray, grou
     take = inputs.iloc if isinstance(inputs, pd.DataFrame) else inputs
     classifier.fit(take[fitted], y[fitted], X_val=take[held], y_val=y[held])
     return np.unique(groups[held])
+
+
+def _starts_with_features(pipeline) -> bool:
+    """Whether `pipeline` starts with the stateless `EncounterFeatures` step."""
+    from readmission.features import EncounterFeatures
+
+    steps = getattr(pipeline, "steps", None)
+    return bool(steps) and type(steps[0][1]) is EncounterFeatures
+
+
+def _rows(features: pd.DataFrame, keep: np.ndarray | None, rows: int) -> pd.DataFrame:
+    """The rows of precomputed `features` that `keep` selects (all without), checked to be
+    as many as the frame they stand for."""
+    if len(features) != rows:
+        raise ValueError(f"features of {len(features):,} rows given for {rows:,} encounters")
+    return features if keep is None or keep.all() else features.loc[keep]
 
 
 def _macro_f1(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:

@@ -115,3 +115,40 @@ def test_recalibration_undoes_a_known_distortion():
     assert found["bias"][0] == 0.0
     repaired = recalibrate(overconfident, found["scale"], found["bias"])
     assert np.abs(repaired - true_proba).max() < 0.03
+
+
+@pytest.mark.parametrize(
+    "family", ["logistic_regression", "random_forest", "hist_gradient_boosting", "lightgbm"]
+)
+def test_precomputed_features_fit_and_score_as_the_pipeline_computing_them(family):
+    """Training computes `EncounterFeatures` once per split and hands them to every fit and
+    prediction: the model is the same as one computing them itself, row for row, expired
+    encounters (not fitted) included, and on a subset of rows as given."""
+    from readmission import features, synthetic
+
+    data = features.add_history(clean(synthetic.encounters(1_500, seed=5, patients=500)))
+    assert data["expired"].any()
+    frame, y, patients = data.drop(columns=["readmitted"]), data["readmitted"], data["patient_nbr"]
+    computed = features.EncounterFeatures().fit_transform(frame)
+    params = {
+        "logistic_regression": {"max_iter": 200},
+        "random_forest": {"n_estimators": 10},
+        "hist_gradient_boosting": {"max_iter": 20},
+        "lightgbm": {"num_leaves": 7, "learning_rate": 0.3},
+    }[family]
+
+    def model():
+        return ReadmissionModel(features.build_pipeline(family, params, seed=1, threads=1))
+
+    plain = model().fit(frame, y, groups=patients)
+    shared = model().fit(frame, y, groups=patients, features=computed)
+    assert shared.pipeline_.steps[0][1].n_features_in_ == frame.shape[1]
+    np.testing.assert_array_equal(plain.predict_proba(frame), shared.predict_proba(frame))
+    rows = np.arange(0, len(frame), 3)
+    np.testing.assert_array_equal(
+        plain.predict_proba(frame.iloc[rows]),
+        shared.predict_proba(frame.iloc[rows], features=computed.iloc[rows]),
+    )
+    assert plain.tune_decision(frame, y) == shared.tune_decision(frame, y, features=computed)
+    with pytest.raises(ValueError, match="features of 500 rows given for 1,500 encounters"):
+        shared.predict_proba(frame, features=computed.iloc[:500])

@@ -10,7 +10,7 @@ import pytest
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import Pipeline
 
-from readmission import pipeline, registry, schema, synthetic, training
+from readmission import explain, pipeline, registry, schema, synthetic, training
 from readmission.estimator import ReadmissionModel
 from readmission.features import EncounterFeatures
 from readmission.registry import Registry
@@ -587,6 +587,29 @@ def test_a_search_keeps_a_configuration_within_the_serving_budget(settings, monk
     _, neither = training.tune("hist_gradient_boosting", data, "full", max_nodes=1)
     assert [r["within_budget"] for r in neither] == [True, True]
     assert [r["chosen"] for r in neither] == [r["chosen"] for r in found]
+
+
+def test_a_candidate_computes_the_features_of_each_split_once(settings, monkeypatch):
+    """A search, its refit, the recalibration, the decision and every figure fit and score
+    the same splits some twenty times: the stateless features of each are computed once
+    (the model's own pipeline computes only those of the importance's small sample)."""
+    small = {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 20}
+    monkeypatch.setitem(training.SEARCH["full"], "hist_gradient_boosting", [small, small])
+    data = training.load_training_data(pipeline.engine(settings))
+    computed = []
+    transform = EncounterFeatures.transform
+
+    def recording(self, frame):
+        computed.append(len(frame))
+        return transform(self, frame)
+
+    monkeypatch.setattr(EncounterFeatures, "transform", recording)
+    candidate = training.fit_candidate("hist_gradient_boosting", data, "full")
+    assert candidate.model.assessment_["recalibration"] is not None
+    sizes = [len(data.frames[split]) for split in ("train", "valid", "test")]
+    assert [computed.count(rows) for rows in sizes] == [1, 1, 1]
+    # and the importance's sample: at most the valid split again
+    assert sum(computed) <= sum(sizes) + min(sizes[1], explain.IMPORTANCE_ROWS)
 
 
 def test_a_candidate_records_the_tree_nodes_of_the_model_it_serves(settings):
