@@ -19,7 +19,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from readmission import schema
 from readmission.cleaning import AGE_YEARS, DIAGNOSIS_GROUPS, EXPIRED, ICD9_GROUPS
@@ -247,6 +247,95 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         return np.asarray([*self.categorical, *self.numeric], dtype=object)
 
 
+class OneHotCodes(TransformerMixin, BaseEstimator):
+    """Text columns one-hot encoded, categories seen fewer than `min_frequency` times (and
+    unknown ones) pooled in one column per input: what scikit-learn's
+    `OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=..., sparse_output=True)`
+    gives, with its `categories_`, `infrequent_categories_`, column order, names and values
+    (compared on the real data in the tests), without its Python loops: fitting on the real
+    train split 1.8 -> 0.15 s; a dict look-up per value for small inputs (a request).
+
+    A missing value is a category like any other (NaN, last), as in scikit-learn."""
+
+    def __init__(self, min_frequency: int = 30) -> None:
+        self.min_frequency = min_frequency
+
+    def fit(self, frame: pd.DataFrame, y=None) -> OneHotCodes:  # noqa: ARG002
+        self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
+        self.n_features_in_ = frame.shape[1]
+        self.categories_, self.infrequent_categories_, self.columns_ = [], [], []
+        self.widths_, self.lookups_ = [], []
+        for name in frame.columns:
+            values = pd.Series(frame[name])
+            counts = values.dropna().astype(str).value_counts()
+            missing = int(values.isna().sum())
+            present = sorted(counts.index)
+            categories = np.array([*present, *([np.nan] if missing else [])], dtype=object)
+            seen = np.array([*counts.loc[present], *([missing] if missing else [])])
+            rare = seen < self.min_frequency
+            kept = np.flatnonzero(~rare)
+            # each category's output column: its own, or the pooled one after those kept
+            column = np.full(len(categories), len(kept) if rare.any() else -1)
+            column[kept] = np.arange(len(kept))
+            self.categories_.append(categories)
+            self.infrequent_categories_.append(categories[rare] if rare.any() else None)
+            self.columns_.append(column)
+            self.widths_.append(len(kept) + int(rare.any()))
+            self.lookups_.append(dict(zip(present, column[: len(present)].tolist(), strict=True)))
+        return self
+
+    def transform(self, frame: pd.DataFrame):
+        from scipy import sparse
+
+        rows, columns, offset = [], [], 0
+        for i, name in enumerate(frame.columns):
+            out = self._columns_of(i, frame[name])
+            hit = np.flatnonzero(out >= 0)
+            rows.append(hit)
+            columns.append(out[hit] + offset)
+            offset += self.widths_[i]
+        rows, columns = np.concatenate(rows), np.concatenate(columns)
+        return sparse.csr_matrix(
+            (np.ones(len(rows)), (rows, columns)), shape=(len(frame), offset), dtype=float
+        )
+
+    def _columns_of(self, i: int, values) -> np.ndarray:
+        """The output column of each value of input `i` (-1: none, an unknown value when
+        nothing is pooled)."""
+        categories, column = self.categories_[i], self.columns_[i]
+        pooled = -1 if self.infrequent_categories_[i] is None else self.widths_[i] - 1
+        has_nan = len(categories) > 0 and not isinstance(categories[-1], str)
+        if_missing = column[-1] if has_nan else pooled  # unseen missing: unknown
+        if len(values) <= 64:
+            lookup = self.lookups_[i]
+            return np.array(
+                [
+                    lookup.get(v, pooled) if isinstance(v, str) else if_missing
+                    for v in np.asarray(values, dtype=object)
+                ],
+                dtype=np.intp,
+            )
+        values = pd.Series(values)
+        text = pd.Index(categories[:-1] if has_nan else categories, dtype=object)
+        found = text.get_indexer(values)
+        out = np.where(found >= 0, column[found], pooled)
+        out[values.isna().to_numpy()] = if_missing
+        return out
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        names = self.feature_names_in_ if input_features is None else input_features
+        out = []
+        for i, name in enumerate(names):
+            pooled = self.infrequent_categories_[i] is not None
+            last = self.widths_[i] - 1
+            for category, to in zip(self.categories_[i], self.columns_[i], strict=True):
+                if not (pooled and to == last):
+                    out.append(f"{name}_{category}")
+            if pooled:
+                out.append(f"{name}_infrequent_sklearn")
+        return np.asarray(out, dtype=object)
+
+
 def _ordinal_encoding() -> CategoryCodes:
     """Categories as integer codes for tree models; unknown and missing -> NaN."""
     return CategoryCodes(TREE_CATEGORICAL, NUMERIC)
@@ -265,9 +354,7 @@ def _one_hot_encoding() -> ColumnTransformer:
         [
             (
                 "categories",
-                OneHotEncoder(
-                    handle_unknown="infrequent_if_exist", min_frequency=30, sparse_output=True
-                ),
+                OneHotCodes(min_frequency=30),
                 list(CATEGORICAL),
             ),
             ("numbers", numbers, list(NUMERIC)),

@@ -167,3 +167,75 @@ def test_the_codes_as_numbers_are_the_same_from_a_frame_and_from_records():
     for name in features.CODE_NUMBERS:
         np.testing.assert_array_equal(frame[name].to_numpy(), columns[name])
         assert frame[name].notna().any()
+
+
+def _same_encoding(ours, reference, frames) -> None:
+    """`ours` (OneHotCodes) and scikit-learn's encoder fitted alike: same categories,
+    pooled categories, column names and matrices for every frame."""
+    from pandas.testing import assert_index_equal
+
+    for mine, theirs in zip(ours.categories_, reference.categories_, strict=True):
+        assert_index_equal(pd.Index(mine, dtype=object), pd.Index(theirs, dtype=object))
+    for mine, theirs in zip(
+        ours.infrequent_categories_, reference.infrequent_categories_, strict=True
+    ):
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            assert_index_equal(pd.Index(mine, dtype=object), pd.Index(theirs, dtype=object))
+    assert list(ours.get_feature_names_out()) == list(reference.get_feature_names_out())
+    for frame in frames:
+        mine, theirs = ours.transform(frame), reference.transform(frame)
+        assert mine.shape == theirs.shape
+        assert (mine != theirs).nnz == 0
+
+
+def _reference_one_hot(min_frequency: int):
+    from sklearn.preprocessing import OneHotEncoder
+
+    return OneHotEncoder(
+        handle_unknown="infrequent_if_exist", min_frequency=min_frequency, sparse_output=True
+    )
+
+
+def test_one_hot_codes_encode_as_scikit_learns_one_hot_encoder():
+    """Rare categories pooled, unknown ones into the pool (or nowhere when nothing is
+    pooled), missing values a category of their own or, unseen, unknown; small inputs
+    (dict look-ups) and large ones (pandas) alike."""
+    rng = np.random.default_rng(0)
+    n = 500
+    fit = pd.DataFrame(
+        {
+            "common": rng.choice(["a", "b", "c"], n),  # nothing rare, nothing missing
+            "rare": rng.choice(["x", "y", "z", "w"], n, p=[0.6, 0.36, 0.03, 0.01]),
+            "missing": np.where(rng.random(n) < 0.2, None, rng.choice(["p", "q"], n)),
+            "rare_missing": np.where(rng.random(n) < 0.02, None, rng.choice(["m", "n"], n)),
+        }
+    ).astype("str")
+    fit.loc[:4, "common"] = np.nan  # missing but rare: pooled
+    later = pd.DataFrame(
+        {
+            "common": ["a", "new", None, "c"],
+            "rare": ["z", "new", "x", None],
+            "missing": [None, "new", "q", "p"],
+            "rare_missing": [None, "m", "new", "n"],
+        }
+    )
+    unseen_missing = fit.assign(missing=fit["missing"].fillna("p"))
+    ours = features.OneHotCodes(min_frequency=30).fit(fit)
+    reference = _reference_one_hot(30).fit(fit)
+    assert ours.infrequent_categories_[1] is not None  # the cases are there
+    _same_encoding(ours, reference, [fit, later, later.iloc[:1], pd.concat([later] * 20)])
+    ours, reference = (e.fit(unseen_missing) for e in (ours, _reference_one_hot(30)))
+    _same_encoding(ours, reference, [fit, later, pd.concat([later] * 20)])
+
+
+def test_one_hot_codes_encode_the_real_data_as_scikit_learns_one_hot_encoder():
+    from tests.support.tools import require_real_csv
+
+    raw = pd.read_csv(require_real_csv(), dtype=str, keep_default_na=False)
+    inputs = features.EncounterFeatures().fit_transform(features.add_history(clean(raw)))
+    inputs = inputs[list(features.CATEGORICAL)]
+    fit, other = inputs.iloc[:60_000], inputs.iloc[60_000:]
+    ours = features.OneHotCodes(min_frequency=30).fit(fit)
+    reference = _reference_one_hot(30).fit(fit)
+    _same_encoding(ours, reference, [fit, other, other.iloc[:5]])
