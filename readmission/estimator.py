@@ -64,11 +64,13 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         pipeline starting with that stateless step then fits on instead of computing them
         again: training fits and scores the same splits many times (`precomputed`)."""
         keep = ~expired_mask(frame)
+        if features is not None:
+            features = _rows(features, frame, keep)
         frame, y = frame.loc[keep], np.asarray(y)[keep]
         pipeline = clone(self.pipeline)
         if features is not None and _starts_with_features(pipeline):
             pipeline.steps[0][1].fit(frame)  # stateless: only notes the input's width
-            fitted, inputs = pipeline[1:], _rows(features, keep, len(keep))
+            fitted, inputs = pipeline[1:], features
         else:
             fitted, inputs = pipeline, frame
         classifier = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
@@ -90,7 +92,7 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
         """Probabilities of each class (`classes_`) for the encounters of `frame`; with
         `features` (see `fit`), from those instead of computing them again."""
         if features is not None and _starts_with_features(self.pipeline_):
-            proba = self.pipeline_[1:].predict_proba(_rows(features, None, len(frame)))
+            proba = self.pipeline_[1:].predict_proba(_rows(features, frame, None))
         else:
             proba = self.pipeline_.predict_proba(frame)
         return self.finish(proba, expired_mask(frame))
@@ -186,11 +188,13 @@ def _starts_with_features(pipeline) -> bool:
     return bool(steps) and type(steps[0][1]) is EncounterFeatures
 
 
-def _rows(features: pd.DataFrame, keep: np.ndarray | None, rows: int) -> pd.DataFrame:
-    """The rows of precomputed `features` that `keep` selects (all without), checked to be
-    as many as the frame they stand for."""
-    if len(features) != rows:
-        raise ValueError(f"features of {len(features):,} rows given for {rows:,} encounters")
+def _rows(features: pd.DataFrame, frame: pd.DataFrame, keep: np.ndarray | None) -> pd.DataFrame:
+    """The rows of precomputed `features` that `keep` selects (all without), checked to
+    stand for the rows of `frame`, in its order."""
+    if len(features) != len(frame):
+        raise ValueError(f"features of {len(features):,} rows given for {len(frame):,} encounters")
+    if not features.index.equals(frame.index):
+        raise ValueError("features given for other rows than the frame's (their index differs)")
     return features if keep is None or keep.all() else features.loc[keep]
 
 

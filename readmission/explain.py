@@ -413,14 +413,20 @@ def _not_expired(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[~expired_mask(frame)]
 
 
-def feature_means(model: Any, frame: pd.DataFrame) -> list[float] | None:
+def feature_means(
+    model: Any, frame: pd.DataFrame, features: pd.DataFrame | None = None
+) -> list[float] | None:
     """The mean of each encoded column over the training rows the model was fitted on
     (expired ones are not): the reference of a linear model's contributions. None for a
-    model whose classifier is not linear (trees need no reference)."""
+    model whose classifier is not linear (trees need no reference). `features`: the
+    `features` step's output for `frame`, computed already (`ReadmissionModel.fit`)."""
     pipeline = model.pipeline_
     if not hasattr(pipeline[-1], "coef_"):
         return None
-    encoded = pipeline[:-1].transform(_not_expired(frame))
+    if features is None:
+        encoded = pipeline[:-1].transform(_not_expired(frame))
+    else:
+        encoded = pipeline[1:-1].transform(features.loc[~expired_mask(frame)])
     return [float(v) for v in np.asarray(encoded.mean(axis=0)).ravel()]
 
 

@@ -238,8 +238,12 @@ class TrainingData:
     frames: dict[str, pd.DataFrame]
     lineage: dict
     snapshot: Snapshot
-    _features: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _features: dict[str, pd.DataFrame] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def inputs(self, split: str) -> pd.DataFrame:
         return self.frames[split][list(MODEL_INPUTS)]
@@ -469,7 +473,9 @@ def _fit_candidate(family, data, profile, seed, decision, max_nodes, threads) ->
     model.lineage_ = data.lineage  # what the model card says of the data
     # what the API explains predictions with, also inside the artifact: the linear
     # family's reference (mean encoded training row) and every family's global importance
-    model.feature_means_ = explain.feature_means(model, data.inputs("train"))
+    model.feature_means_ = explain.feature_means(
+        model, data.inputs("train"), data.features("train")
+    )
     model.importance_ = _importance(model, data)
     figures: dict[str, float] = {}
     probabilities = {}

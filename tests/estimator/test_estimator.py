@@ -152,3 +152,7 @@ def test_precomputed_features_fit_and_score_as_the_pipeline_computing_them(famil
     assert plain.tune_decision(frame, y) == shared.tune_decision(frame, y, features=computed)
     with pytest.raises(ValueError, match="features of 500 rows given for 1,500 encounters"):
         shared.predict_proba(frame, features=computed.iloc[:500])
+    with pytest.raises(ValueError, match="other rows than the frame's"):
+        shared.predict_proba(frame, features=computed.iloc[::-1])
+    with pytest.raises(ValueError, match="other rows than the frame's"):
+        model().fit(frame.iloc[rows], y.iloc[rows], features=computed.iloc[rows + 1])

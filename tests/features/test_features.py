@@ -239,3 +239,23 @@ def test_one_hot_codes_encode_the_real_data_as_scikit_learns_one_hot_encoder():
     ours = features.OneHotCodes(min_frequency=30).fit(fit)
     reference = _reference_one_hot(30).fit(fit)
     _same_encoding(ours, reference, [fit, other, other.iloc[:5]])
+
+
+def test_one_hot_codes_take_text_and_missing_values_only():
+    """None and NaN are one missing category; a value that is not text is refused when
+    fitting and unknown (pooled) when transforming, in small and large inputs alike."""
+    fit = pd.DataFrame({"c": np.array(["a"] * 40 + ["b"] * 40 + [None] * 20 + [np.nan] * 20)})
+    codes = features.OneHotCodes(min_frequency=30).fit(fit)
+    assert list(codes.get_feature_names_out()) == ["c_a", "c_b", "c_nan"]
+    repeated = features.OneHotCodes(min_frequency=30).fit(pd.concat([fit, fit.iloc[:5]]))
+    assert repeated.infrequent_categories_ == [None]
+    pooled = features.OneHotCodes(min_frequency=30).fit(pd.DataFrame({"c": ["a"] * 40 + ["z"] * 3}))
+    later = pd.DataFrame({"c": np.array(["a", 7, None, "z"], dtype=object)})
+    for frame in (later, pd.concat([later] * 20, ignore_index=True)):
+        matrix = pooled.transform(frame).toarray()[:4]
+        # a, then 7 (not text: unknown, pooled), None (never seen missing: pooled), z (rare)
+        np.testing.assert_array_equal(matrix, [[1, 0], [0, 1], [0, 1], [0, 1]])
+    with pytest.raises(ValueError, match=r"c: values that are not text, such as \[7\]"):
+        features.OneHotCodes().fit(later)
+    with pytest.raises(TypeError, match="min_frequency must be a count"):
+        features.OneHotCodes(min_frequency=0.1).fit(fit)

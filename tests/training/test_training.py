@@ -589,12 +589,19 @@ def test_a_search_keeps_a_configuration_within_the_serving_budget(settings, monk
     assert [r["chosen"] for r in neither] == [r["chosen"] for r in found]
 
 
-def test_a_candidate_computes_the_features_of_each_split_once(settings, monkeypatch):
-    """A search, its refit, the recalibration, the decision and every figure fit and score
-    the same splits some twenty times: the stateless features of each are computed once
-    (the model's own pipeline computes only those of the importance's small sample)."""
-    small = {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 20}
-    monkeypatch.setitem(training.SEARCH["full"], "hist_gradient_boosting", [small, small])
+@pytest.mark.parametrize(
+    ("family", "small"),
+    [
+        ("hist_gradient_boosting", {"learning_rate": 0.1, "max_leaf_nodes": 7, "max_iter": 20}),
+        ("logistic_regression", {"C": 0.1, "max_iter": 100}),
+    ],
+)
+def test_a_candidate_computes_the_features_of_each_split_once(settings, monkeypatch, family, small):
+    """A search, its refit, the recalibration, the decision, the linear model's reference
+    and every figure fit and score the same splits some twenty times: the stateless
+    features of each are computed once (the model's own pipeline computes only those of the
+    importance's small sample)."""
+    monkeypatch.setitem(training.SEARCH["full"], family, [small, small])
     data = training.load_training_data(pipeline.engine(settings))
     computed = []
     transform = EncounterFeatures.transform
@@ -604,12 +611,16 @@ def test_a_candidate_computes_the_features_of_each_split_once(settings, monkeypa
         return transform(self, frame)
 
     monkeypatch.setattr(EncounterFeatures, "transform", recording)
-    candidate = training.fit_candidate("hist_gradient_boosting", data, "full")
+    candidate = training.fit_candidate(family, data, "full")
     assert candidate.model.assessment_["recalibration"] is not None
     sizes = [len(data.frames[split]) for split in ("train", "valid", "test")]
     assert [computed.count(rows) for rows in sizes] == [1, 1, 1]
     # and the importance's sample: at most the valid split again
     assert sum(computed) <= sum(sizes) + min(sizes[1], explain.IMPORTANCE_ROWS)
+    if family == "logistic_regression":  # its reference, as from the rows themselves
+        assert candidate.model.feature_means_ == pytest.approx(
+            explain.feature_means(candidate.model, data.inputs("train")), abs=1e-12
+        )
 
 
 def test_a_candidate_records_the_tree_nodes_of_the_model_it_serves(settings):
