@@ -62,13 +62,14 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
 
         `features`: `EncounterFeatures` of `frame` computed already (row for row), which a
         pipeline starting with that stateless step then fits on instead of computing them
-        again: training fits and scores the same splits many times (`precomputed`)."""
+        again: training fits and scores the same splits many times
+        (`training.TrainingData.features`)."""
         keep = ~expired_mask(frame)
         if features is not None:
             features = _rows(features, frame, keep)
         frame, y = frame.loc[keep], np.asarray(y)[keep]
         pipeline = clone(self.pipeline)
-        if features is not None and _starts_with_features(pipeline):
+        if features is not None and starts_with_features(pipeline):
             pipeline.steps[0][1].fit(frame)  # stateless: only notes the input's width
             fitted, inputs = pipeline[1:], features
         else:
@@ -91,7 +92,7 @@ class ReadmissionModel(ClassifierMixin, BaseEstimator):
     ) -> np.ndarray:
         """Probabilities of each class (`classes_`) for the encounters of `frame`; with
         `features` (see `fit`), from those instead of computing them again."""
-        if features is not None and _starts_with_features(self.pipeline_):
+        if features is not None and starts_with_features(self.pipeline_):
             proba = self.pipeline_[1:].predict_proba(_rows(features, frame, None))
         else:
             proba = self.pipeline_.predict_proba(frame)
@@ -180,7 +181,7 @@ def _fit_stopping_on_patients(pipeline, frame: pd.DataFrame, y: np.ndarray, grou
     return np.unique(groups[held])
 
 
-def _starts_with_features(pipeline) -> bool:
+def starts_with_features(pipeline) -> bool:
     """Whether `pipeline` starts with the stateless `EncounterFeatures` step."""
     from readmission.features import EncounterFeatures
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from readmission import schema
-from readmission.estimator import expired_mask
+from readmission.estimator import expired_mask, starts_with_features
 from readmission.features import CATEGORICAL, CODE_NUMBERS, NUMERIC
 
 log = logging.getLogger(__name__)
@@ -423,7 +423,7 @@ def feature_means(
     pipeline = model.pipeline_
     if not hasattr(pipeline[-1], "coef_"):
         return None
-    if features is None:
+    if features is None or not starts_with_features(pipeline):
         encoded = pipeline[:-1].transform(_not_expired(frame))
     else:
         encoded = pipeline[1:-1].transform(features.loc[~expired_mask(frame)])
